@@ -1,0 +1,111 @@
+"""Loading the components of an AltDiffusion folder.
+
+Reads the published diffusers-0.8 layout (``model_index.json`` naming the text encoder
+``["alt_diffusion", "RobertaSeriesModelWithTransformation"]``, which today's diffusers cannot
+resolve) and the layout our own ``save_pretrained`` writes. UNet, VAE and scheduler load
+through diffusers, which also converts the 0.8-era VAE attention key names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from altdiffusion.errors import CheckpointError
+from altdiffusion.models.loading import load_text_encoder, read_json
+from altdiffusion.models.tokenizer import load_tokenizer
+
+REQUIRED = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
+OPTIONAL = ("safety_checker", "feature_extractor")
+
+SCHEDULER_CLASSES = {
+    "PNDMScheduler", "DDIMScheduler", "DDPMScheduler", "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler", "LMSDiscreteScheduler",
+    "HeunDiscreteScheduler", "UniPCMultistepScheduler", "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler", "DPMSolverSDEScheduler",
+}  # fmt: skip
+
+
+@dataclass
+class Components:
+    tokenizer: object
+    text_encoder: object
+    unet: object
+    vae: object
+    scheduler: object
+    safety_checker: object | None
+    feature_extractor: object | None
+    model_index: dict
+
+
+def _present(index: dict, name: str, folder: Path) -> bool:
+    entry = index.get(name)
+    return isinstance(entry, list) and len(entry) == 2 and entry[0] is not None and (folder / name).is_dir()
+
+
+def _from_diffusers(cls, folder: Path, what: str):
+    """``cls.from_pretrained(folder)``, with any failure turned into one CheckpointError."""
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{what}: {folder / 'config.json'} is missing; the model folder is incomplete")
+    try:
+        return cls.from_pretrained(str(folder), low_cpu_mem_usage=True)
+    except Exception as err:  # diffusers raises OSError/ValueError/RuntimeError/SafetensorError
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{what} {folder}: cannot load ({type(err).__name__}: {first[:400]})") from None
+
+
+def load_scheduler(folder: Path):
+    import diffusers
+
+    config = read_json(folder / "scheduler_config.json")
+    name = config.get("_class_name")
+    if name not in SCHEDULER_CLASSES:
+        raise CheckpointError(f"{folder / 'scheduler_config.json'}: unknown scheduler class {name!r}")
+    return getattr(diffusers, name).from_config(config)
+
+
+def load_components(folder: Path, *, safety_checker: bool = True) -> Components:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    index = read_json(folder / "model_index.json")
+    for name in REQUIRED:
+        if not (folder / name).is_dir():
+            raise CheckpointError(f"{folder}: the {name}/ folder is missing; the model folder is incomplete")
+    tokenizer = load_tokenizer(folder / "tokenizer", max_length=77)
+    text_encoder = load_text_encoder(folder / "text_encoder")
+    if len(tokenizer) > text_encoder.config.vocab_size:
+        raise CheckpointError(
+            f"{folder}: the tokenizer has {len(tokenizer)} tokens but the text encoder only {text_encoder.config.vocab_size}"
+        )
+    unet = _from_diffusers(UNet2DConditionModel, folder / "unet", "UNet")
+    if unet.config.cross_attention_dim != text_encoder.conditioning_dim:
+        raise CheckpointError(
+            f"{folder}: the UNet attends to {unet.config.cross_attention_dim}-d text but the text encoder "
+            f"produces {text_encoder.conditioning_dim}-d conditioning; these components do not belong together"
+        )
+    vae = _from_diffusers(AutoencoderKL, folder / "vae", "VAE")
+    scheduler = load_scheduler(folder / "scheduler")
+
+    checker = extractor = None
+    if safety_checker and _present(index, "safety_checker", folder):
+        from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+
+        checker = _from_diffusers(StableDiffusionSafetyChecker, folder / "safety_checker", "safety checker")
+        if not _present(index, "feature_extractor", folder):
+            raise CheckpointError(f"{folder}: a safety checker needs the feature_extractor/ folder, which is missing")
+        extractor = load_image_processor(folder / "feature_extractor")
+    return Components(tokenizer, text_encoder.eval(), unet.eval(), vae.eval(), scheduler, checker, extractor, index)
+
+
+def load_image_processor(folder: Path):
+    """CLIP image preprocessing without torchvision (transformers 5's PIL backend when present)."""
+    try:
+        from transformers import CLIPImageProcessorPil as Processor
+    except ImportError:  # transformers 4
+        from transformers import CLIPImageProcessor as Processor
+    if not (folder / "preprocessor_config.json").is_file():
+        raise CheckpointError(f"{folder / 'preprocessor_config.json'} is missing")
+    try:
+        return Processor.from_pretrained(str(folder))
+    except Exception as err:
+        raise CheckpointError(f"{folder}: cannot load the image preprocessor ({err})") from None

@@ -256,6 +256,9 @@ class AltDiffusionPipeline:
             seed = random.randint(0, MAX_SEED) if generator is None else int(generator.initial_seed())
         seeds = [(seed + i) % (MAX_SEED + 1) for i in range(batch)]
 
+        if "noise_sampler_seed" in scheduler.config:  # DPM++ SDE draws its own noise: seed it too
+            scheduler = type(scheduler).from_config({**scheduler.config, "noise_sampler_seed": seeds[0]})
+
         device, dtype = self.device, self.dtype
         cond, uncond = self.encode_prompt(all_prompts, all_negatives)
         use_cfg = guidance_scale > 1.0

@@ -48,7 +48,11 @@ def _from_diffusers(cls, folder: Path, what: str):
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{what}: {folder / 'config.json'} is missing; the model folder is incomplete")
     try:
-        return cls.from_pretrained(str(folder), low_cpu_mem_usage=True)
+        # Saying which format is there avoids diffusers' logged error when falling back to .bin.
+        has_safetensors = any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json"))
+        if cls.__module__.startswith("diffusers.models"):
+            return cls.from_pretrained(str(folder), low_cpu_mem_usage=True, use_safetensors=has_safetensors)
+        return cls.from_pretrained(str(folder), use_safetensors=has_safetensors)
     except Exception as err:  # diffusers raises OSError/ValueError/RuntimeError/SafetensorError
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{what} {folder}: cannot load ({type(err).__name__}: {first[:400]})") from None

@@ -1,0 +1,5 @@
+import sys
+
+from altdiffusion.serve.server import main
+
+sys.exit(main())

@@ -1,0 +1,182 @@
+"""Request and response bodies of the AUTOMATIC1111-compatible API (``/sdapi/v1/``).
+
+Field names and defaults follow A1111's ``StableDiffusionTxt2ImgProcessingAPI`` and
+``StableDiffusionImg2ImgProcessingAPI``. Fields that A1111 clients commonly send but that
+this server does not implement (face restoration, tiling, subseeds, extra networks...) are
+accepted and ignored; unknown fields are ignored too, as A1111 does. Settings that would
+silently produce a different picture than asked for (hires fix, scripts) are refused with
+422 instead.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class GenerationRequest(_Lenient):
+    """Fields shared by txt2img and img2img."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: list[str] | None = Field(None, description="accepted and ignored (no saved styles here)")
+    seed: int = Field(-1, description="-1 picks a random seed; image i of the job uses seed + i")
+    subseed: int = Field(-1, description="accepted and ignored")
+    subseed_strength: float = Field(0.0, description="accepted and ignored")
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    sampler_name: str | None = Field(None, description='A1111 sampler name, e.g. "Euler a"; default "Euler"')
+    sampler_index: str = Field("Euler", description="legacy spelling of sampler_name")
+    scheduler: str | None = Field(None, description='A1111 schedule type ("Automatic", "Karras"...)')
+    batch_size: int = Field(1, ge=1, description="images per iteration")
+    n_iter: int = Field(1, ge=1, description="iterations (batches) per job")
+    steps: int = Field(50, ge=1)
+    cfg_scale: float = 7.0
+    width: int = Field(512, ge=8, multiple_of=8)
+    height: int = Field(512, ge=8, multiple_of=8)
+    restore_faces: bool | None = Field(None, description="accepted and ignored")
+    tiling: bool | None = Field(None, description="accepted and ignored")
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    eta: float | None = None
+    s_min_uncond: float | None = None
+    s_churn: float | None = None
+    s_tmax: float | None = None
+    s_tmin: float | None = None
+    s_noise: float | None = None
+    override_settings: dict[str, Any] | None = Field(None, description="accepted and ignored")
+    override_settings_restore_afterwards: bool = True
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
+    disable_extra_networks: bool = False
+    comments: dict[str, Any] | None = None
+    force_task_id: str | None = None
+    script_name: str | None = Field(None, description="scripts are not supported; must be empty")
+    script_args: list[Any] = Field(default_factory=list)
+    send_images: bool = True
+    save_images: bool = Field(False, description="accepted and ignored: the server never writes files")
+    alwayson_scripts: dict[str, Any] = Field(default_factory=dict, description="accepted and ignored")
+    infotext: str | None = None
+
+    @field_validator("cfg_scale", "eta")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("script_name")
+    @classmethod
+    def _no_scripts(cls, value: str | None) -> str | None:
+        if value:
+            raise ValueError(f"scripts are not supported by this server (got {value!r}); leave script_name empty")
+        return value
+
+
+class Txt2ImgRequest(GenerationRequest):
+    enable_hr: bool = Field(False, description="hires fix is not supported; must be false")
+    denoising_strength: float | None = Field(None, description="only used by hires fix; ignored")
+    firstphase_width: int = 0
+    firstphase_height: int = 0
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_checkpoint_name: str | None = None
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+
+    @field_validator("enable_hr")
+    @classmethod
+    def _no_hires(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("hires fix (enable_hr) is not supported by this server; send enable_hr: false")
+        return value
+
+
+class Img2ImgRequest(GenerationRequest):
+    init_images: list[str] = Field(
+        ..., min_length=1, description="base64 images (raw or data:image/...;base64,); URLs are refused"
+    )
+    resize_mode: int = Field(0, description="only 0 (just resize) is implemented; others are treated as 0")
+    image_cfg_scale: float | None = None
+    mask: str | None = Field(None, description="base64 mask; white = repaint")
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: int | None = Field(4, ge=0, le=64)
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = Field(0, ge=0, le=1, description="1: repaint the black part of the mask")
+    initial_noise_multiplier: float | None = None
+    latent_mask: str | None = None
+    include_init_images: bool = Field(False, description="echo init_images and mask back in `parameters`")
+    denoising_strength: float = Field(0.75, ge=0.0, le=1.0)
+
+
+class GenerationResponse(BaseModel):
+    images: list[str] | None = Field(None, description="base64 PNGs carrying the A1111 `parameters` text chunk")
+    parameters: dict[str, Any]
+    info: str = Field(..., description="JSON string: prompt, all_seeds, infotexts, interrupted...")
+
+
+class PNGInfoRequest(_Lenient):
+    image: str = Field(..., description="base64 image (raw or data URL)")
+
+
+class PNGInfoResponse(BaseModel):
+    info: str
+    items: dict[str, Any]
+    parameters: dict[str, Any]
+
+
+class ProgressState(BaseModel):
+    skipped: bool
+    interrupted: bool
+    job: str
+    job_count: int
+    job_timestamp: str
+    job_no: int
+    sampling_step: int
+    sampling_steps: int
+
+
+class ProgressResponse(BaseModel):
+    progress: float
+    eta_relative: float
+    state: ProgressState
+    current_image: str | None = None
+    textinfo: str | None = None
+
+
+class SDModelItem(BaseModel):
+    title: str
+    model_name: str
+    hash: str | None
+    sha256: str | None
+    filename: str
+    config: str | None = None
+
+
+class SamplerItem(BaseModel):
+    name: str
+    aliases: list[str]
+    options: dict[str, str]
+
+
+class SchedulerItem(BaseModel):
+    name: str
+    label: str
+    aliases: list[str] | None = None
+    default_rho: float = -1
+    need_inner_model: bool = False

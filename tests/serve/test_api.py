@@ -452,3 +452,31 @@ def test_bounded_queue_under_concurrent_load(base_url):
             assert len(r.json()["images"]) == 1
     with httpx.Client(base_url=base_url, timeout=60) as c:
         assert_served(c)
+
+
+def test_override_settings_model_for_one_job(client):
+    models = {m["model_name"]: m for m in client.get(f"{API}/sd-models").json()}
+    req = {"prompt": "a cat", "seed": 3, **SMALL, "override_settings": {"sd_model_checkpoint": models["tiny2"]["title"]}}
+    r = client.post(f"{API}/txt2img", json=req)
+    assert r.status_code == 200, r.text
+    assert json.loads(r.json()["info"])["sd_model_name"] == "tiny2"
+    assert client.get(f"{API}/options").json()["sd_model_checkpoint"] == models["tiny"]["title"]  # restored
+    r = client.post(f"{API}/txt2img", json={**req, "override_settings": {"sd_model_checkpoint": "../tiny2"}})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "override_settings", "sd_model_checkpoint"]
+
+
+def test_legacy_sampler_index_and_module_entry_point(client, monkeypatch):
+    r = client.post(f"{API}/txt2img", json={"sampler_index": "k_euler_a", **SMALL})
+    assert json.loads(r.json()["info"])["sampler_name"] == "Euler a"
+    r = client.post(f"{API}/txt2img", json={"sampler_index": "k_euler_a", "sampler_name": "DDIM", **SMALL})
+    assert json.loads(r.json()["info"])["sampler_name"] == "DDIM"
+
+    from altdiffusion.serve import server as server_module
+
+    calls = []
+    monkeypatch.setattr(server_module, "serve", lambda *a, **k: calls.append((a, k)))
+    assert server_module.main(["--model", "a=/models/x", "--model", "mini", "--api-auth", "u:p", "--port", "7861"]) == 0
+    (args, kwargs), = calls
+    assert args == ({"a": "/models/x", "mini": "mini"}, "127.0.0.1", 7861)
+    assert kwargs["api_auth"] == "u:p" and kwargs["max_queue"] == 8

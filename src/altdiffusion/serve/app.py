@@ -112,8 +112,20 @@ class ModelRegistry:
         self.current = default
         self.pipe = None
         self._lock = threading.Lock()
+        self._hash_locks = {name: threading.Lock() for name in self.sources}
         self._folders: dict[str, Path] = {}
         self._sha: dict[str, str | None] = {}
+
+    def resolve_all(self) -> None:
+        """Resolve every source now (downloads hub ids once, at startup), so a wrong path fails fast."""
+        for name in self.sources:
+            self.folder(name)
+
+    def hash_in_background(self) -> threading.Thread:
+        """Hash every model's UNet in a daemon thread, so ``sd-models`` answers quickly later."""
+        thread = threading.Thread(target=lambda: [self.sha256(n) for n in self.sources], name="altdiffusion-hash", daemon=True)
+        thread.start()
+        return thread
 
     def folder(self, name: str) -> Path:
         from altdiffusion.hub import resolve_model
@@ -124,17 +136,18 @@ class ModelRegistry:
             return self._folders[name]
 
     def sha256(self, name: str) -> str | None:
-        with self._lock:
-            if name in self._sha:
-                return self._sha[name]
-        try:
-            value = unet_sha256(self.folder(name))
-        except (AltDiffusionError, OSError) as exc:
-            logger.warning("cannot hash model %r: %s", name, exc)
-            value = None
-        with self._lock:
-            self._sha[name] = value
-        return value
+        with self._hash_locks[name]:  # one reader of a multi-GB file at a time
+            with self._lock:
+                if name in self._sha:
+                    return self._sha[name]
+            try:
+                value = unet_sha256(self.folder(name))
+            except (AltDiffusionError, OSError) as exc:
+                logger.warning("cannot hash model %r: %s", name, exc)
+                value = None
+            with self._lock:
+                self._sha[name] = value
+            return value
 
     def title(self, name: str) -> str:
         sha = self.sha256(name)
@@ -206,6 +219,7 @@ class Plan:
     mask: Image.Image | None
     strength: float | None
     mask_blur: int
+    model: str | None = None  # override_settings.sd_model_checkpoint, as a configured name
 
 
 def _field_error(field: str | tuple, message: str) -> RequestValidationError:
@@ -252,8 +266,11 @@ class _Server:
             )  # fmt: skip
         if req.seed > MAX_SEED:
             raise _field_error("seed", f"seed must be at most {MAX_SEED} (or -1 for random)")
+        # A1111: sampler_name wins; the legacy sampler_index counts only when sampler_name is not sent.
+        sent = req.model_fields_set
+        name = req.sampler_index if ("sampler_index" in sent and "sampler_name" not in sent) else req.sampler_name
         try:
-            sampler = canonical_sampler_name(req.sampler_name or req.sampler_index or "Euler")
+            sampler = canonical_sampler_name(name or req.sampler_index or "Euler")
         except InvalidInputError as exc:
             raise _field_error("sampler_name", str(exc)) from None
         schedule = _schedule_name(req.scheduler)
@@ -265,7 +282,16 @@ class _Server:
         blur = 4
         if kind == "img2img":
             blur = req.mask_blur if req.mask_blur is not None else max(req.mask_blur_x, req.mask_blur_y, 0)
-        return Plan(kind, req, sampler, schedule, list(init_images), mask, strength, int(blur))
+        model = None
+        wanted = (req.override_settings or {}).get("sd_model_checkpoint")
+        if wanted is not None:
+            model = self.models.lookup(wanted) if isinstance(wanted, str) else None
+            if model is None:
+                raise _field_error(
+                    ("override_settings", "sd_model_checkpoint"),
+                    f"model {wanted!r} not found; use a title or name from /sdapi/v1/sd-models",
+                )
+        return Plan(kind, req, sampler, schedule, list(init_images), mask, strength, int(blur), model)
 
     def decode_inputs(self, req: Img2ImgRequest) -> tuple[list[Image.Image], Image.Image | None]:
         limit = max(4 * self.max_pixels, 4096 * 4096)
@@ -339,10 +365,18 @@ class _Server:
 
     # -- worker side
     def generate(self, plan: Plan, future: Future) -> dict[str, Any]:
+        previous = self.models.current
+        pipe = self.models.load(plan.model)
+        try:
+            return self._generate(plan, pipe, future)
+        finally:
+            if plan.model and plan.model != previous and plan.req.override_settings_restore_afterwards:
+                self.models.load(previous)
+
+    def _generate(self, plan: Plan, pipe, future: Future) -> dict[str, Any]:
         from altdiffusion.pipelines.alt_diffusion import GenerationInterrupted
 
         req = plan.req
-        pipe = self.models.load()
         seed = req.seed if req.seed >= 0 else random.randint(0, MAX_SEED)
         batch, n_iter = req.batch_size, req.n_iter
         state = self.state
@@ -553,10 +587,12 @@ def create_app(
             raise ValueError(f"{label} must be a whole number >= 1, got {value!r}")
     credentials = parse_credentials(api_auth) if api_auth is not None else None
     registry = ModelRegistry(models, default, device=device, dtype=dtype, safety_checker=safety_checker)
+    registry.resolve_all()
     if preload:
         registry.load(default)
     server = _Server(registry, max_queue=max_queue, max_pixels=max_pixels, max_steps=max_steps, max_batch=max_batch)
     server.worker = Worker(max_queue)
+    registry.hash_in_background()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -597,6 +633,12 @@ def create_app(
     async def _altdiffusion(request: Request, exc: AltDiffusionError):
         return _error(400, type(exc).__name__, str(exc))
 
+    @app.exception_handler(torch.cuda.OutOfMemoryError)
+    async def _oom(request: Request, exc: Exception):
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return _error(503, "OutOfMemoryError", "out of GPU memory; try a smaller size or batch", {"Retry-After": "5"})
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         logger.exception("unexpected error on %s", request.url.path)
@@ -614,13 +656,13 @@ def create_app(
 
     @app.post(f"{prefix}/txt2img", response_model=GenerationResponse, tags=["generation"])
     async def txt2img(req: Txt2ImgRequest, request: Request):
-        plan = server.plan("txt2img", req)
+        plan = await run_in_threadpool(server.plan, "txt2img", req)
         return await _run(request, lambda fut: server.generate(plan, fut))
 
     @app.post(f"{prefix}/img2img", response_model=GenerationResponse, tags=["generation"])
     async def img2img(req: Img2ImgRequest, request: Request):
         images, mask = await run_in_threadpool(server.decode_inputs, req)
-        plan = server.plan("img2img", req, images, mask)
+        plan = await run_in_threadpool(server.plan, "img2img", req, images, mask)
         return await _run(request, lambda fut: server.generate(plan, fut))
 
     @app.get(f"{prefix}/progress", response_model=ProgressResponse, tags=["progress"])

@@ -21,6 +21,8 @@ from altdiffusion.pipelines.infotext import PNG_KEY
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w=.+-]+)*;base64,", re.IGNORECASE)
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
+# Plain raster formats only: PIL would hand e.g. EPS to Ghostscript.
+INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 
 
 class BadImage(ValueError):
@@ -50,7 +52,7 @@ def decode_image(data: str, *, max_pixels: int, label: str = "image") -> Image.I
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(raw))
+            image = Image.open(io.BytesIO(raw), formats=INPUT_FORMATS)
             width, height = image.size
             if width <= 0 or height <= 0 or width * height > max_pixels:
                 raise BadImage(
@@ -62,7 +64,9 @@ def decode_image(data: str, *, max_pixels: int, label: str = "image") -> Image.I
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImage(f"{label} is too large to decode; send a smaller image") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken files
-        raise BadImage(f"{label} is not a readable image ({type(exc).__name__}: {exc})") from None
+        raise BadImage(
+            f"{label} is not a readable image ({type(exc).__name__}: {exc}); send one of: {', '.join(INPUT_FORMATS)}"
+        ) from None
     return image
 
 

@@ -16,6 +16,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+MAX_PROMPT_CHARS = 20_000
+
+
 class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -23,16 +26,16 @@ class _Lenient(BaseModel):
 class GenerationRequest(_Lenient):
     """Fields shared by txt2img and img2img."""
 
-    prompt: str = ""
-    negative_prompt: str = ""
+    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     styles: list[str] | None = Field(None, description="accepted and ignored (no saved styles here)")
     seed: int = Field(-1, description="-1 picks a random seed; image i of the job uses seed + i")
     subseed: int = Field(-1, description="accepted and ignored")
     subseed_strength: float = Field(0.0, description="accepted and ignored")
     seed_resize_from_h: int = -1
     seed_resize_from_w: int = -1
-    sampler_name: str | None = Field(None, description='A1111 sampler name, e.g. "Euler a"; default "Euler"')
-    sampler_index: str = Field("Euler", description="legacy spelling of sampler_name")
+    sampler_name: str | None = Field("Euler", description='A1111 sampler name or alias, e.g. "Euler a", "k_dpmpp_2m"')
+    sampler_index: str = Field("Euler", description="legacy spelling of sampler_name, used when sampler_name is not sent")
     scheduler: str | None = Field(None, description='A1111 schedule type ("Automatic", "Karras"...)')
     batch_size: int = Field(1, ge=1, description="images per iteration")
     n_iter: int = Field(1, ge=1, description="iterations (batches) per job")
@@ -50,7 +53,9 @@ class GenerationRequest(_Lenient):
     s_tmax: float | None = None
     s_tmin: float | None = None
     s_noise: float | None = None
-    override_settings: dict[str, Any] | None = Field(None, description="accepted and ignored")
+    override_settings: dict[str, Any] | None = Field(
+        None, description="only sd_model_checkpoint is honoured (a configured model for this job); the rest is ignored"
+    )
     override_settings_restore_afterwards: bool = True
     refiner_checkpoint: str | None = None
     refiner_switch_at: float | None = None

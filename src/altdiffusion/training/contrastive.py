@@ -1,0 +1,145 @@
+"""AltCLIP stage 2, contrastive learning with the image tower frozen.
+
+    t = normalize(text_projection(text tower(caption)))      i = normalize(visual_projection(vit(image)))
+    logits = exp(logit_scale) * t @ i^T   over the global batch (features gathered from all ranks)
+    loss = (CE(logits, diag) + CE(logits^T, diag)) / 2
+
+Samples come from webdataset shards in img2dataset's layout; shard ``k`` is read by rank
+``k % world``; corrupt images and empty captions are skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from altdiffusion.models.altclip import AltCLIP
+from altdiffusion.training.data import SkipCounter, Skipped, decode_image, expand_shards, pick_caption, shard_samples
+from altdiffusion.training.distributed import gather_features
+
+
+def clip_loss(text: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    logits = logit_scale.exp() * text @ image.t()
+    labels = torch.arange(len(text), device=text.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+
+
+class ContrastiveModel(torch.nn.Module):
+    def __init__(self, clip: AltCLIP, train_vision: bool = False):
+        super().__init__()
+        self.clip = clip
+        if not train_vision:
+            clip.vision_model.requires_grad_(False)
+            clip.visual_projection.requires_grad_(False)
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.clip.text_model.roberta.gradient_checkpointing_enable()
+
+    def forward(self, input_ids, attention_mask, pixel_values):
+        text = F.normalize(self.clip.encode_text(input_ids, attention_mask).float(), dim=-1)
+        image = F.normalize(self.clip.encode_image(pixel_values).float(), dim=-1)
+        return text, image
+
+
+class ContrastiveTask:
+    name = "clip-contrastive"
+
+    def __init__(self, clip_folder: Path, shards, *, seed: int = 0, train_vision: bool = False, languages=None, max_length: int = 77):
+        from altdiffusion.models.loading import load_altclip
+        from altdiffusion.models.tokenizer import load_tokenizer
+        from altdiffusion.pipelines.components import load_image_processor
+
+        self.folder = Path(clip_folder)
+        self.clip = load_altclip(self.folder)
+        self.tokenizer = load_tokenizer(self.folder)
+        self.processor = load_image_processor(self.folder)
+        self.urls = expand_shards(shards)
+        self.model = ContrastiveModel(self.clip, train_vision)
+        self.seed, self.languages, self.max_length = seed, languages, max_length
+        self.skipped = SkipCounter()
+
+    def _samples(self, rank: int, world: int) -> Iterator[tuple[object, str]]:
+        """Usable (image, caption) pairs of this rank, epoch after epoch, deterministically."""
+        epoch = 0
+        while True:
+            rng = random.Random(f"{self.seed}-{rank}-{epoch}")
+            yielded = False
+            for sample in shard_samples(self.urls, rank=rank, world=world):
+                item = self._decode(sample, rng)
+                if isinstance(item, Skipped):
+                    self.skipped.add(item.reason)
+                    continue
+                yielded = True
+                yield item
+            if not yielded:
+                raise RuntimeError("the shards hold no usable image-text sample")
+            epoch += 1
+
+    def _decode(self, sample: dict, rng: random.Random):
+        key = sample.get("__key__", "?")
+        caption, _ = pick_caption(sample, rng, self.languages)
+        if not caption:
+            return Skipped(key, "empty caption")
+        try:
+            image = decode_image(sample)
+        except Exception:  # PIL raises many types for corrupt data
+            return Skipped(key, "corrupt image")
+        return image, caption
+
+    def batches(self, start_step, micro, rank, world, grad_accum):
+        stream = self._samples(rank, world)
+        for _ in range(start_step * grad_accum * micro):  # exact data position on resume
+            next(stream)
+        while True:
+            items = [next(stream) for _ in range(micro)]
+            images, captions = zip(*items)
+            pixels = self.processor(images=list(images), return_tensors="pt").pixel_values
+            tok = self.tokenizer(list(captions), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt")
+            yield tok.input_ids, tok.attention_mask, pixels
+
+    def loss(self, model, batch):
+        input_ids, attention_mask, pixels = batch
+        device = next(model.parameters()).device
+        text, image = model(input_ids.to(device), attention_mask.to(device), pixels.to(device))
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        all_text, all_image = gather_features(text), gather_features(image)
+        scale = self.clip.logit_scale
+        loss = clip_loss(all_text, all_image, scale) * world
+        return loss, {"logit_scale": float(scale.exp()), "skipped": self.skipped.total}
+
+    def export(self, model, folder: Path) -> None:
+        from altdiffusion.models.weights import save_safetensors
+
+        folder.mkdir(parents=True, exist_ok=True)
+        config = json.loads((self.folder / "config.json").read_text())
+        config["logit_scale_init_value"] = float(model.clip.logit_scale)
+        (folder / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        save_safetensors(model.clip.state_dict(), folder / "model.safetensors")
+        self.tokenizer.save_pretrained(str(folder))
+        (folder / "preprocessor_config.json").write_text((self.folder / "preprocessor_config.json").read_text())
+        (folder / "data_report.json").write_text(json.dumps({"skipped": self.skipped.counts}, indent=2) + "\n")
+
+
+def run(args) -> Path:
+    from altdiffusion.training.loop import train
+    from altdiffusion.training.params import settings_from_args
+
+    settings = settings_from_args(args)
+    languages = args.languages.split(",") if args.languages else None
+    task = ContrastiveTask(args.model, args.shards, seed=settings.seed, train_vision=args.train_vision, languages=languages)
+    return train(task, settings)
+
+
+def add_arguments(p) -> None:
+    from altdiffusion.training.params import add_common_arguments
+
+    p.add_argument("--model", required=True, help="the AltCLIP folder teacher learning wrote (OUTPUT/model)")
+    p.add_argument("--shards", required=True, nargs="+", help="webdataset shards: a folder, a glob, or data/{00000..00099}.tar")
+    p.add_argument("--train-vision", action="store_true", help="also train the image tower (the paper freezes it)")
+    p.add_argument("--languages", default=None, help="with multilingual json captions: sample only these, e.g. en,zh")
+    add_common_arguments(p, lr=2e-5, batch_size=256, steps=5000)

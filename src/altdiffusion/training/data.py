@@ -1,0 +1,185 @@
+"""Training data: parallel text for teacher learning, image-text shards for contrastive learning.
+
+Both streams are deterministic functions of (seed, step), so a resumed run sees exactly the
+batches an uninterrupted run would, and N processes together see what one process sees.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from altdiffusion.errors import InvalidInputError
+
+IMAGE_KEYS = ("jpg", "png", "jpeg", "webp")
+TEXT_KEYS = ("txt", "text", "caption")
+
+# ------------------------------------------------------------------------------ parallel text
+
+
+def read_parallel_text(paths: Sequence[str | Path], english_key: str = "en") -> list[tuple[str, str]]:
+    """(student input, teacher input) pairs: every English line teaches itself, and every
+    translation is taught toward the teacher's embedding of its English side.
+
+    TSV/TXT: ``english<TAB>translation[<TAB>...]``; a line with one column is English only.
+    JSONL: ``{"en": ..., "zh": ..., "fr": ...}``; every string field besides ``en`` is a translation.
+    """
+    pairs: list[tuple[str, str]] = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise InvalidInputError(f"text data {path} does not exist")
+        with open(path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                line = line.rstrip("\n")
+                if not line.strip():
+                    continue
+                if path.suffix == ".jsonl":
+                    try:
+                        record = json.loads(line)
+                    except ValueError as err:
+                        raise InvalidInputError(f"{path}:{number}: not JSON ({err})") from None
+                    english = record.get(english_key)
+                    others = [v for k, v in record.items() if k != english_key and isinstance(v, str) and v.strip()]
+                else:
+                    english, *others = line.split("\t")
+                if not isinstance(english, str) or not english.strip():
+                    continue
+                pairs.append((english, english))
+                pairs.extend((other, english) for other in others if other.strip())
+    if not pairs:
+        raise InvalidInputError(f"no usable lines in {', '.join(map(str, paths))}")
+    return pairs
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def global_indices(n: int, seed: int, start: int, count: int) -> list[int]:
+    """Items ``start .. start+count`` of the endless stream of seeded epoch permutations."""
+    out: list[int] = []
+    position = start
+    while len(out) < count:
+        epoch, offset = divmod(position, n)
+        order = epoch_order(n, seed, epoch)
+        take = order[offset : offset + count - len(out)]
+        out.extend(take)
+        position += len(take)
+    return out
+
+
+def micro_batches(items: Sequence, *, seed: int, start_step: int, micro: int, rank: int, world: int, grad_accum: int) -> Iterator[list]:
+    """This rank's micro-batches: global batch ``s`` is split into ``world*grad_accum`` chunks,
+    and accumulation round ``a`` of rank ``r`` takes chunk ``a*world + r``."""
+    global_batch = micro * world * grad_accum
+    step = start_step
+    while True:
+        indices = global_indices(len(items), seed, step * global_batch, global_batch)
+        for a in range(grad_accum):
+            chunk = a * world + rank
+            yield [items[i] for i in indices[chunk * micro : (chunk + 1) * micro]]
+        step += 1
+
+
+# ------------------------------------------------------------------------------ image-text shards
+
+
+@dataclass
+class Skipped:
+    """A sample that could not be used (corrupt image, no caption), counted, never fatal."""
+
+    key: str
+    reason: str
+
+
+@dataclass
+class SkipCounter:
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, reason: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def pick_caption(sample: dict, rng: random.Random, languages: Sequence[str] | None = None) -> tuple[str, str | None]:
+    """The caption of a webdataset sample: ``txt`` (or ``text``/``caption``), or one language
+    sampled from a ``json`` holding ``{"captions": {"en": ..., "zh": ...}}`` or ``{"caption": ...}``."""
+    meta = sample.get("json")
+    if isinstance(meta, (bytes, str)):
+        try:
+            meta = json.loads(meta)
+        except ValueError:
+            meta = None
+    if isinstance(meta, dict) and isinstance(meta.get("captions"), dict):
+        options = {k: v for k, v in meta["captions"].items() if isinstance(v, str) and v.strip()}
+        if languages:
+            options = {k: v for k, v in options.items() if k in languages}
+        if options:
+            language = rng.choice(sorted(options))
+            return options[language], language
+    for key in TEXT_KEYS:
+        if key in sample:
+            value = sample[key]
+            text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+            return text.strip(), (meta or {}).get("language") if isinstance(meta, dict) else None
+    if isinstance(meta, dict) and isinstance(meta.get("caption"), str):
+        return meta["caption"].strip(), meta.get("language")
+    return "", None
+
+
+def decode_image(sample: dict):
+    from PIL import Image
+
+    for key in IMAGE_KEYS:
+        if key in sample:
+            with Image.open(io.BytesIO(sample[key])) as im:
+                im.load()
+                return im.convert("RGB")
+    raise ValueError("no image (expected one of jpg, png, jpeg, webp)")
+
+
+def shard_samples(urls: Sequence[str], *, rank: int, world: int) -> Iterator[dict]:
+    """Raw samples of this rank's shards (shard ``i`` goes to rank ``i % world``), in order.
+
+    Reading goes through webdataset's tar reader; corrupt shards end that shard, not the run.
+    """
+    import webdataset as wds
+
+    mine = [u for i, u in enumerate(urls) if i % world == rank]
+    if not mine:
+        raise InvalidInputError(f"{len(urls)} shards cannot feed {world} processes; give at least one shard per process")
+    dataset = wds.WebDataset(mine, shardshuffle=False, nodesplitter=None, workersplitter=None, handler=wds.warn_and_continue, empty_check=False)
+    yield from dataset
+
+
+def expand_shards(spec: str | Sequence[str]) -> list[str]:
+    """Shard list from a brace pattern (``data/{00000..00099}.tar``), a glob, a folder or a list."""
+    import braceexpand
+
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    urls: list[str] = []
+    for item in specs:
+        path = Path(item)
+        if path.is_dir():
+            urls += sorted(str(p) for p in path.glob("*.tar"))
+        elif any(c in item for c in "*?["):
+            urls += sorted(str(p) for p in Path().glob(item)) if not Path(item).is_absolute() else sorted(
+                str(p) for p in Path("/").glob(item.lstrip("/"))
+            )
+        else:
+            urls += list(braceexpand.braceexpand(item))
+    missing = [u for u in urls if "://" not in u and not Path(u).is_file()]
+    if not urls or missing:
+        raise InvalidInputError(f"no shards found for {spec!r}" + (f" (missing: {', '.join(missing[:3])})" if missing else ""))
+    return urls

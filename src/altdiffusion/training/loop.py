@@ -1,0 +1,182 @@
+"""The training loop every stage shares: optimise, log, checkpoint atomically, resume exactly.
+
+A *task* (teacher learning, contrastive learning, ...) supplies the model, a deterministic
+batch stream that can start at any step, a loss, and an export. The loop owns everything
+else, so resuming restores the same model, optimizer, LR schedule, RNG state and data
+position, and an interrupted run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from altdiffusion.errors import InvalidInputError
+from altdiffusion.training.distributed import make_accelerator
+from altdiffusion.training.params import TrainSettings
+
+STATE_FILE = "trainer_state.json"
+
+
+class Task(Protocol):
+    name: str
+    model: nn.Module
+
+    def batches(self, start_step: int, micro_batch: int, rank: int, world: int, grad_accum: int) -> Iterator:
+        """Micro-batches for this rank, in order, starting at optimizer step ``start_step``."""
+
+    def loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def export(self, model: nn.Module, folder: Path) -> None: ...
+
+
+def lr_factor(step: int, settings: TrainSettings) -> float:
+    """Linear warmup, then constant or cosine decay to ``min_lr``."""
+    if settings.warmup_steps and step < settings.warmup_steps:
+        return (step + 1) / settings.warmup_steps
+    if settings.lr_schedule == "constant":
+        return 1.0
+    span = max(1, settings.steps - settings.warmup_steps)
+    progress = min(1.0, (step - settings.warmup_steps) / span)
+    floor = settings.min_lr / settings.lr
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (a folder counts once its state file exists)."""
+    folder = output_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.name.startswith("step-") and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def _resume_point(settings: TrainSettings) -> Path | None:
+    if settings.resume is None:
+        return None
+    if settings.resume == "auto":
+        found = checkpoints(settings.output_dir)
+        return found[-1] if found else None
+    path = Path(settings.resume)
+    if not (path / STATE_FILE).is_file():
+        raise InvalidInputError(f"--resume {path}: not a complete checkpoint (no {STATE_FILE})")
+    return path
+
+
+def train(task: Task, settings: TrainSettings) -> Path:
+    """Run ``task`` to ``settings.steps``; returns the exported model folder."""
+    from accelerate.utils import set_seed
+
+    out = settings.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    acc = make_accelerator(settings.mixed_precision, settings.grad_accum, out / "tensorboard", settings.tensorboard)
+    set_seed(settings.seed)
+    micro = settings.micro_batch(acc.num_processes)
+
+    model = task.model
+    if settings.gradient_checkpointing and hasattr(model, "enable_gradient_checkpointing"):
+        model.enable_gradient_checkpointing()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise InvalidInputError(f"{task.name}: nothing to train (every parameter is frozen)")
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, settings))
+    model, optimizer = acc.prepare(model, optimizer)
+    acc.register_for_checkpointing(schedule)
+
+    start = 0
+    resume_from = _resume_point(settings)
+    if resume_from is not None:
+        acc.load_state(str(resume_from))
+        start = json.loads((resume_from / STATE_FILE).read_text())["step"]
+        acc.print(f"resumed from {resume_from} at step {start}")
+    if acc.is_main_process and acc.log_with:
+        acc.init_trackers(task.name)
+
+    stream = task.batches(start, micro, acc.process_index, acc.num_processes, settings.grad_accum)
+    log_path = out / "log.jsonl"
+    bar = _progress(acc.is_main_process and settings.progress, start, settings.steps, task.name)
+    window_start, window_samples = time.perf_counter(), 0
+    model.train()
+    for step in range(start, settings.steps):
+        metrics: dict[str, float] = {}
+        for _ in range(settings.grad_accum):
+            batch = next(stream)
+            with acc.accumulate(model):
+                loss, metrics = task.loss(model, batch)
+                acc.backward(loss)
+                if acc.sync_gradients and settings.max_grad_norm > 0:
+                    acc.clip_grad_norm_(params, settings.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+        window_samples += settings.batch_size
+        done = step + 1
+        if done % settings.log_every == 0 or done == settings.steps:
+            loss_value = acc.reduce(loss.detach().float(), reduction="mean").item()
+            elapsed = time.perf_counter() - window_start
+            record = {"step": done, "loss": loss_value, "lr": schedule.get_last_lr()[0],
+                      "samples_per_s": window_samples / max(elapsed, 1e-9), **metrics}  # fmt: skip
+            window_start, window_samples = time.perf_counter(), 0
+            if acc.is_main_process:
+                with open(log_path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                if acc.log_with:
+                    acc.log({k: v for k, v in record.items() if k != "step"}, step=done)
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss_value:.4g}", samples_s=f"{record['samples_per_s']:.1f}")
+        if bar is not None:
+            bar.update(1)
+        if done % settings.save_every == 0 and done < settings.steps:
+            _save_checkpoint(acc, settings, done)
+    if bar is not None:
+        bar.close()
+
+    final = out / "model"
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        tmp = out / ".model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        task.export(acc.unwrap_model(model), tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return final
+
+
+def _save_checkpoint(acc, settings: TrainSettings, step: int) -> None:
+    """Write to a temporary folder, then rename: a killed run never leaves a half checkpoint."""
+    folder = settings.output_dir / "checkpoints"
+    tmp = folder / f".tmp-step-{step}"
+    final = folder / f"step-{step}"
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+    acc.wait_for_everyone()
+    acc.save_state(str(tmp))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step, "batch_size": settings.batch_size, "seed": settings.seed}))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in checkpoints(settings.output_dir)[: -settings.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
+
+
+def _progress(enabled: bool, start: int, total: int, name: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc=name, unit="step")

@@ -222,6 +222,11 @@ def test_sd_models_and_options_switch_models(client, model_dirs):
     assert client.post(f"{API}/txt2img", json=req).json()["images"][0] == first["images"][0]
     assert client.post(f"{API}/refresh-checkpoints").status_code == 200
     assert client.get(f"{API}/sd-models").json() == models
+    assert client.post(f"{API}/unload-checkpoint").status_code == 200
+    assert client.post(f"{API}/txt2img", json=req).json()["images"][0] == first["images"][0]  # loads again
+    assert client.post(f"{API}/unload-checkpoint").status_code == 200
+    assert client.post(f"{API}/reload-checkpoint").status_code == 200
+    assert client.get(f"{API}/options").json()["sd_model_checkpoint"] == tiny["title"]
 
 
 def test_samplers_schedulers_memory_png_info(client):
@@ -256,7 +261,8 @@ def test_samplers_schedulers_memory_png_info(client):
 def test_openapi_and_docs(client):
     schema = client.get("/openapi.json").json()
     for path in ("txt2img", "img2img", "options", "sd-models", "samplers", "schedulers", "progress",
-                 "interrupt", "skip", "png-info", "memory", "refresh-checkpoints"):  # fmt: skip
+                 "interrupt", "skip", "png-info", "memory", "refresh-checkpoints", "unload-checkpoint",
+                 "reload-checkpoint"):  # fmt: skip
         assert f"{API}/{path}" in schema["paths"], path
     assert client.get("/docs").status_code == 200
 
@@ -448,6 +454,7 @@ def test_bounded_queue_under_concurrent_load(base_url):
         if r.status_code == 429:
             body = r.json()
             assert body["error"] == "QueueFull" and "queue full" in body["detail"]
+            assert r.headers["retry-after"] == "1"
         else:
             assert len(r.json()["images"]) == 1
     with httpx.Client(base_url=base_url, timeout=60) as c:

@@ -661,8 +661,8 @@ def create_app(
 
     @app.post(f"{prefix}/img2img", response_model=GenerationResponse, tags=["generation"])
     async def img2img(req: Img2ImgRequest, request: Request):
-        images, mask = await run_in_threadpool(server.decode_inputs, req)
-        plan = await run_in_threadpool(server.plan, "img2img", req, images, mask)
+        plan = await run_in_threadpool(server.plan, "img2img", req)  # cheap checks before decoding images
+        plan.init_images, plan.mask = await run_in_threadpool(server.decode_inputs, req)
         return await _run(request, lambda fut: server.generate(plan, fut))
 
     @app.get(f"{prefix}/progress", response_model=ProgressResponse, tags=["progress"])

@@ -117,6 +117,11 @@ def cmd_generate(args) -> int:
     mask = _open_image(args.mask, "mask") if args.mask else None
     if mask is not None and init is None:
         raise InvalidInputError("--mask needs --init-image (the image to inpaint)")
+    if args.sampler:
+        from altdiffusion.pipelines.samplers import canonical_sampler_name
+
+        canonical_sampler_name(args.sampler)
+    output_paths(args.out, args.batch, seed=max(args.seed, 0))  # a bad --out fails before any work
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, safety_checker=not args.no_safety_checker)
     result = pipe(
         args.prompt, negative_prompt=args.negative, num_inference_steps=args.steps, guidance_scale=args.guidance,
@@ -144,6 +149,15 @@ def cmd_dev_tiny(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from altdiffusion.serve.server import _model_arg, serve
+
+    models = dict(_model_arg(m) for m in (args.model or ["mini"]))
+    serve(models, args.host, args.port, api_auth=args.api_auth, max_queue=args.max_queue, device=args.device,
+          dtype=args.dtype, safety_checker=not args.no_safety_checker)  # fmt: skip
+    return 0
+
+
 def cmd_train(args) -> int:
     if args.train_command == "clip-distill":
         from altdiffusion.training.distill import run
@@ -165,7 +179,7 @@ def cmd_data_shards(args) -> int:
 
 def _positive_int(text: str) -> int:
     try:
-        return int(text)
+        return int(text)  # range checked by the pipeline, with its one-line message
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
@@ -216,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=0, help="print only the best N")
     device_args(p)
     p.set_defaults(func=cmd_clip_classify)
+
+    p = sub.add_parser("serve", help="AUTOMATIC1111-compatible HTTP API (/sdapi/v1/) on loopback")
+    p.add_argument("--model", action="append", default=None, metavar="[NAME=]MODEL",
+                   help="model folder, hub id or 'mini'; repeat to offer several (default: mini)")  # fmt: skip
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--api-auth", default=None, metavar="USER:PASSWORD", help="require HTTP Basic credentials")
+    p.add_argument("--max-queue", type=int, default=8, help="waiting requests before 429")
+    p.add_argument("--no-safety-checker", action="store_true")
+    device_args(p)
+    p.set_defaults(func=cmd_serve)
 
     train = sub.add_parser("train", help="training (run under accelerate launch or torchrun for many processes)")
     stages = train.add_subparsers(dest="train_command", required=True)

@@ -39,13 +39,6 @@ NEGATIVE = "一张狗的照片"
 
 # Samplers whose random step noise comes from a single source for the whole batch (see the
 # report of the test-writing session): image i of a batch is not a single run with seed + i.
-BATCH_NOISE_BUG = "src bug: step noise of stochastic samplers is drawn from generators[0] / one Brownian tree for the whole batch"
-SDE_SEED_BUG = (
-    "src bug: alt_diffusion.py sets noise_sampler_seed via from_config({**config, ...}) and diffusers drops keys "
-    "listed in config['_use_default_values'], so DPM++ SDE gets a random seed every run"
-)
-PLMS_STRENGTH0_BUG = "src bug: PLMS has steps+1 timesteps, so strength 0 still runs one denoising step"
-
 
 # ------------------------------------------------------------------------------ fixtures
 
@@ -196,7 +189,7 @@ def test_same_seed_same_pixels_different_seed_different(pipe):
 
 @pytest.mark.parametrize(
     "sampler",
-    [s if s != "DPM++ SDE" else pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=SDE_SEED_BUG)) for s in available_samplers()],
+    available_samplers(),
 )
 def test_every_sampler_is_reproducible(pipe, sampler):
     a = run_np(pipe, seed=5, sampler=sampler)
@@ -211,8 +204,8 @@ def test_every_sampler_is_reproducible(pipe, sampler):
         "Euler",
         "DDIM",
         "UniPC",
-        pytest.param("Euler a", marks=pytest.mark.xfail(strict=True, reason=BATCH_NOISE_BUG)),
-        pytest.param("DPM++ SDE", marks=pytest.mark.xfail(strict=True, reason=SDE_SEED_BUG)),
+        "Euler a",
+        "DPM++ SDE",
     ],
 )
 def test_batch_image_i_equals_single_run_with_seed_plus_i(pipe, sampler):
@@ -302,7 +295,7 @@ def vae_round_trip(pipe, init_image):
 @pytest.mark.parametrize(
     "sampler",
     [
-        pytest.param(None, marks=pytest.mark.xfail(strict=True, reason=PLMS_STRENGTH0_BUG)),  # PLMS
+        None,  # PLMS
         "Euler",
         "DDIM",
         "DPM++ 2M",

@@ -256,8 +256,8 @@ class AltDiffusionPipeline:
             seed = random.randint(0, MAX_SEED) if generator is None else int(generator.initial_seed())
         seeds = [(seed + i) % (MAX_SEED + 1) for i in range(batch)]
 
-        if "noise_sampler_seed" in scheduler.config:  # DPM++ SDE draws its own noise: seed it too
-            scheduler = type(scheduler).from_config({**scheduler.config, "noise_sampler_seed": seeds[0]})
+        if "noise_sampler_seed" in scheduler.config:  # DPM++ SDE draws its own noise: one seed per image
+            scheduler = type(scheduler).from_config(scheduler.config, noise_sampler_seed=list(seeds))
 
         device, dtype = self.device, self.dtype
         cond, uncond = self.encode_prompt(all_prompts, all_negatives)
@@ -270,7 +270,7 @@ class AltDiffusionPipeline:
         if generator is None:
             generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
             noise = torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in generators])
-            generator = generators[0]  # continues into the step noise of ancestral samplers
+            generator = generators if batch > 1 else generators[0]  # step noise of ancestral samplers, per image
         else:
             noise = torch.randn(shape, generator=generator, device=generator.device)
         noise = noise.to(device=device, dtype=dtype)
@@ -284,7 +284,8 @@ class AltDiffusionPipeline:
             init_latents = self._encode_image(image, width, height).expand(batch, -1, -1, -1)
             keep = min(int(num_inference_steps * strength), num_inference_steps)
             start = max(num_inference_steps - keep, 0) * scheduler.order
-            timesteps = timesteps[start:]
+            # PLMS has steps+1 timesteps: strength 0 must still run none.
+            timesteps = timesteps[start:] if keep > 0 else timesteps[:0]
             if hasattr(scheduler, "set_begin_index"):
                 scheduler.set_begin_index(start)
             latents = scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(batch)) if len(timesteps) else init_latents
@@ -336,6 +337,7 @@ class AltDiffusionPipeline:
         infotexts = [format_infotext(p, n, {**params, "Seed": s}) for p, n, s in zip(all_prompts, all_negatives, seeds)]
         return GenerationResult(images=images, infotexts=infotexts, seeds=seeds, nsfw=nsfw)
 
+    @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
         scaled = latents / self.vae.config.scaling_factor
         decoded = self.vae.decode(scaled.to(self.vae.dtype)).sample

@@ -20,8 +20,12 @@ from altdiffusion.training.data import micro_batches, read_parallel_text
 from altdiffusion.training.teacher import Teacher, export_altclip
 
 
-def build_student(source: str | Path, width: int) -> tuple[AltTextEncoder, object]:
-    """An AltCLIP text tower whose encoder starts from an XLM-R folder (or an AltCLIP's text tower)."""
+def build_student(source: str | Path, width: int, seed: int = 0) -> tuple[AltTextEncoder, object]:
+    """An AltCLIP text tower whose encoder starts from an XLM-R folder (or an AltCLIP's text tower).
+
+    The new head (``transformation``; ``pre_LN`` starts as identity scale) is initialised from
+    ``seed``, so a rerun or a resumed run starts from the same student.
+    """
     from transformers import AutoTokenizer, XLMRobertaModel
 
     from altdiffusion.hub import resolve_model
@@ -39,6 +43,11 @@ def build_student(source: str | Path, width: int) -> tuple[AltTextEncoder, objec
         raise CheckpointError(f"student {folder}: model_type {raw.get('model_type')!r} is not an XLM-R-family encoder")
     config = text_config_from_dict({**raw, "project_dim": width, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
     student = AltTextEncoder(config, head="clip")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        bound = 1 / config.hidden_size**0.5  # nn.Linear's default range
+        student.transformation.weight.uniform_(-bound, bound, generator=generator)
+        student.transformation.bias.uniform_(-bound, bound, generator=generator)
     try:
         encoder = XLMRobertaModel.from_pretrained(str(folder), config=config, add_pooling_layer=False)
     except Exception as err:
@@ -96,7 +105,7 @@ def run(args) -> Path:
 
     settings = settings_from_args(args)
     teacher = Teacher(args.teacher)
-    student, tokenizer = build_student(args.student, teacher.width)
+    student, tokenizer = build_student(args.student, teacher.width, seed=settings.seed)
     pairs = read_parallel_text(args.data)
     task = DistillTask(teacher, student, tokenizer, pairs, loss=args.loss, seed=settings.seed)
     return train(task, settings)

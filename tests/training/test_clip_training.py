@@ -1,0 +1,93 @@
+"""AltCLIP training on a tiny world: teacher learning, then contrastive learning.
+
+Teacher: a tiny English CLIP; student: a tiny XLM-R; data: an en-zh parallel grammar of
+scenes (size, colour, shape, place) with 15% of the scenes held out of all training.
+"""
+
+import json
+
+import grammar
+import pytest
+import torch
+import torch.nn.functional as F
+
+from altdiffusion import load_clip
+from altdiffusion.training.contrastive import ContrastiveTask
+from altdiffusion.training.data import read_parallel_text
+from altdiffusion.training.distill import DistillTask, build_student
+from altdiffusion.training.loop import train
+from altdiffusion.training.params import TrainSettings
+from altdiffusion.training.teacher import Teacher
+
+DISTILL_STEPS = 600
+
+
+@pytest.fixture(scope="session")
+def distilled(distill_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("distilled")
+    teacher = Teacher(distill_world["teacher"])
+    student, tokenizer = build_student(distill_world["student"], teacher.width)
+    task = DistillTask(teacher, student, tokenizer, read_parallel_text([distill_world["train"]]), loss="mse")
+    settings = TrainSettings(output_dir=out, steps=DISTILL_STEPS, batch_size=32, lr=1e-3, warmup_steps=20,
+                             log_every=20, save_every=10**6, progress=False, tensorboard=False)  # fmt: skip
+    folder = train(task, settings)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return {"folder": folder, "log": log, "teacher": teacher}
+
+
+def _top1(queries: torch.Tensor, keys: torch.Tensor) -> float:
+    return ((queries @ keys.t()).argmax(1) == torch.arange(len(queries))).float().mean().item()
+
+
+def test_teacher_learning_loss_falls_tenfold(distilled):
+    losses = [r["loss"] for r in distilled["log"]]
+    assert losses[0] / losses[-1] >= 10, f"loss went from {losses[0]:.4g} to {losses[-1]:.4g}"
+
+
+def test_chinese_retrieves_english_translation_on_held_out(distill_world, distilled):
+    clip = load_clip(distilled["folder"])
+    held = distill_world["held"]
+    zh = clip.embed_text([grammar.chinese(*s) for s in held])
+    en = clip.embed_text([grammar.english(*s) for s in held])
+    top1 = _top1(zh, en)
+    assert top1 >= 0.9, f"zh -> en top-1 on {len(held)} held-out pairs: {top1:.2%}"
+
+
+def test_export_is_a_transformers_altclip(distilled):
+    from transformers import AltCLIPModel
+
+    clip = load_clip(distilled["folder"])
+    reference = AltCLIPModel.from_pretrained(str(distilled["folder"])).eval()
+    batch = clip.tokenizer(["一个红色的圆形", "a red circle"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        theirs = reference.get_text_features(**batch).pooler_output
+    ours = clip.model.encode_text(batch.input_ids, batch.attention_mask)
+    assert torch.allclose(theirs, ours, atol=1e-5)
+    # the student inherits the teacher's text projection and image tower
+    teacher = distilled["teacher"].model
+    assert torch.equal(clip.model.text_projection.weight, teacher.text_projection.weight)
+    assert torch.equal(clip.model.visual_projection.weight, teacher.visual_projection.weight)
+
+
+def _image_text_r1(clip, scenes) -> float:
+    images = clip.embed_image([grammar.render(*s) for s in scenes])
+    texts = clip.embed_text([grammar.chinese(*s) for s in scenes])
+    return _top1(texts, images)
+
+
+def test_contrastive_stage_raises_retrieval_and_skips_corrupt_images(distill_world, distilled, tmp_path):
+    train_scenes, held = grammar.split()
+    shards = grammar.write_shards(tmp_path / "shards", train_scenes, per_shard=150, corrupt=3)
+    task = ContrastiveTask(distilled["folder"], str(shards), seed=0)
+    frozen_before = {k: v.clone() for k, v in task.clip.vision_model.state_dict().items()}
+    settings = TrainSettings(output_dir=tmp_path / "run", steps=150, batch_size=32, lr=5e-4, warmup_steps=10,
+                             log_every=10, save_every=10**6, progress=False, tensorboard=False)  # fmt: skip
+    folder = train(task, settings)
+    before = _image_text_r1(load_clip(distilled["folder"]), held)
+    after_clip = load_clip(folder)
+    after = _image_text_r1(after_clip, held)
+    assert after > before + 0.1, f"held-out zh text->image R@1 {before:.2%} -> {after:.2%}"
+    report = json.loads((folder / "data_report.json").read_text())
+    assert report["skipped"].get("corrupt image", 0) >= 3
+    for key, value in after_clip.model.vision_model.state_dict().items():
+        assert torch.equal(value, frozen_before[key]), f"frozen image tower changed: {key}"

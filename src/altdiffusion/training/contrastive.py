@@ -110,7 +110,7 @@ class ContrastiveTask:
         all_text, all_image = gather_features(text), gather_features(image)
         scale = self.clip.logit_scale
         loss = clip_loss(all_text, all_image, scale) * world
-        return loss, {"logit_scale": float(scale.exp()), "skipped": self.skipped.total}
+        return loss, {"logit_scale": float(scale.detach().exp()), "skipped": self.skipped.total}
 
     def export(self, model, folder: Path) -> None:
         from altdiffusion.models.weights import save_safetensors

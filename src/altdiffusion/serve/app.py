@@ -16,6 +16,8 @@ Behaviour worth knowing (see also the README section "HTTP API"):
   ``sampling_steps_done`` say which images are unfinished and how far they got.
 * A client that disconnects while waiting frees its place: a queued job is dropped and a
   running one is interrupted.
+* A web UI (``serve/static/``, see :mod:`altdiffusion.serve.ui`) is served at ``/`` unless
+  ``create_app(ui=False)``; it calls the same API endpoints as any client.
 * Errors are JSON ``{"error": ..., "detail": ...}``: 422 for invalid input (field-level
   ``detail`` list for request validation), 413 for bodies over ``max_body_bytes``, 429 for a
   full queue, 401 without the right ``api_auth`` credentials, 400 for an unknown model.
@@ -575,11 +577,13 @@ def create_app(
     api_auth: str | None = None,
     safety_checker: bool = True,
     preload: bool = True,
+    ui: bool = True,
 ) -> FastAPI:
     """The FastAPI application serving ``models`` (configured name -> folder, hub id or "mini").
 
     ``default`` is loaded first (at once when ``preload``, else with the first job).
     ``api_auth="user:password"`` requires HTTP Basic auth on every route.
+    ``ui`` serves the web UI at ``/`` (static files calling the same API).
     """
     for label, value in (("max_queue", max_queue), ("max_pixels", max_pixels), ("max_steps", max_steps),
                          ("max_batch", max_batch), ("max_body_bytes", max_body_bytes)):  # fmt: skip
@@ -762,6 +766,11 @@ def create_app(
     @app.get(f"{prefix}/memory", tags=["utilities"])
     def memory():
         return _memory()
+
+    if ui:
+        from altdiffusion.serve.ui import add_ui
+
+        add_ui(app)
 
     # Middleware: the last added runs first, so auth is checked before the body is read.
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)

@@ -1,0 +1,234 @@
+"""The web UI at ``/``: static files, and a real headless Chromium generating an image.
+
+The browser test needs ``/usr/bin/chromium`` (``apt-get install chromium``) and the
+``playwright`` Python package (no browser download: it drives the system Chromium); it is
+skipped, saying which is missing, otherwise. A screenshot goes to ``test-artifacts/ui.png``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+
+from altdiffusion.serve import create_app  # noqa: E402
+from altdiffusion.testing.tiny import write_tiny_altdiffusion  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+PROMPT = "穿着唐装的老人在古建筑前，国画风格"
+
+
+class RunningServer:
+    """uvicorn serving ``app`` in a background thread on a free 127.0.0.1 port."""
+
+    def __init__(self, app) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return write_tiny_altdiffusion(tmp_path_factory.mktemp("ui-model") / "tiny", "m9", safety_checker=False)
+
+
+@pytest.fixture(scope="module")
+def base_url(tiny_model):
+    running = RunningServer(create_app({"tiny": tiny_model}, default="tiny", safety_checker=False))
+    try:
+        yield running.url
+    finally:
+        running.stop()
+
+
+# ------------------------------------------------------------------- static files
+
+
+def test_page_and_assets_are_served_offline(base_url):
+    with httpx.Client(base_url=base_url, timeout=30) as c:
+        page = c.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        html = page.text
+        for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+            assert f"static/{name}" in html
+            r = c.get(f"/static/{name}")
+            assert r.status_code == 200 and r.headers["content-type"].startswith(kind), name
+            assert "http://" not in r.text and "https://" not in r.text, f"{name} refers to an external URL"
+        assert "http://" not in html and "https://" not in html
+        js = c.get("/static/app.js").text
+        for endpoint in ("txt2img", "img2img", "progress", "interrupt", "png-info", "samplers"):
+            assert f'"{endpoint}' in js, endpoint
+        for text in ("唐装", "国画", "古建筑"):
+            assert text in js
+        # Only files directly in static/ by name: no traversal, no other folders.
+        for path in ("/static/../app.py", "/static/..%2fapp.py", "/static/%2e%2e%2fui.py", "/static/ui.py",
+                     "/static/", "/static/..%2f..%2f..%2fpyproject.toml", "/static/%2fetc%2fpasswd", "/app.py"):  # fmt: skip
+            r = c.get(path)
+            assert r.status_code == 404, path
+            assert "import" not in r.text and "root:" not in r.text, path
+        assert "/" not in c.get("/openapi.json").json()["paths"]  # the UI stays out of the API schema
+
+
+def test_basic_auth_protects_the_page(tiny_model):
+    app = create_app({"tiny": tiny_model}, default="tiny", api_auth="ann:pw", safety_checker=False)
+    running = RunningServer(app)
+    try:
+        with httpx.Client(base_url=running.url, timeout=30) as c:
+            for path in ("/", "/static/app.js"):
+                assert c.get(path).status_code == 401, path
+                assert c.get(path, auth=("ann", "pw")).status_code == 200, path
+    finally:
+        running.stop()
+
+
+def test_ui_can_be_turned_off(tiny_model):
+    running = RunningServer(create_app({"tiny": tiny_model}, default="tiny", safety_checker=False, ui=False))
+    try:
+        with httpx.Client(base_url=running.url, timeout=30) as c:
+            assert c.get("/").status_code == 404
+            assert c.get("/sdapi/v1/samplers").status_code == 200
+    finally:
+        running.stop()
+
+
+# ------------------------------------------------------------------------ browser
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _playwright():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright Python package is missing (pip install playwright)")
+    return sync_playwright
+
+
+def test_generate_in_headless_chromium(base_url):
+    sync_playwright = _playwright()
+    ARTIFACTS.mkdir(exist_ok=True)
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("request", lambda req: requests.append(req.url))
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.set_default_timeout(60_000)
+            page.goto(base_url + "/")
+            page.wait_for_selector("body[data-ready='true']")
+            samplers = page.eval_on_selector_all("#sampler option", "opts => opts.map(o => o.value)")
+            assert "Euler a" in samplers and "DDIM" in samplers
+            langs = page.eval_on_selector_all("#examples button", "bs => bs.map(b => b.dataset.lang)")
+            assert set(langs) >= {"zh", "en", "zh+en", "es", "fr", "ru", "ja", "ko", "ar", "it"}
+
+            page.click("#examples button[data-lang='ar']")  # an example fills the prompt
+            assert page.input_value("#prompt").startswith("قافلة")
+            page.fill("#prompt", PROMPT)
+            page.fill("#negative", "模糊")
+            page.fill("#steps", "2")
+            page.fill("#width", "64")
+            page.fill("#height", "64")
+            page.fill("#seed", "7")
+            page.fill("#batch", "2")
+            page.click("#generate")
+            page.wait_for_function("() => document.querySelectorAll('#gallery img').length >= 2")
+            page.wait_for_function("() => [...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth > 0)")
+            sizes = page.eval_on_selector_all("#gallery img", "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])")
+            assert sizes == [[64, 64], [64, 64]]
+            assert "seed 7" in page.inner_text("#gallery") and "seed 8" in page.inner_text("#gallery")
+            assert PROMPT in page.inner_text("#infotext")
+            assert page.is_enabled("#generate") and not page.is_enabled("#interrupt")
+            page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
+
+            # PNG info: upload the generated PNG as a file.
+            src = page.get_attribute("#gallery figure:first-child img", "src")
+            png = base64.b64decode(src.split(",", 1)[1])
+            assert Image.open(io.BytesIO(png)).size == (64, 64)
+            page.click("#tab-pnginfo")
+            page.set_input_files("#pnginfo-file", files=[{"name": "gen.png", "mimeType": "image/png", "buffer": png}])
+            page.wait_for_function("() => document.querySelector('#pnginfo-text').textContent.length > 0")
+            text = page.inner_text("#pnginfo-text")
+            assert PROMPT in text and "Steps: 2" in text and "Size: 64x64" in text
+            assert PROMPT in page.inner_text("#pnginfo-table")
+            page.screenshot(path=str(ARTIFACTS / "ui-pnginfo.png"), full_page=True)
+
+            # img2img: a gallery image as the init image, an uploaded mask, a denoising strength.
+            page.click("#tab-txt2img")
+            page.click("#gallery figure:first-child button[title^='use as the init image']")
+            assert page.get_attribute("#tab-img2img", "aria-selected") == "true"
+            page.wait_for_selector("#init-preview", state="visible")
+            page.set_input_files("#mask-image", files=[{"name": "mask.png", "mimeType": "image/png", "buffer": _png(Image.new("L", (64, 64), 255))}])
+            page.wait_for_selector("#mask-preview", state="visible")
+            page.locator("#denoise").evaluate("el => { el.value = '0.6'; el.dispatchEvent(new Event('input')); }")
+            assert page.inner_text("#denoise-out") == "0.60"
+            page.fill("#batch", "1")
+            page.click("#generate")
+            page.wait_for_function("() => document.querySelectorAll('#gallery img').length >= 3")
+            page.wait_for_function("() => document.querySelector('#gallery img').naturalWidth > 0")
+            assert page.eval_on_selector("#gallery img", "i => [i.naturalWidth, i.naturalHeight]") == [64, 64]
+            text = page.inner_text("#infotext")
+            assert "Denoising strength: 0.6" in text and "Mask blur" in text, text
+
+            # Progress with step previews, then Interrupt: a partial image comes back.
+            page.click("#tab-txt2img")
+            page.fill("#steps", "80")
+            page.click("#generate")
+            page.wait_for_selector("#preview", state="visible")
+            page.wait_for_function("() => parseFloat(document.querySelector('#progress-bar').style.width) > 0")
+            page.click("#interrupt")
+            page.wait_for_selector("#status.warn >> text=Interrupted")
+            assert "(partial)" in page.inner_text("#gallery figure:first-child figcaption")
+            assert page.is_hidden("#progress")
+
+            # The server's refusal is shown on the page: more steps than it allows.
+            page.click("#tab-txt2img")
+            page.fill("#steps", "1000")
+            page.click("#generate")
+            page.wait_for_selector("#status.error")
+            assert "steps" in page.inner_text("#status") and "at most" in page.inner_text("#status")
+            assert not errors or all("422" in e for e in errors), errors
+        finally:
+            browser.close()
+    assert requests and all(url.startswith(base_url) or url.startswith("data:") for url in requests), requests
+    if os.environ.get("ALTDIFFUSION_UPDATE_DOCS_SCREENSHOT"):  # refresh the README's screenshot
+        docs = Path(__file__).resolve().parents[2] / "docs"
+        docs.mkdir(exist_ok=True)
+        shutil.copy(ARTIFACTS / "ui.png", docs / "ui.png")

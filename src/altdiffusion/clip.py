@@ -99,5 +99,5 @@ def load_clip(name_or_path: str | Path, device=None, dtype=None) -> CLIP:
     device = select_device(device)
     model.to(device=device, dtype=select_dtype(device, dtype))
     known = KNOWN_CHECKPOINTS.get(str(name_or_path))
-    return CLIP(model, tokenizer, processor, name=str(name_or_path) if known else folder.name,
+    return CLIP(model, tokenizer, processor, name=str(name_or_path).split("/")[-1] if known else folder.name,
                 languages=known.languages if known else ())  # fmt: skip

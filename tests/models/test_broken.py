@@ -224,14 +224,6 @@ def test_cli_prints_one_error_line_and_exits_2(cli_results, case):
         assert part in result.stderr, f"{part!r} not in {result.stderr!r}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src bug: models/weights.py read_state_dict quotes the first line of torch's UnpicklingError, which "
-        "carries ANSI bold codes (\\x1b[1m) and a half sentence about how to bypass the check; the offending "
-        "global (here `getattr` / pathlib.Path.touch) is on a later line and is lost"
-    ),
-)
 def test_refused_pickle_message_is_plain_text(broken):
     with pytest.raises(CheckpointError) as info:
         _load(broken["pickled-object"])

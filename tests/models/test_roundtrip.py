@@ -79,22 +79,11 @@ def test_round_trip_of_the_round_trip_is_stable(round_trip, tmp_path, prompts):
     assert torch.equal(again.encode_prompt(prompts["zh"])[0], reloaded.encode_prompt(prompts["zh"])[0])
 
 
-def test_round_trip_keeps_the_default_size_without_legacy_bump(round_trip):
+def test_round_trip_keeps_the_default_size(round_trip):
     variant, original, _, reloaded, before = round_trip
-    if variant != "m18":
-        pytest.skip("m9 carries the legacy bump: see test_round_trip_keeps_the_legacy_default_size")
-    assert before == original.default_size == reloaded.default_size == 64
+    assert before == original.default_size == reloaded.default_size == (64 if variant == "m18" else 128)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src bug: the legacy sample_size bump (diffusers 0.8: 32 -> 64) is computed from the UNet config's "
-        "_diffusers_version on every access; diffusers' to_json_string (called by unet.save_pretrained) "
-        "overwrites that version in the live config, so saving halves default_size of the saved folder and "
-        "of the pipeline that was saved (m2/m9: 512 px -> 256 px on the real checkpoints)"
-    ),
-)
 def test_round_trip_keeps_the_legacy_default_size(tiny_layouts, tmp_path):
     pipe = altdiffusion.load_pipeline(tiny_layouts["altdiffusion-m9"], safety_checker=False)
     assert pipe.default_size == 128

@@ -71,10 +71,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=False)
     except Exception as err:  # pickle errors come in many types; all mean the same to the user
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        detail = f"it holds a Python object ({refused[1]}), refused for safety" if refused else (text.strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(
-            f"{path}: cannot be read as a PyTorch weight file with weights_only=True ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}). It is corrupt, truncated, or contains "
-            "objects other than tensors (refused for safety); re-download it or convert it to safetensors."
+            f"{path}: cannot be read as a PyTorch weight file with weights_only=True ({detail}). It is corrupt, "
+            "truncated, or contains objects other than tensors; re-download it or convert it to safetensors."
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

@@ -86,6 +86,7 @@ class AltDiffusionPipeline:
     def from_pretrained(cls, name_or_path, *, device=None, dtype=None, safety_checker: bool = True):
         folder = resolve_model(name_or_path, kind="diffusion")
         c = load_components(folder, safety_checker=safety_checker)
+        _fix_legacy_sample_size(c.unet)
         meta = c.model_index.get("_altdiffusion", {})
         known = KNOWN_CHECKPOINTS.get(str(name_or_path))
         languages = tuple(known.languages if known else meta.get("languages", ()))
@@ -101,7 +102,8 @@ class AltDiffusionPipeline:
         device = select_device(device)
         dtype = select_dtype(device, dtype)
         for module in self.modules().values():
-            module.to(device=device, dtype=dtype)
+            if module.dtype != dtype or module.device != device:  # a no-op cast still logs in diffusers
+                module.to(device=device, dtype=dtype)
         return self
 
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -125,11 +127,7 @@ class AltDiffusionPipeline:
 
     @property
     def default_size(self) -> int:
-        # diffusers < 0.9 wrote sample_size 32 for 512-px models; diffusers itself bumps it to 64.
         size = self.unet.config.sample_size
-        version = str(self.unet.config.get("_diffusers_version", "0.0.0"))
-        if isinstance(size, int) and size < 64 and tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) < (0, 9):
-            size = 64
         return int(size if isinstance(size, int) else size[0]) * self.vae_scale_factor
 
     @property
@@ -359,6 +357,15 @@ class AltDiffusionPipeline:
         checked, flags = self.safety_checker(images=arrays, clip_input=clip_input)
         out = [Image.fromarray((a * 255).round().astype("uint8")) if f else img for img, a, f in zip(images, checked, flags)]
         return out, [bool(f) for f in flags]
+
+
+def _fix_legacy_sample_size(unet) -> None:
+    """diffusers < 0.9 wrote ``sample_size: 32`` for 512-px models; fix it once at load (as
+    diffusers' own pipelines do), so the default size survives a save with a newer version."""
+    size = unet.config.sample_size
+    version = str(unet.config.get("_diffusers_version", "0.0.0"))
+    if isinstance(size, int) and size < 64 and tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) < (0, 9):
+        unet.register_to_config(sample_size=64)
 
 
 def _validate(steps, guidance, height, width, per_prompt, strength, image, mask_image, n_prompts) -> None:

@@ -120,6 +120,27 @@ def test_ui_can_be_turned_off(tiny_model):
         running.stop()
 
 
+def test_missing_ui_files_leave_the_api_working(tmp_path):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from altdiffusion.serve.ui import add_ui, static_files
+
+    (tmp_path / "app.js").write_text("x")
+    (tmp_path / "notes.txt").write_text("not served")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "style.css").write_text("nested: not served")
+    assert set(static_files(tmp_path)) == {"app.js"}
+    app = FastAPI()
+    add_ui(app, tmp_path)
+    with TestClient(app) as c:
+        r = c.get("/")
+        assert r.status_code == 404 and "not installed" in r.json()["detail"]
+        assert c.get("/static/app.js").text == "x"
+        assert c.get("/static/notes.txt").status_code == 404
+        assert c.get("/static/sub/style.css").status_code == 404
+
+
 # ------------------------------------------------------------------------ browser
 
 

@@ -8,10 +8,13 @@ names a file, never a path, so nothing outside that folder can be reached.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
+
+logger = logging.getLogger("altdiffusion.serve")
 
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -53,12 +56,16 @@ def static_files(folder: Path = STATIC_DIR) -> dict[str, tuple[bytes, str]]:
 def add_ui(app: FastAPI, folder: Path = STATIC_DIR) -> None:
     """Serve ``index.html`` at ``/`` and the other files at ``/static/<name>``."""
     files = static_files(folder)
-    if "index.html" not in files:
-        raise FileNotFoundError(f"web UI files are missing: no index.html in {folder} (was the package built without its data?)")
+    missing = "index.html" not in files
+    if missing:  # the API still works; only the page is unavailable
+        logger.warning("web UI files are missing (no index.html in %s); serving the API only", folder)
 
     def _file(name: str) -> Response:
         entry = files.get(name)
         if entry is None:
+            if missing and name == "index.html":
+                detail = "the web UI files are not installed with this package; the API at /sdapi/v1/ works"
+                return JSONResponse({"error": "NotFound", "detail": detail}, status_code=404)
             return JSONResponse({"error": "NotFound", "detail": "Not Found"}, status_code=404)
         data, kind = entry
         return Response(data, media_type=kind, headers=_HEADERS)

@@ -209,7 +209,12 @@ def test_generate_in_headless_chromium(base_url):
             text = page.inner_text("#pnginfo-text")
             assert PROMPT in text and "Steps: 2" in text and "Size: 64x64" in text
             assert PROMPT in page.inner_text("#pnginfo-table")
+            assert "Size-1" not in page.inner_text("#pnginfo-table")
             page.screenshot(path=str(ARTIFACTS / "ui-pnginfo.png"), full_page=True)
+            page.click("#pnginfo-send")  # parameters back into the txt2img form
+            assert page.get_attribute("#tab-txt2img", "aria-selected") == "true"
+            assert page.input_value("#prompt") == PROMPT and page.input_value("#negative") == "模糊"
+            assert (page.input_value("#seed"), page.input_value("#steps"), page.input_value("#width")) == ("7", "2", "64")
 
             # img2img: a gallery image as the init image, an uploaded mask, a denoising strength.
             page.click("#tab-txt2img")

@@ -294,6 +294,7 @@ async function pngInfo() {
     $("pnginfo-status").textContent = "";
     $("pnginfo-text").textContent = result.info;
     for (const [key, value] of Object.entries(result.parameters || {})) {
+      if (/^Size-\d$/.test(key)) continue;  // A1111's split "Size", kept for "Send to txt2img"
       const row = table.insertRow();
       row.insertCell().textContent = key;
       const cell = row.insertCell();

@@ -75,7 +75,11 @@ class ServerProcess:
         return proc.returncode if proc is not None else None
 
     def __enter__(self) -> ServerProcess:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
 
     def __exit__(self, *exc) -> None:
         self.stop()

@@ -112,6 +112,7 @@ def cmd_clip_classify(args) -> int:
 def cmd_generate(args) -> int:
     from altdiffusion.pipelines.alt_diffusion import load_pipeline
     from altdiffusion.pipelines.infotext import output_paths, write_png
+    from altdiffusion.pipelines.lora import lora_infotext, parse_lora_arg
 
     init = _open_image(args.init_image, "init image") if args.init_image else None
     mask = _open_image(args.mask, "mask") if args.mask else None
@@ -122,7 +123,13 @@ def cmd_generate(args) -> int:
 
         canonical_sampler_name(args.sampler)
     output_paths(args.out, args.batch, seed=max(args.seed, 0))  # a bad --out fails before any work
+    loras = [parse_lora_arg(text) for text in args.lora or []]
+    for lora_path, _ in loras:  # a missing LoRA fails before the model loads
+        if not Path(lora_path).is_file():
+            raise InvalidInputError(f"--lora {lora_path}: no such file (give FILE or FILE:SCALE)")
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, safety_checker=not args.no_safety_checker)
+    for lora_path, scale in loras:
+        pipe.load_lora(lora_path, scale)
     result = pipe(
         args.prompt, negative_prompt=args.negative, num_inference_steps=args.steps, guidance_scale=args.guidance,
         height=args.height, width=args.width, seed=args.seed, num_images_per_prompt=args.batch, image=init,
@@ -131,7 +138,7 @@ def cmd_generate(args) -> int:
     )  # fmt: skip
     paths = output_paths(args.out, len(result.images), seed=result.seeds[0])
     for image, text, path in zip(result.images, result.infotexts, paths):
-        write_png(image, path, text)
+        write_png(image, path, lora_infotext(text, getattr(pipe, "loras", [])))
         print(path)
     if any(result.nsfw):
         print("note: the safety checker blacked out some images (--no-safety-checker disables it)", file=sys.stderr)
@@ -161,8 +168,10 @@ def cmd_serve(args) -> int:
 def cmd_train(args) -> int:
     if args.train_command == "clip-distill":
         from altdiffusion.training.distill import run
-    else:
+    elif args.train_command == "clip-contrastive":
         from altdiffusion.training.contrastive import run
+    else:
+        from altdiffusion.training.diffusion import run
     folder = run(args)
     print(folder)
     return 0
@@ -210,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", default=None, help="inpainting: white = repaint, black = keep (same size as the init image)")
     p.add_argument("--mask-blur", type=int, default=4)
     p.add_argument("--no-safety-checker", action="store_true", help="do not load or run the safety checker")
+    p.add_argument("--lora", action="append", default=None, metavar="FILE[:SCALE]",
+                   help="merge a LoRA (kohya or diffusers .safetensors) at SCALE (default 1); repeatable. "
+                        "A path containing ':' needs an explicit :SCALE")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     device_args(p)
     p.set_defaults(func=cmd_generate)
@@ -244,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="training (run under accelerate launch or torchrun for many processes)")
     stages = train.add_subparsers(dest="train_command", required=True)
-    from altdiffusion.training import contrastive, distill
+    from altdiffusion.training import contrastive, diffusion, distill
 
     p = stages.add_parser("clip-distill", help="AltCLIP stage 1: teacher learning on parallel text")
     distill.add_arguments(p)
@@ -252,6 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = stages.add_parser("clip-contrastive", help="AltCLIP stage 2: contrastive learning, image tower frozen")
     contrastive.add_arguments(p)
     p.set_defaults(func=cmd_train)
+    p = stages.add_parser("diffusion", help="AltDiffusion: assemble SD + AltCLIP text tower, train stage align or quality")
+    diffusion.add_arguments(p)
+    p.set_defaults(func=cmd_train)
+    p = stages.add_parser("finetune", help="fine-tune an AltDiffusion on captioned images (folder or shards)")
+    diffusion.add_finetune_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    from altdiffusion.training import dreambooth
+
+    p = stages.add_parser("dreambooth", help="DreamBooth a subject or style into an AltDiffusion (LoRA or --full UNet)")
+    dreambooth.add_arguments(p)
+    p.set_defaults(func=dreambooth.command)
 
     data = sub.add_parser("data", help="data tools").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("shards", help="TSV/CSV/JSONL of (image, caption[, language]) -> webdataset shards")

@@ -11,15 +11,13 @@ Samples come from webdataset shards in img2dataset's layout; shard ``k`` is read
 from __future__ import annotations
 
 import json
-import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from altdiffusion.models.altclip import AltCLIP
-from altdiffusion.training.data import SkipCounter, Skipped, decode_image, expand_shards, pick_caption, shard_samples
+from altdiffusion.training.data import SkipCounter, data_source, image_text_samples
 from altdiffusion.training.distributed import gather_features
 
 
@@ -58,41 +56,13 @@ class ContrastiveTask:
         self.clip = load_altclip(self.folder)
         self.tokenizer = load_tokenizer(self.folder)
         self.processor = load_image_processor(self.folder)
-        self.urls = expand_shards(shards)
+        self.source = data_source(shards)
         self.model = ContrastiveModel(self.clip, train_vision)
         self.seed, self.languages, self.max_length = seed, languages, max_length
         self.skipped = SkipCounter()
 
-    def _samples(self, rank: int, world: int) -> Iterator[tuple[object, str]]:
-        """Usable (image, caption) pairs of this rank, epoch after epoch, deterministically."""
-        epoch = 0
-        while True:
-            rng = random.Random(f"{self.seed}-{rank}-{epoch}")
-            yielded = False
-            for sample in shard_samples(self.urls, rank=rank, world=world):
-                item = self._decode(sample, rng)
-                if isinstance(item, Skipped):
-                    self.skipped.add(item.reason)
-                    continue
-                yielded = True
-                yield item
-            if not yielded:
-                raise RuntimeError("the shards hold no usable image-text sample")
-            epoch += 1
-
-    def _decode(self, sample: dict, rng: random.Random):
-        key = sample.get("__key__", "?")
-        caption, _ = pick_caption(sample, rng, self.languages)
-        if not caption:
-            return Skipped(key, "empty caption")
-        try:
-            image = decode_image(sample)
-        except Exception:  # PIL raises many types for corrupt data
-            return Skipped(key, "corrupt image")
-        return image, caption
-
     def batches(self, start_step, micro, rank, world, grad_accum):
-        stream = self._samples(rank, world)
+        stream = image_text_samples(self.source, rank=rank, world=world, seed=self.seed, languages=self.languages, skipped=self.skipped)
         for _ in range(start_step * grad_accum * micro):  # exact data position on resume
             next(stream)
         while True:

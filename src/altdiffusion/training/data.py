@@ -6,7 +6,6 @@ batches an uninterrupted run would, and N processes together see what one proces
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import random
@@ -93,14 +92,6 @@ def micro_batches(items: Sequence, *, seed: int, start_step: int, micro: int, ra
 
 
 @dataclass
-class Skipped:
-    """A sample that could not be used (corrupt image, no caption), counted, never fatal."""
-
-    key: str
-    reason: str
-
-
-@dataclass
 class SkipCounter:
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -183,3 +174,56 @@ def expand_shards(spec: str | Sequence[str]) -> list[str]:
     if not urls or missing:
         raise InvalidInputError(f"no shards found for {spec!r}" + (f" (missing: {', '.join(missing[:3])})" if missing else ""))
     return urls
+
+
+def folder_samples(folder: Path, *, rank: int, world: int) -> Iterator[dict]:
+    """Images with a caption file beside them (``cat.png`` + ``cat.txt``), as webdataset-like samples."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower().lstrip(".") in IMAGE_KEYS)
+    if not files:
+        raise InvalidInputError(f"{folder}: no images (png, jpg, jpeg, webp) found")
+    for i, path in enumerate(files):
+        if i % world != rank:
+            continue
+        sample = {"__key__": path.stem, path.suffix.lower().lstrip("."): path.read_bytes()}
+        caption = path.with_suffix(".txt")
+        if caption.is_file():
+            sample["txt"] = caption.read_bytes()
+        yield sample
+
+
+def image_text_samples(source, *, rank: int, world: int, seed: int, languages=None, skipped: SkipCounter | None = None):
+    """Usable (PIL image, caption) pairs of this rank, epoch after epoch, deterministically.
+
+    ``source`` is a folder of images with ``.txt`` captions, or a list of shard urls. Corrupt
+    images and empty captions are counted in ``skipped`` and passed over.
+    """
+    epoch = 0
+    while True:
+        rng = random.Random(f"{seed}-{rank}-{epoch}")
+        raw = folder_samples(source, rank=rank, world=world) if isinstance(source, Path) else shard_samples(source, rank=rank, world=world)
+        yielded = False
+        for sample in raw:
+            caption, _ = pick_caption(sample, rng, languages)
+            if not caption:
+                if skipped is not None:
+                    skipped.add("empty caption")
+                continue
+            try:
+                image = decode_image(sample)
+            except Exception:  # PIL raises many types for corrupt data
+                if skipped is not None:
+                    skipped.add("corrupt image")
+                continue
+            yielded = True
+            yield image, caption
+        if not yielded:
+            raise InvalidInputError("the training data holds no usable image-caption sample")
+        epoch += 1
+
+
+def data_source(spec) -> Path | list[str]:
+    """A folder of captioned images stays a folder; anything else names shards."""
+    specs = [spec] if isinstance(spec, (str, Path)) else list(spec)
+    if len(specs) == 1 and Path(specs[0]).is_dir() and not any(Path(specs[0]).glob("*.tar")):
+        return Path(specs[0])
+    return expand_shards([str(s) for s in specs])

@@ -38,6 +38,9 @@ class Task(Protocol):
 
     def export(self, model: nn.Module, folder: Path) -> None: ...
 
+    # Optional: checkpoint_objects() -> objects with state_dict/load_state_dict saved with each
+    # checkpoint; on_step_end(model, step, is_main) -> None after every optimizer step.
+
 
 def lr_factor(step: int, settings: TrainSettings) -> float:
     """Linear warmup, then constant or cosine decay to ``min_lr``."""
@@ -92,6 +95,8 @@ def train(task: Task, settings: TrainSettings) -> Path:
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, settings))
     model, optimizer = acc.prepare(model, optimizer)
     acc.register_for_checkpointing(schedule)
+    for extra in getattr(task, "checkpoint_objects", lambda: [])():  # e.g. an EMA copy of the weights
+        acc.register_for_checkpointing(extra)
 
     start = 0
     resume_from = _resume_point(settings)
@@ -121,6 +126,8 @@ def train(task: Task, settings: TrainSettings) -> Path:
         schedule.step()
         window_samples += settings.batch_size
         done = step + 1
+        if hasattr(task, "on_step_end"):  # EMA updates, validation images
+            task.on_step_end(acc.unwrap_model(model), done, acc.is_main_process)
         if done % settings.log_every == 0 or done == settings.steps:
             loss_value = acc.reduce(loss.detach().float(), reduction="mean").item()
             elapsed = time.perf_counter() - window_start

@@ -1,0 +1,313 @@
+"""AltDiffusion training: retrain a Stable Diffusion UNet to follow the AltCLIP text tower.
+
+    z0  = scale * vae.encode(x).mean          eps ~ N(0, I) (+ noise_offset * N(0, 1) per channel)
+    t   ~ U{0, ..., T-1}                      z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps
+    c   = text_encoder(caption), frozen       caption -> "" with probability caption_dropout (CFG)
+    loss = w(t) * || unet(z_t, t, c) - target ||^2,   target = eps (or v),
+    w(t) = min(SNR(t), gamma) / SNR(t)  (min-SNR weighting; 1 without it; /(SNR+1) terms for v)
+
+Stages (arXiv 2308.09991): ``align`` trains cross-attention only at 256 px — K and V as the
+paper describes (``--align-params kv``), or every ``attn2`` parameter, which is what BAAI's code
+did in effect (its ``if 'to_k' or 'to_v' in name`` is always true; ``--align-params attn2``);
+``quality`` trains the whole UNet at 512 px with caption dropout for classifier-free guidance.
+The text encoder is frozen throughout.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from altdiffusion.errors import CheckpointError, InvalidInputError
+from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline
+from altdiffusion.training.data import SkipCounter, data_source, image_text_samples
+
+VALIDATION_PROMPTS = (
+    "一只穿着唐装的猫，国画风格",
+    "a red lantern hanging from an old Chinese building",
+    "un gato rojo en la playa",
+    "富士山と桜、浮世絵風",
+)
+
+STAGES = {
+    "align": {"resolution": 256, "caption_dropout": 0.0},
+    "quality": {"resolution": 512, "caption_dropout": 0.1},
+    "finetune": {"resolution": 512, "caption_dropout": 0.1},
+}
+
+
+def trainable_names(unet: torch.nn.Module, stage: str, align_params: str = "kv") -> set[str]:
+    """Parameter names a stage trains (the rest are frozen)."""
+    names = set()
+    for name, _ in unet.named_parameters():
+        if stage != "align":
+            names.add(name)
+        elif align_params == "kv" and (".attn2.to_k." in name or ".attn2.to_v." in name):
+            names.add(name)
+        elif align_params == "attn2" and ".attn2." in name:
+            names.add(name)
+    if not names:
+        raise InvalidInputError(f"stage {stage!r} with --align-params {align_params!r} selects no UNet parameter")
+    return names
+
+
+# ------------------------------------------------------------------------------ assembling
+
+
+def assemble(base: str | Path, text_encoder: str | Path | None = None, conditioning: str | None = None) -> AltDiffusionPipeline:
+    """An AltDiffusion pipeline to train: an AltDiffusion folder as it is, or a Stable Diffusion
+    folder's UNet/VAE/scheduler with the text tower of an AltCLIP.
+
+    ``conditioning`` "m9" uses ``transformation(last layer)``; "m18" uses
+    ``transformation_pre(pre_LN(penultimate layer))`` with ``transformation_pre`` starting as a
+    copy of AltCLIP's ``transformation`` (AltCLIP has no such layer; this is our choice).
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from altdiffusion.hub import resolve_model
+    from altdiffusion.models.loading import load_altclip, read_json
+    from altdiffusion.models.text_encoder import AltTextEncoder
+    from altdiffusion.models.tokenizer import load_tokenizer
+    from altdiffusion.pipelines.components import load_scheduler
+
+    folder = resolve_model(base, kind="diffusion")
+    index = read_json(folder / "model_index.json")
+    if text_encoder is None:
+        if not str(index.get("text_encoder", [""])[0]).startswith(("alt_diffusion", "altdiffusion")):
+            raise InvalidInputError(f"{folder} is not an AltDiffusion folder; pass --text-encoder ALTCLIP to assemble one")
+        return AltDiffusionPipeline.from_pretrained(folder, device="cpu", dtype="fp32", safety_checker=False)
+    try:
+        unet = UNet2DConditionModel.from_pretrained(str(folder / "unet"))
+        vae = AutoencoderKL.from_pretrained(str(folder / "vae"))
+    except Exception as err:
+        raise CheckpointError(f"{folder}: cannot load the UNet/VAE ({err})") from None
+    clip_folder = resolve_model(text_encoder, kind="clip")
+    clip = load_altclip(clip_folder)
+    source = clip.text_model
+    width = unet.config.cross_attention_dim
+    head = conditioning or ("m18" if width == source.config.hidden_size and width != source.config.project_dim else "m9")
+    config = copy.deepcopy(source.config)
+    if head == "m18":
+        config.project_dim, config.has_pre_transformation = width, True
+    elif source.config.project_dim != width:
+        raise InvalidInputError(
+            f"the UNet attends to {width}-d text but the AltCLIP text tower projects to {source.config.project_dim}-d; "
+            "use an AltCLIP of the matching width (768 for SD-1.x, 1024 for SD-2.x) or --conditioning m18"
+        )
+    encoder = AltTextEncoder(config, head=head)
+    encoder.roberta.load_state_dict(source.roberta.state_dict())
+    if head == "m18":
+        if source.transformation.out_features != width:
+            raise InvalidInputError(f"m18 conditioning needs a {width}-d transformation; the AltCLIP has {source.transformation.out_features}-d")
+        encoder.transformation.load_state_dict(source.transformation.state_dict())
+        encoder.transformation_pre.load_state_dict(source.transformation.state_dict())
+        encoder.pre_LN.load_state_dict(source.pre_LN.state_dict())
+    else:
+        encoder.transformation.load_state_dict(source.transformation.state_dict())
+    tokenizer = load_tokenizer(clip_folder, max_length=77)
+    scheduler = load_scheduler(folder / "scheduler")
+    return AltDiffusionPipeline(tokenizer=tokenizer, text_encoder=encoder.eval(), unet=unet, vae=vae, scheduler=scheduler,
+                                name=f"{Path(str(base)).name}-alt", folder=None)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ the task
+
+
+class UNetModel(torch.nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.unet.enable_gradient_checkpointing()
+
+    def forward(self, noisy, timesteps, cond):
+        return self.unet(noisy, timesteps, encoder_hidden_states=cond).sample
+
+
+class DiffusionTask:
+    name = "diffusion"
+
+    def __init__(self, pipe: AltDiffusionPipeline, data, *, stage: str = "quality", align_params: str = "kv",
+                 resolution: int | None = None, caption_dropout: float | None = None, noise_offset: float = 0.0,
+                 min_snr_gamma: float | None = None, ema_decay: float | None = None, seed: int = 0, languages=None,
+                 validate_every: int = 0, validation_prompts=VALIDATION_PROMPTS, output_dir: Path | None = None):  # fmt: skip
+        from diffusers import DDPMScheduler
+
+        if stage not in STAGES:
+            raise InvalidInputError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
+        preset = STAGES[stage]
+        self.pipe = pipe
+        self.resolution = resolution or preset["resolution"]
+        if self.resolution % 8:
+            raise InvalidInputError(f"--resolution must be a multiple of 8, got {self.resolution}")
+        self.caption_dropout = preset["caption_dropout"] if caption_dropout is None else caption_dropout
+        self.noise_offset, self.min_snr_gamma, self.seed = noise_offset, min_snr_gamma, seed
+        self.languages, self.validate_every = languages, validate_every
+        self.validation_prompts, self.output_dir = list(validation_prompts), output_dir
+        self.source = data_source(data) if not isinstance(data, Path) else data
+        self.skipped = SkipCounter()
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.prediction = self.noise_scheduler.config.prediction_type
+
+        unet = pipe.unet
+        self.trained = trainable_names(unet, stage, align_params)
+        for name, p in unet.named_parameters():
+            p.requires_grad_(name in self.trained)
+        for frozen in (pipe.vae, pipe.text_encoder):
+            frozen.requires_grad_(False).eval()
+        self.model = UNetModel(unet)
+        self.ema = None
+        if ema_decay:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel([p for p in unet.parameters() if p.requires_grad], decay=ema_decay)
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def _pixels(self, image: Image.Image) -> torch.Tensor:
+        """Resize the short side to the resolution and centre-crop; values in [-1, 1]."""
+        r = self.resolution
+        w, h = image.size
+        scale = r / min(w, h)
+        image = image.resize((max(r, round(w * scale)), max(r, round(h * scale))), Image.BICUBIC)
+        left, top = (image.width - r) // 2, (image.height - r) // 2
+        array = np.asarray(image.crop((left, top, left + r, top + r)), dtype=np.float32) / 127.5 - 1
+        return torch.from_numpy(array).permute(2, 0, 1)
+
+    def batches(self, start_step, micro, rank, world, grad_accum):
+        stream = image_text_samples(self.source, rank=rank, world=world, seed=self.seed, languages=self.languages, skipped=self.skipped)
+        for _ in range(start_step * grad_accum * micro):  # exact data position on resume
+            next(stream)
+        index = start_step * grad_accum
+        while True:
+            items = [next(stream) for _ in range(micro)]
+            noise_seed = (self.seed * 1_000_003 + index) * 64 + rank  # this micro-batch's noise, reproducibly
+            rng = random.Random(noise_seed)
+            captions = ["" if rng.random() < self.caption_dropout else caption for _, caption in items]
+            yield torch.stack([self._pixels(im) for im, _ in items]), captions, noise_seed
+            index += 1
+
+    # -- loss ----------------------------------------------------------------------------------
+
+    def loss(self, model, batch):
+        pixels, captions, noise_seed = batch
+        device = next(model.parameters()).device
+        pipe = self.pipe
+        with torch.no_grad():
+            latents = pipe.vae.encode(pixels.to(device, pipe.vae.dtype)).latent_dist.mode() * pipe.vae.config.scaling_factor
+            chunks = [pipe.prompt_chunks(c)[:1] for c in captions]  # training captions: one 77-token chunk
+            cond = pipe.encode_chunks(chunks)
+        g = torch.Generator().manual_seed(noise_seed)
+        noise = torch.randn(latents.shape, generator=g)
+        if self.noise_offset:
+            noise = noise + self.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=g)
+        T = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, T, (latents.shape[0],), generator=g)
+        noise, timesteps = noise.to(device, latents.dtype), timesteps.to(device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        target = noise if self.prediction == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        pred = model(noisy, timesteps, cond)
+        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        if self.min_snr_gamma:
+            snr = self._snr(timesteps)
+            weight = torch.clamp(snr, max=self.min_snr_gamma) / (snr if self.prediction == "epsilon" else snr + 1)
+            per_sample = per_sample * weight
+        return per_sample.mean(), {"skipped": self.skipped.total}
+
+    def _snr(self, timesteps: torch.Tensor) -> torch.Tensor:
+        abar = self.noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+        return abar / (1 - abar)
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def checkpoint_objects(self):
+        return [self.ema] if self.ema is not None else []
+
+    def on_step_end(self, model, step: int, is_main: bool) -> None:
+        if self.ema is not None:
+            self.ema.step([p for p in model.unet.parameters() if p.requires_grad])
+        if is_main and self.validate_every and step % self.validate_every == 0 and self.output_dir is not None:
+            self.validation_images(step)
+
+    def validation_images(self, step: int) -> Path:
+        """A row of images for fixed prompts in several languages, fixed seed, saved as one PNG."""
+        was_training = self.pipe.unet.training
+        self.pipe.unet.eval()
+        size = min(self.resolution, 256)
+        result = self.pipe(self.validation_prompts, num_inference_steps=20, guidance_scale=7.5, seed=1234,
+                           height=size, width=size, progress=False)  # fmt: skip
+        self.pipe.unet.train(was_training)
+        grid = Image.new("RGB", (size * len(result.images), size))
+        for i, image in enumerate(result.images):
+            grid.paste(image, (i * size, 0))
+        folder = self.output_dir / "validation"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"step-{step:07d}.png"
+        grid.save(path)
+        (folder / "prompts.json").write_text(json.dumps(self.validation_prompts, ensure_ascii=False, indent=2) + "\n")
+        return path
+
+    def export(self, model, folder: Path) -> None:
+        unet = model.unet
+        if self.ema is not None:
+            unet = copy.deepcopy(unet)
+            self.ema.copy_to([p for p in unet.parameters() if p.requires_grad])
+        self.pipe.unet = unet
+        self.pipe.save_pretrained(folder)
+        (folder / "data_report.json").write_text(json.dumps({"skipped": self.skipped.counts}, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def run(args) -> Path:
+    from altdiffusion.training.loop import train
+    from altdiffusion.training.params import settings_from_args
+
+    settings = settings_from_args(args)
+    stage = getattr(args, "stage", "finetune")
+    pipe = assemble(args.base, getattr(args, "text_encoder", None), getattr(args, "conditioning", None))
+    task = DiffusionTask(
+        pipe, args.data, stage=stage, align_params=getattr(args, "align_params", "kv"), resolution=args.resolution,
+        caption_dropout=args.caption_dropout, noise_offset=args.noise_offset, min_snr_gamma=args.min_snr_gamma,
+        ema_decay=args.ema_decay, seed=settings.seed, languages=args.languages.split(",") if args.languages else None,
+        validate_every=args.validate_every, output_dir=settings.output_dir,
+    )  # fmt: skip
+    return train(task, settings)
+
+
+def _common(p) -> None:
+    from altdiffusion.training.params import add_common_arguments
+
+    p.add_argument("--data", required=True, nargs="+", help="a folder of images with .txt captions, or webdataset shards")
+    p.add_argument("--resolution", type=int, default=None, help="training size (default: 256 for align, 512 otherwise)")
+    p.add_argument("--caption-dropout", type=float, default=None, help="probability of an empty caption (CFG); default per stage")
+    p.add_argument("--noise-offset", type=float, default=0.0)
+    p.add_argument("--min-snr-gamma", type=float, default=None, help="min-SNR loss weighting, e.g. 5")
+    p.add_argument("--ema-decay", type=float, default=None, help="keep an EMA of the weights, e.g. 0.9999 (exported)")
+    p.add_argument("--languages", default=None, help="with multilingual json captions: sample only these")
+    p.add_argument("--validate-every", type=int, default=0, help="save validation images every N steps (0: never)")
+    add_common_arguments(p, lr=1e-4, batch_size=32, steps=10000)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--base", required=True, help="SD-1.x / SD-2.x diffusers folder (with --text-encoder) or an AltDiffusion folder")
+    p.add_argument("--text-encoder", default=None, help="AltCLIP folder or hub id whose text tower conditions the UNet")
+    p.add_argument("--conditioning", default=None, choices=["m9", "m18"], help="text path (default: from the widths)")
+    p.add_argument("--stage", default="quality", choices=["align", "quality"])
+    p.add_argument("--align-params", default="kv", choices=["kv", "attn2"], help="align: K/V only (paper) or all attn2 (BAAI code)")
+    _common(p)
+
+
+def add_finetune_arguments(p) -> None:
+    p.add_argument("--model", dest="base", required=True, help="the AltDiffusion folder or hub id to fine-tune")
+    p.set_defaults(stage="finetune", text_encoder=None, conditioning=None, align_params="kv")
+    _common(p)

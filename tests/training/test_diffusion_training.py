@@ -1,0 +1,147 @@
+"""AltDiffusion training on a tiny model: stage presets, learning, resume, 2 processes, assembling."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grammar
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from altdiffusion import load_pipeline
+from altdiffusion.testing.tiny import write_tiny_altclip, write_tiny_altdiffusion
+from altdiffusion.training.diffusion import DiffusionTask, assemble, trainable_names
+from altdiffusion.training.loop import train
+from altdiffusion.training.params import TrainSettings
+
+PX = 32  # tiny VAE downsamples by 2: 16x16 latents keep CPU steps fast
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diffusion-world")
+    write_tiny_altdiffusion(root / "base", "m9", safety_checker=False)
+    data = root / "data"
+    data.mkdir()
+    red = [s for s in grammar.scenes() if s[1] == "red" and s[0] == "big"]
+    for i, scene in enumerate(red):
+        grammar.render(*scene, px=PX).save(data / f"{i:03d}.png")
+        (data / f"{i:03d}.txt").write_text(grammar.chinese(*scene), encoding="utf-8")
+    return {"root": root, "base": root / "base", "data": data}
+
+
+def _settings(out, **kw):
+    base = dict(output_dir=out, steps=4, batch_size=4, lr=1e-3, log_every=1, save_every=10**6, progress=False, tensorboard=False)
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+@pytest.mark.parametrize("stage,align", [("align", "kv"), ("align", "attn2"), ("quality", "kv")])
+def test_stage_changes_exactly_the_intended_parameters(world, tmp_path, stage, align):
+    pipe = assemble(world["base"])
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    text_before = {k: v.clone() for k, v in pipe.text_encoder.state_dict().items()}
+    task = DiffusionTask(pipe, world["data"], stage=stage, align_params=align, resolution=PX)
+    train(task, _settings(tmp_path / "out", steps=2, max_grad_norm=0))
+    after = pipe.unet.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    intended = trainable_names(pipe.unet, stage, align)
+    if stage == "align":
+        marker = (".attn2.to_k.", ".attn2.to_v.") if align == "kv" else (".attn2.",)
+        assert intended == {k for k in before if any(m in k for m in marker)}
+    assert changed == intended
+    assert all(torch.equal(v, pipe.text_encoder.state_dict()[k]) for k, v in text_before.items()), "text encoder must stay frozen"
+
+
+def _generated_latent_mean(pipe, seeds=(1, 2, 3)) -> torch.Tensor:
+    captured = []
+    pipe("左边有一个大的红色圆形", num_inference_steps=10, height=PX, width=PX, seed=seeds[0], num_images_per_prompt=len(seeds),
+         progress=False, callback=lambda i, n, latents: captured.append(latents) if i == n else None)  # fmt: skip
+    return captured[-1].mean(dim=(0, 2, 3))
+
+
+def test_training_lowers_the_loss_and_moves_samples_toward_the_data(world, tmp_path):
+    """The VAE is random, so pixels are not comparable; the statistic is the mean latent per
+    channel of generated samples versus that of the training images' latents."""
+    pipe = assemble(world["base"])
+    task = DiffusionTask(pipe, world["data"], stage="quality", resolution=PX, caption_dropout=0.1)
+    images = torch.stack([task._pixels(__import__("PIL.Image", fromlist=["Image"]).open(p).convert("RGB"))
+                          for p in sorted(world["data"].glob("*.png"))])  # fmt: skip
+    with torch.no_grad():
+        target = (pipe.vae.encode(images).latent_dist.mode() * pipe.vae.config.scaling_factor).mean(dim=(0, 2, 3))
+    before = (_generated_latent_mean(pipe) - target).norm().item()
+    folder = train(task, _settings(tmp_path / "out", steps=150, batch_size=8, lr=2e-3, warmup_steps=10, log_every=10))
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:2]) / 2, f"loss did not fall clearly: {losses}"
+    trained = load_pipeline(folder, safety_checker=False)
+    after = (_generated_latent_mean(trained) - target).norm().item()
+    assert after < 0.5 * before, f"distance of the mean latent to the data: {before:.3f} -> {after:.3f}"
+
+
+def _finetune_cmd(world, out, *extra, launcher=None):
+    args = ["train", "finetune", "--model", str(world["base"]), "--data", str(world["data"]), "--output-dir", str(out),
+            "--resolution", str(PX), "--steps", "16", "--batch-size", "4", "--lr", "1e-3", "--log-every", "2",
+            "--no-progress", "--no-tensorboard", *extra]  # fmt: skip
+    return [*(launcher or [sys.executable]), "-m", "altdiffusion.cli", *args]
+
+
+def _env():
+    return dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+
+
+def _unet(folder: Path):
+    return load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_sigkill_and_resume_equals_uninterrupted_run(world, tmp_path):
+    reference = tmp_path / "reference"
+    subprocess.run(_finetune_cmd(world, reference, "--save-every", "4"), check=True, env=_env(), timeout=900)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_finetune_cmd(world, killed, "--save-every", "4"), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 600
+    while time.time() < deadline and not (killed / "checkpoints" / "step-4" / "trainer_state.json").exists():
+        if proc.poll() is not None:
+            pytest.fail("the run ended before its first checkpoint")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model").exists()
+    subprocess.run(_finetune_cmd(world, killed, "--save-every", "4", "--resume"), check=True, env=_env(), timeout=900)
+    a, b = _unet(killed / "model"), _unet(reference / "model")
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert diff == 0.0, f"resumed UNet differs by {diff}"
+
+
+def test_two_process_run_works(world, tmp_path):
+    out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    subprocess.run(_finetune_cmd(world, out, launcher=launcher), check=True, env=_env(), timeout=900)
+    pipe = load_pipeline(out / "model", safety_checker=False)
+    result = pipe("一个红色的圆形", num_inference_steps=2, height=PX, width=PX, seed=0, progress=False)
+    assert result.images[0].size == (PX, PX)
+
+
+def test_assemble_from_stable_diffusion_and_altclip(tmp_path):
+    """SD-style UNet/VAE/scheduler + an AltCLIP text tower -> an AltDiffusion that trains and saves."""
+    sd = write_tiny_altdiffusion(tmp_path / "sd", "m9", safety_checker=False)  # stands in for an SD-1 folder
+    clip = write_tiny_altclip(tmp_path / "clip", "m9")
+    pipe = assemble(sd, clip, "m9")
+    assert pipe.text_encoder.head == "m9" and pipe.text_encoder.conditioning_dim == pipe.unet.config.cross_attention_dim
+    from altdiffusion.models.loading import load_altclip
+
+    source = load_altclip(clip).text_model
+    assert torch.equal(pipe.text_encoder.transformation.weight, source.transformation.weight)
+    saved = pipe.save_pretrained(tmp_path / "assembled")
+    again = load_pipeline(saved, safety_checker=False)
+    assert torch.equal(again.encode_prompt("一只猫")[0], pipe.encode_prompt("一只猫")[0])
+    m18_unet = write_tiny_altdiffusion(tmp_path / "sd2", "m18", safety_checker=False)  # attends to 48-d text
+    from altdiffusion.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="48-d text but the AltCLIP text tower projects to 32-d"):
+        assemble(m18_unet, clip, "m9")

@@ -178,6 +178,18 @@ class AltDiffusionPipeline:
         (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         return folder
 
+    def load_lora(self, path: str | Path, scale: float = 1.0) -> dict:
+        """Merge a LoRA (kohya or diffusers ``.safetensors``) into the weights; see pipelines/lora.py."""
+        from altdiffusion.pipelines.lora import load_lora
+
+        return load_lora(self, path, scale)
+
+    def unload_lora(self) -> None:
+        """Restore the weights every loaded LoRA changed, exactly."""
+        from altdiffusion.pipelines.lora import unload_loras
+
+        unload_loras(self)
+
     # ------------------------------------------------------------------ prompts
 
     def prompt_chunks(self, prompt: str) -> list[PromptChunk]:

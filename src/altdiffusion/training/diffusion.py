@@ -16,6 +16,7 @@ The text encoder is frozen throughout.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -138,7 +139,8 @@ class DiffusionTask:
     def __init__(self, pipe: AltDiffusionPipeline, data, *, stage: str = "quality", align_params: str = "kv",
                  resolution: int | None = None, caption_dropout: float | None = None, noise_offset: float = 0.0,
                  min_snr_gamma: float | None = None, ema_decay: float | None = None, seed: int = 0, languages=None,
-                 validate_every: int = 0, validation_prompts=VALIDATION_PROMPTS, output_dir: Path | None = None):  # fmt: skip
+                 validate_every: int = 0, validation_prompts=VALIDATION_PROMPTS, output_dir: Path | None = None,
+                 cache_latents: bool = False):  # fmt: skip
         from diffusers import DDPMScheduler
 
         if stage not in STAGES:
@@ -154,6 +156,8 @@ class DiffusionTask:
         self.validation_prompts, self.output_dir = list(validation_prompts), output_dir
         self.source = data_source(data) if not isinstance(data, Path) else data
         self.skipped = SkipCounter()
+        # Frozen VAE, deterministic crops: each image's latents never change, so encode it once.
+        self.latent_cache: dict[bytes, torch.Tensor] | None = {} if cache_latents else None
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         self.prediction = self.noise_scheduler.config.prediction_type
 
@@ -202,7 +206,7 @@ class DiffusionTask:
         device = next(model.parameters()).device
         pipe = self.pipe
         with torch.no_grad():
-            latents = pipe.vae.encode(pixels.to(device, pipe.vae.dtype)).latent_dist.mode() * pipe.vae.config.scaling_factor
+            latents = self._latents(pixels.to(device, pipe.vae.dtype))
             chunks = [pipe.prompt_chunks(c)[:1] for c in captions]  # training captions: one 77-token chunk
             cond = pipe.encode_chunks(chunks)
         g = torch.Generator().manual_seed(noise_seed)
@@ -221,6 +225,19 @@ class DiffusionTask:
             weight = torch.clamp(snr, max=self.min_snr_gamma) / (snr if self.prediction == "epsilon" else snr + 1)
             per_sample = per_sample * weight
         return per_sample.mean(), {"skipped": self.skipped.total}
+
+    def _latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        """VAE posterior means (deterministic), from the cache when ``cache_latents`` is on."""
+        encode = lambda x: self.pipe.vae.encode(x).latent_dist.mode() * self.pipe.vae.config.scaling_factor  # noqa: E731
+        if self.latent_cache is None:
+            return encode(pixels)
+        out = []
+        for image in pixels:
+            key = hashlib.sha1(image.detach().cpu().numpy().tobytes()).digest()
+            if key not in self.latent_cache:
+                self.latent_cache[key] = encode(image[None])[0].cpu()
+            out.append(self.latent_cache[key].to(pixels.device))
+        return torch.stack(out)
 
     def _snr(self, timesteps: torch.Tensor) -> torch.Tensor:
         abar = self.noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
@@ -279,7 +296,7 @@ def run(args) -> Path:
         pipe, args.data, stage=stage, align_params=getattr(args, "align_params", "kv"), resolution=args.resolution,
         caption_dropout=args.caption_dropout, noise_offset=args.noise_offset, min_snr_gamma=args.min_snr_gamma,
         ema_decay=args.ema_decay, seed=settings.seed, languages=args.languages.split(",") if args.languages else None,
-        validate_every=args.validate_every, output_dir=settings.output_dir,
+        validate_every=args.validate_every, output_dir=settings.output_dir, cache_latents=args.cache_latents,
     )  # fmt: skip
     return train(task, settings)
 
@@ -295,6 +312,7 @@ def _common(p) -> None:
     p.add_argument("--ema-decay", type=float, default=None, help="keep an EMA of the weights, e.g. 0.9999 (exported)")
     p.add_argument("--languages", default=None, help="with multilingual json captions: sample only these")
     p.add_argument("--validate-every", type=int, default=0, help="save validation images every N steps (0: never)")
+    p.add_argument("--cache-latents", action="store_true", help="encode each training image with the VAE once (kept in memory)")
     add_common_arguments(p, lr=1e-4, batch_size=32, steps=10000)
 
 

@@ -72,7 +72,7 @@ class DreamBoothTask(DiffusionTask):
                  class_prompt: str | None = None, prior_loss_weight: float = 1.0, resolution: int = 512,
                  full: bool = False, lora_rank: int = 4, lora_alpha: float | None = None, lora_name: str = "lora",
                  noise_offset: float = 0.0, min_snr_gamma: float | None = None, seed: int = 0,
-                 output_dir: Path | None = None, metadata: dict[str, str] | None = None):  # fmt: skip
+                 output_dir: Path | None = None, metadata: dict[str, str] | None = None, validate_every: int = 0):  # fmt: skip
         import inspect
 
         if not instance_prompt or not instance_prompt.strip():
@@ -93,7 +93,8 @@ class DreamBoothTask(DiffusionTask):
         # without caption dropout; its data stream is replaced by batches() below.
         super().__init__(pipe, Path(instance_images), stage="finetune", resolution=resolution, caption_dropout=0.0,
                          noise_offset=noise_offset, min_snr_gamma=min_snr_gamma, seed=seed,
-                         validation_prompts=[instance_prompt], output_dir=output_dir, **extra)  # fmt: skip
+                         validate_every=validate_every, validation_prompts=[instance_prompt] + ([class_prompt] if class_prompt else []),
+                         output_dir=output_dir, **extra)  # fmt: skip
         unet = pipe.unet
         if full:
             unet.requires_grad_(True)
@@ -200,6 +201,7 @@ def run(args) -> Path:
         prior_loss_weight=args.prior_loss_weight, resolution=args.resolution, full=args.full,
         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, lora_name=name, noise_offset=args.noise_offset,
         min_snr_gamma=args.min_snr_gamma, seed=settings.seed, output_dir=settings.output_dir, metadata=metadata,
+        validate_every=args.validate_every,
     )  # fmt: skip
     return train(task, settings)
 
@@ -225,6 +227,7 @@ def add_arguments(p) -> None:
     p.add_argument("--resolution", type=int, default=512)
     p.add_argument("--noise-offset", type=float, default=0.0)
     p.add_argument("--min-snr-gamma", type=float, default=None)
+    p.add_argument("--validate-every", type=int, default=0, help="save images of the instance (and class) prompt every N steps")
     add_common_arguments(p, lr=0.0, batch_size=4, steps=0)
     p.set_defaults(lr=None, steps=None)  # per mode: LoRA 1e-4 / 500 steps, full 5e-6 / 400 steps
 

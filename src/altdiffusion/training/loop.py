@@ -54,6 +54,17 @@ def lr_factor(step: int, settings: TrainSettings) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
+    """AdamW; ``adamw8bit`` keeps its moments in 8 bits (bitsandbytes) to save GPU memory."""
+    if settings.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise InvalidInputError("--optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes (CUDA machines)") from None
+        return bnb.optim.AdamW8bit(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+
+
 def checkpoints(output_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first (a folder counts once its state file exists)."""
     folder = output_dir / "checkpoints"
@@ -91,7 +102,7 @@ def train(task: Task, settings: TrainSettings) -> Path:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise InvalidInputError(f"{task.name}: nothing to train (every parameter is frozen)")
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = make_optimizer(params, settings)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, settings))
     model, optimizer = acc.prepare(model, optimizer)
     acc.register_for_checkpointing(schedule)

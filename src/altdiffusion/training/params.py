@@ -33,7 +33,7 @@ class TrainSettings:
     log_every: int = 10
     seed: int = 0
     resume: str | None = None  # None, "auto" (latest in output_dir) or a checkpoint folder
-    num_workers: int = 0
+    optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes)
     tensorboard: bool = True
     progress: bool = True
     extra: dict = field(default_factory=dict)
@@ -58,6 +58,8 @@ class TrainSettings:
             raise InvalidInputError(f"--lr-schedule must be cosine or constant, got {self.lr_schedule!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise InvalidInputError(f"--mixed-precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.optimizer not in ("adamw", "adamw8bit"):
+            raise InvalidInputError(f"--optimizer must be adamw or adamw8bit, got {self.optimizer!r}")
         if self.save_every <= 0 or self.log_every <= 0:
             raise InvalidInputError("--save-every and --log-every must be positive")
 
@@ -81,7 +83,7 @@ def add_common_arguments(p: argparse.ArgumentParser, *, lr: float, batch_size: i
     g.add_argument("--log-every", type=int, default=10)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--resume", nargs="?", const="auto", default=None, help="continue from the latest checkpoint (or a given one)")
-    g.add_argument("--num-workers", type=int, default=0, help="data loader workers per process")
+    g.add_argument("--optimizer", default="adamw", choices=["adamw", "adamw8bit"], help="adamw8bit needs bitsandbytes (GPU)")
     g.add_argument("--no-tensorboard", action="store_true")
     g.add_argument("--no-progress", action="store_true")
 
@@ -93,7 +95,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         min_lr=args.min_lr, grad_accum=args.grad_accum, max_grad_norm=args.max_grad_norm,
         mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
         save_every=args.save_every, keep_checkpoints=args.keep_checkpoints, log_every=args.log_every,
-        seed=args.seed, resume=args.resume, num_workers=args.num_workers, tensorboard=not args.no_tensorboard,
+        seed=args.seed, resume=args.resume, optimizer=args.optimizer, tensorboard=not args.no_tensorboard,
         progress=not args.no_progress,
     )  # fmt: skip
     s.validate()

@@ -9,7 +9,6 @@ import json
 import grammar
 import pytest
 import torch
-import torch.nn.functional as F
 
 from altdiffusion import load_clip
 from altdiffusion.training.contrastive import ContrastiveTask

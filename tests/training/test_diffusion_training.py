@@ -1,15 +1,12 @@
 """AltDiffusion training on a tiny model: stage presets, learning, resume, 2 processes, assembling."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grammar
 import pytest
+import runs
 import torch
 from safetensors.torch import load_file
 
@@ -90,29 +87,15 @@ def _finetune_cmd(world, out, *extra, launcher=None):
     return [*(launcher or [sys.executable]), "-m", "altdiffusion.cli", *args]
 
 
-def _env():
-    return dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-
-
 def _unet(folder: Path):
     return load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
 
 
 def test_sigkill_and_resume_equals_uninterrupted_run(world, tmp_path):
-    reference = tmp_path / "reference"
-    subprocess.run(_finetune_cmd(world, reference, "--save-every", "4"), check=True, env=_env(), timeout=900)
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(_finetune_cmd(world, killed, "--save-every", "4"), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 600
-    while time.time() < deadline and not (killed / "checkpoints" / "step-4" / "trainer_state.json").exists():
-        if proc.poll() is not None:
-            pytest.fail("the run ended before its first checkpoint")
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "model").exists()
-    subprocess.run(_finetune_cmd(world, killed, "--save-every", "4", "--resume"), check=True, env=_env(), timeout=900)
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    runs.run(_finetune_cmd(world, reference, "--save-every", "4"))
+    runs.kill_after_first_checkpoint(_finetune_cmd(world, killed, "--save-every", "4"), killed, 4)
+    runs.run(_finetune_cmd(world, killed, "--save-every", "4", "--resume"))
     a, b = _unet(killed / "model"), _unet(reference / "model")
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     assert diff == 0.0, f"resumed UNet differs by {diff}"
@@ -121,7 +104,7 @@ def test_sigkill_and_resume_equals_uninterrupted_run(world, tmp_path):
 def test_two_process_run_works(world, tmp_path):
     out = tmp_path / "ddp"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    subprocess.run(_finetune_cmd(world, out, launcher=launcher), check=True, env=_env(), timeout=900)
+    runs.run(_finetune_cmd(world, out, launcher=launcher))
     pipe = load_pipeline(out / "model", safety_checker=False)
     result = pipe("一个红色的圆形", num_inference_steps=2, height=PX, width=PX, seed=0, progress=False)
     assert result.images[0].size == (PX, PX)

@@ -1,14 +1,11 @@
 """Exact resume after SIGKILL, and 2 processes (gloo) equal 1 process with the same global batch."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+import runs
 import torch
 from safetensors.torch import load_file
 
@@ -26,12 +23,6 @@ def _distill_cmd(world, out: Path, *extra: str, launcher=None) -> list[str]:
     return [*launcher, "-m", "altdiffusion.cli", *args]
 
 
-def _env():
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    return env
-
-
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 
@@ -44,26 +35,16 @@ def _max_diff(a, b) -> float:
 @pytest.fixture(scope="module")
 def reference_run(distill_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
-    subprocess.run(_distill_cmd(distill_world, out, "--save-every", "4"), check=True, env=_env(), timeout=600)
+    runs.run(_distill_cmd(distill_world, out, "--save-every", "4"))
     return out
 
 
 def test_sigkill_then_resume_equals_uninterrupted(distill_world, reference_run, tmp_path):
     out = tmp_path / "killed"
-    # Kill right after the first checkpoint appears, well before the end.
-    proc = subprocess.Popen(_distill_cmd(distill_world, out, "--save-every", "4"), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 300
-    while time.time() < deadline and not (out / "checkpoints" / "step-4" / "trainer_state.json").exists():
-        if proc.poll() is not None:
-            pytest.fail("the run ended before its first checkpoint; cannot test the kill")
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / "model").exists(), "killed before the end, so no final model"
+    runs.kill_after_first_checkpoint(_distill_cmd(distill_world, out, "--save-every", "4"), out, 4)
     checkpoints = sorted((out / "checkpoints").glob("step-*"))
     assert checkpoints and all((c / "trainer_state.json").exists() for c in checkpoints)
-    subprocess.run(_distill_cmd(distill_world, out, "--save-every", "4", "--resume"), check=True, env=_env(), timeout=600)
+    runs.run(_distill_cmd(distill_world, out, "--save-every", "4", "--resume"))
     diff = _max_diff(_weights(out / "model"), _weights(reference_run / "model"))
     assert diff == 0.0, f"resumed weights differ from the uninterrupted run by {diff}"
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
@@ -73,8 +54,7 @@ def test_sigkill_then_resume_equals_uninterrupted(distill_world, reference_run, 
 def test_two_processes_match_one(distill_world, reference_run, tmp_path):
     out = tmp_path / "ddp"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    env = _env()
-    subprocess.run(_distill_cmd(distill_world, out, "--save-every", "100", launcher=launcher), check=True, env=env, timeout=600)
+    runs.run(_distill_cmd(distill_world, out, "--save-every", "100", launcher=launcher))
     diff = _max_diff(_weights(out / "model"), _weights(reference_run / "model"))
     assert diff < 1e-4, f"2-process weights differ from 1-process by {diff}"
     # and they did change during training (the comparison is not between two untouched models)

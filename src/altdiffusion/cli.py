@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-safety-checker", action="store_true", help="do not load or run the safety checker")
     p.add_argument("--lora", action="append", default=None, metavar="FILE[:SCALE]",
                    help="merge a LoRA (kohya or diffusers .safetensors) at SCALE (default 1); repeatable. "
-                        "A path containing ':' needs an explicit :SCALE")  # fmt: skip
+                        "FILE:NUMBER always splits at the last ':', so a path that ends in ':NUMBER' needs an explicit :SCALE")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     device_args(p)
     p.set_defaults(func=cmd_generate)

@@ -30,3 +30,16 @@ def kill_after_first_checkpoint(cmd: list[str], out: Path, step: int, timeout: i
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "model").exists(), "killed before the end, so no final model"
+
+
+def torchrun(nproc: int = 2) -> list[str]:
+    """A torchrun launcher on a port no other test run uses (--standalone can collide when
+    two runs start together)."""
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}"]  # fmt: skip

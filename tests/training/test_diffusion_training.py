@@ -103,7 +103,7 @@ def test_sigkill_and_resume_equals_uninterrupted_run(world, tmp_path):
 
 def test_two_process_run_works(world, tmp_path):
     out = tmp_path / "ddp"
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    launcher = runs.torchrun(2)
     runs.run(_finetune_cmd(world, out, launcher=launcher))
     pipe = load_pipeline(out / "model", safety_checker=False)
     result = pipe("一个红色的圆形", num_inference_steps=2, height=PX, width=PX, seed=0, progress=False)

@@ -53,7 +53,7 @@ def test_sigkill_then_resume_equals_uninterrupted(distill_world, reference_run, 
 
 def test_two_processes_match_one(distill_world, reference_run, tmp_path):
     out = tmp_path / "ddp"
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    launcher = runs.torchrun(2)
     runs.run(_distill_cmd(distill_world, out, "--save-every", "100", launcher=launcher))
     diff = _max_diff(_weights(out / "model"), _weights(reference_run / "model"))
     assert diff < 1e-4, f"2-process weights differ from 1-process by {diff}"

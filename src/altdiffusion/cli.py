@@ -161,7 +161,7 @@ def cmd_serve(args) -> int:
 
     models = dict(_model_arg(m) for m in (args.model or ["mini"]))
     serve(models, args.host, args.port, api_auth=args.api_auth, max_queue=args.max_queue, device=args.device,
-          dtype=args.dtype, safety_checker=not args.no_safety_checker)  # fmt: skip
+          dtype=args.dtype, safety_checker=not args.no_safety_checker, lora_dir=args.lora_dir)  # fmt: skip
     return 0
 
 
@@ -250,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--api-auth", default=None, metavar="USER:PASSWORD", help="require HTTP Basic credentials")
     p.add_argument("--max-queue", type=int, default=8, help="waiting requests before 429")
+    p.add_argument("--lora-dir", default=None, help="folder of LoRA .safetensors files that prompts may name with <lora:name:weight>")
     p.add_argument("--no-safety-checker", action="store_true")
     device_args(p)
     p.set_defaults(func=cmd_serve)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,33 +22,12 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from altdiffusion.pipelines.infotext import parse_infotext  # noqa: E402
 from altdiffusion.serve import create_app  # noqa: E402
+from running import RunningServer  # noqa: E402
 from altdiffusion.testing.tiny import write_tiny_altdiffusion  # noqa: E402
 
 API = "/sdapi/v1"
 SMALL = {"width": 64, "height": 64, "steps": 2}
 BODY_LIMIT = 1_000_000
-
-
-class RunningServer:
-    """uvicorn serving ``app`` in a background thread on a free 127.0.0.1 port."""
-
-    def __init__(self, app) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from altdiffusion import __version__
 from altdiffusion.errors import AltDiffusionError, InvalidInputError
 from altdiffusion.pipelines.infotext import format_infotext, parse_infotext, parse_size
+from altdiffusion.pipelines.lora import lora_infotext
+from altdiffusion.serve.loras import LoraRegistry, extract_tags
 from altdiffusion.pipelines.samplers import (
     SAMPLERS,
     SCHEDULE_TYPES,
@@ -222,6 +224,9 @@ class Plan:
     strength: float | None
     mask_blur: int
     model: str | None = None  # override_settings.sd_model_checkpoint, as a configured name
+    loras: list[tuple[Path, float]] = field(default_factory=list)  # from <lora:name:weight> tags
+    prompt: str = ""  # the prompt without LoRA tags: what conditions the UNet
+    lora_infos: list[dict] = field(default_factory=list)  # filled by the worker as it merges them
 
 
 def _field_error(field: str | tuple, message: str) -> RequestValidationError:
@@ -243,8 +248,9 @@ def _schedule_name(text: str | None) -> str | None:
 
 
 class _Server:
-    def __init__(self, registry: ModelRegistry, *, max_queue, max_pixels, max_steps, max_batch):
+    def __init__(self, registry: ModelRegistry, *, max_queue, max_pixels, max_steps, max_batch, loras: LoraRegistry):
         self.models = registry
+        self.loras = loras
         self.state = JobState()
         self.worker: Worker | None = None
         self.max_queue = max_queue
@@ -293,7 +299,12 @@ class _Server:
                     ("override_settings", "sd_model_checkpoint"),
                     f"model {wanted!r} not found; use a title or name from /sdapi/v1/sd-models",
                 )
-        return Plan(kind, req, sampler, schedule, list(init_images), mask, strength, int(blur), model)
+        try:
+            prompt, tags = extract_tags(req.prompt)
+            loras = [(self.loras.path(name), weight) for name, weight in tags]
+        except InvalidInputError as exc:
+            raise _field_error("prompt", str(exc)) from None
+        return Plan(kind, req, sampler, schedule, list(init_images), mask, strength, int(blur), model, loras, prompt)
 
     def decode_inputs(self, req: Img2ImgRequest) -> tuple[list[Image.Image], Image.Image | None]:
         limit = max(4 * self.max_pixels, 4096 * 4096)
@@ -370,8 +381,11 @@ class _Server:
         previous = self.models.current
         pipe = self.models.load(plan.model)
         try:
+            plan.lora_infos = [pipe.load_lora(path, weight) for path, weight in plan.loras]
             return self._generate(plan, pipe, future)
         finally:
+            if plan.loras:
+                pipe.unload_lora()  # the next job starts from the model's own weights
             if plan.model and plan.model != previous and plan.req.override_settings_restore_afterwards:
                 self.models.load(previous)
 
@@ -441,7 +455,7 @@ class _Server:
     def _call(self, pipe, plan: Plan, seed: int, count: int, init):
         req = plan.req
         kwargs = dict(
-            prompt=req.prompt, negative_prompt=req.negative_prompt, num_inference_steps=req.steps,
+            prompt=plan.prompt, negative_prompt=req.negative_prompt, num_inference_steps=req.steps,
             guidance_scale=float(req.cfg_scale), height=req.height, width=req.width, seed=seed,
             num_images_per_prompt=count, sampler=plan.sampler, eta=req.eta or 0.0, progress=False,
             callback=lambda step, total, latents: self.state.step(step, total, latents.detach().clone()),
@@ -464,15 +478,16 @@ class _Server:
             pipe.scheduler = original
 
     def _fix_infotext(self, text: str, plan: Plan) -> str:
-        if plan.schedule is None:
+        if plan.schedule is None and not plan.loras:
             return text
-        prompt, negative, params = parse_infotext(text)
+        _, negative, params = parse_infotext(text)
         fixed: dict[str, object] = {}
         for key, value in params.items():
-            fixed[key] = plan.sampler if key == "Sampler" else value
-            if key == "Sampler":
+            fixed[key] = plan.sampler if key == "Sampler" and plan.schedule else value
+            if key == "Sampler" and plan.schedule:
                 fixed["Schedule type"] = plan.schedule
-        return format_infotext(prompt, negative, fixed)
+        # A1111 keeps the <lora:...> tags in the infotext's prompt and names the files' hashes.
+        return lora_infotext(format_infotext(plan.req.prompt, negative, fixed), plan.lora_infos)
 
     def _infotext(self, pipe, plan: Plan, seed: int) -> str:
         req = plan.req
@@ -482,7 +497,7 @@ class _Server:
             "Model hash": pipe.model_hash, "Model": pipe.name or None, "Denoising strength": plan.strength,
             "Mask blur": plan.mask_blur if plan.mask is not None else None, "Version": f"altdiffusion {__version__}",
         }  # fmt: skip
-        return format_infotext(req.prompt, req.negative_prompt, params)
+        return lora_infotext(format_infotext(req.prompt, req.negative_prompt, params), plan.lora_infos)
 
     def _response(self, plan, pipe, seed, images, infotexts, seeds, nsfw, partial, steps_done,
                   interrupted, skipped_iterations, timestamp) -> dict[str, Any]:  # fmt: skip
@@ -578,12 +593,14 @@ def create_app(
     safety_checker: bool = True,
     preload: bool = True,
     ui: bool = True,
+    lora_dir: str | Path | None = None,
 ) -> FastAPI:
     """The FastAPI application serving ``models`` (configured name -> folder, hub id or "mini").
 
     ``default`` is loaded first (at once when ``preload``, else with the first job).
     ``api_auth="user:password"`` requires HTTP Basic auth on every route.
     ``ui`` serves the web UI at ``/`` (static files calling the same API).
+    ``lora_dir`` holds the LoRA files prompts may name with ``<lora:name:weight>``.
     """
     for label, value in (("max_queue", max_queue), ("max_pixels", max_pixels), ("max_steps", max_steps),
                          ("max_batch", max_batch), ("max_body_bytes", max_body_bytes)):  # fmt: skip
@@ -594,7 +611,8 @@ def create_app(
     registry.resolve_all()
     if preload:
         registry.load(default)
-    server = _Server(registry, max_queue=max_queue, max_pixels=max_pixels, max_steps=max_steps, max_batch=max_batch)
+    loras = LoraRegistry(lora_dir)
+    server = _Server(registry, max_queue=max_queue, max_pixels=max_pixels, max_steps=max_steps, max_batch=max_batch, loras=loras)
     server.worker = Worker(max_queue)
     registry.hash_in_background()
 
@@ -725,6 +743,15 @@ def create_app(
     @app.post(f"{prefix}/reload-checkpoint", tags=["models"])
     async def reload_checkpoint(request: Request):
         await _run(request, lambda fut: registry.load())
+        return None
+
+    @app.get(f"{prefix}/loras", tags=["models"])
+    def list_loras():
+        return loras.items()
+
+    @app.post(f"{prefix}/refresh-loras", tags=["models"])
+    def refresh_loras():
+        loras.refresh()
         return None
 
     @app.get(f"{prefix}/samplers", response_model=list[SamplerItem], tags=["models"])

@@ -54,6 +54,7 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     safety_checker: bool = True,
     log_level: str = "info",
+    lora_dir: str | Path | None = None,
 ) -> None:
     """Serve ``model`` on http://host:port/sdapi/v1/ until interrupted (Ctrl+C).
 
@@ -73,7 +74,7 @@ def serve(
     app = create_app(
         models, default=default, device=device, dtype=dtype, max_queue=max_queue, max_pixels=max_pixels,
         max_steps=max_steps, max_batch=max_batch, max_body_bytes=max_body_bytes, api_auth=api_auth,
-        safety_checker=safety_checker,
+        safety_checker=safety_checker, lora_dir=lora_dir,
     )  # fmt: skip
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
 

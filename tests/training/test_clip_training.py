@@ -5,6 +5,7 @@ scenes (size, colour, shape, place) with 15% of the scenes held out of all train
 """
 
 import json
+from pathlib import Path
 
 import grammar
 import pytest
@@ -19,6 +20,16 @@ from altdiffusion.training.params import TrainSettings
 from altdiffusion.training.teacher import Teacher
 
 DISTILL_STEPS = 600
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def record(name: str, value) -> None:
+    """Keep measured numbers as a test artifact (test-artifacts/clip-training.json)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / "clip-training.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[name] = value
+    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +51,7 @@ def _top1(queries: torch.Tensor, keys: torch.Tensor) -> float:
 
 def test_teacher_learning_loss_falls_tenfold(distilled):
     losses = [r["loss"] for r in distilled["log"]]
+    record("distill_loss_first_last", [losses[0], losses[-1]])
     assert losses[0] / losses[-1] >= 10, f"loss went from {losses[0]:.4g} to {losses[-1]:.4g}"
 
 
@@ -49,6 +61,7 @@ def test_chinese_retrieves_english_translation_on_held_out(distill_world, distil
     zh = clip.embed_text([grammar.chinese(*s) for s in held])
     en = clip.embed_text([grammar.english(*s) for s in held])
     top1 = _top1(zh, en)
+    record("heldout_zh_to_en_top1", top1)
     assert top1 >= 0.9, f"zh -> en top-1 on {len(held)} held-out pairs: {top1:.2%}"
 
 
@@ -85,6 +98,7 @@ def test_contrastive_stage_raises_retrieval_and_skips_corrupt_images(distill_wor
     before = _image_text_r1(load_clip(distilled["folder"]), held)
     after_clip = load_clip(folder)
     after = _image_text_r1(after_clip, held)
+    record("heldout_zh_text_to_image_r1_before_after", [before, after])
     assert after > before + 0.1, f"held-out zh text->image R@1 {before:.2%} -> {after:.2%}"
     report = json.loads((folder / "data_report.json").read_text())
     assert report["skipped"].get("corrupt image", 0) >= 3

@@ -77,6 +77,10 @@ def test_training_lowers_the_loss_and_moves_samples_toward_the_data(world, tmp_p
     assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:2]) / 2, f"loss did not fall clearly: {losses}"
     trained = load_pipeline(folder, safety_checker=False)
     after = (_generated_latent_mean(trained) - target).norm().item()
+    artifacts = Path(__file__).resolve().parents[2] / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "diffusion-training.json").write_text(json.dumps(
+        {"loss_first_last": [losses[0], losses[-1]], "mean_latent_distance_before_after": [before, after]}, indent=2))
     assert after < 0.5 * before, f"distance of the mean latent to the data: {before:.3f} -> {after:.3f}"
 
 

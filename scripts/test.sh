@@ -10,4 +10,7 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
 fi
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-python -m pytest -q -p no:cacheprovider "$@"
+# One torch thread per process and one pytest worker per core: tiny models and training
+# subprocesses otherwise oversubscribe the cores and run many times slower.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+python -m pytest -q -p no:cacheprovider -n "${TEST_WORKERS:-2}" "$@"

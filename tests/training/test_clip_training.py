@@ -92,7 +92,7 @@ def test_contrastive_stage_raises_retrieval_and_skips_corrupt_images(distill_wor
     shards = grammar.write_shards(tmp_path / "shards", train_scenes, per_shard=150, corrupt=3)
     task = ContrastiveTask(distilled["folder"], str(shards), seed=0)
     frozen_before = {k: v.clone() for k, v in task.clip.vision_model.state_dict().items()}
-    settings = TrainSettings(output_dir=tmp_path / "run", steps=150, batch_size=32, lr=5e-4, warmup_steps=10,
+    settings = TrainSettings(output_dir=tmp_path / "run", steps=400, batch_size=32, lr=2e-3, warmup_steps=20,
                              log_every=10, save_every=10**6, progress=False, tensorboard=False)  # fmt: skip
     folder = train(task, settings)
     before = _image_text_r1(load_clip(distilled["folder"]), held)

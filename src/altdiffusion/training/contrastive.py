@@ -87,7 +87,7 @@ class ContrastiveTask:
 
         folder.mkdir(parents=True, exist_ok=True)
         config = json.loads((self.folder / "config.json").read_text())
-        config["logit_scale_init_value"] = float(model.clip.logit_scale)
+        config["logit_scale_init_value"] = float(model.clip.logit_scale.detach())
         (folder / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         save_safetensors(model.clip.state_dict(), folder / "model.safetensors")
         self.tokenizer.save_pretrained(str(folder))

@@ -56,7 +56,6 @@ import json
 import os
 import platform
 import random
-import re
 import resource
 import shutil
 import statistics
@@ -65,6 +64,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from procinfo import cpu_name, gib, mib, reset_peak_rss, status_kib, trim_heap
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -116,32 +117,12 @@ FULL_CONTRASTIVE_WHY = (
 # memory helpers (Linux)
 
 
-def _status_kib(field: str) -> int:
-    text = Path("/proc/self/status").read_text()
-    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
-    return int(match.group(1)) if match else -1
 
 
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM (and so ru_maxrss) to the current RSS; Linux >= 4.0."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
-def _trim_heap() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
-def _mib(kib: int) -> float:
-    return round(kib / 1024, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,7 +340,7 @@ def run_worker(args) -> None:
     from altdiffusion.training.loop import train
     from altdiffusion.training.params import TrainSettings
 
-    rss_after_import = _status_kib("VmRSS")
+    rss_after_import = status_kib("VmRSS")
     t0 = time.perf_counter()
     task = _build_task(spec)
     build_s = time.perf_counter() - t0
@@ -370,7 +351,7 @@ def run_worker(args) -> None:
     real_export = task.export
 
     def export(model, folder: Path) -> None:  # the loop calls this right after its last step
-        end_of_training.update(t=time.perf_counter(), hwm=_status_kib("VmHWM"), rss=_status_kib("VmRSS"))
+        end_of_training.update(t=time.perf_counter(), hwm=status_kib("VmHWM"), rss=status_kib("VmRSS"))
         if spec["export"]:
             real_export(model, folder)
         else:
@@ -385,10 +366,10 @@ def run_worker(args) -> None:
         tensorboard=False, progress=False,
     )  # fmt: skip
     gc.collect()
-    _trim_heap()
+    trim_heap()
     build_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rss_before = _status_kib("VmRSS")
-    reset_ok = _reset_peak_rss()
+    rss_before = status_kib("VmRSS")
+    reset_ok = reset_peak_rss()
     t_train = time.perf_counter()
     cpu_train = time.process_time()
     train(task, settings)
@@ -412,10 +393,10 @@ def run_worker(args) -> None:
         "step_seconds_median": round(statistics.median(timed), 4), "step_seconds_min": round(min(timed), 4),
         "warmup_step_seconds": [round(x, 4) for x in step_s[: spec["warmup"]]],
         "loss_first": losses[0], "loss_last": losses[-1], "losses_finite": all(map(lambda x: x == x and abs(x) != float("inf"), losses)),
-        "rss_after_import_mib": _mib(rss_after_import), "peak_rss_build_mib": _mib(build_peak),
-        "rss_before_training_mib": _mib(rss_before), "peak_rss_training_mib": _mib(peak_training),
-        "rss_increase_training_mib": _mib(peak_training - rss_before), "rss_end_of_training_mib": _mib(end_of_training["rss"]),
-        "peak_rss_process_mib": _mib(max(build_peak, peak_training)), "peak_rss_process_incl_export_mib": _mib(process_peak),
+        "rss_after_import_mib": mib(rss_after_import), "peak_rss_build_mib": mib(build_peak),
+        "rss_before_training_mib": mib(rss_before), "peak_rss_training_mib": mib(peak_training),
+        "rss_increase_training_mib": mib(peak_training - rss_before), "rss_end_of_training_mib": mib(end_of_training["rss"]),
+        "peak_rss_process_mib": mib(max(build_peak, peak_training)), "peak_rss_process_incl_export_mib": mib(process_peak),
         "peak_reset": reset_ok,
     }  # fmt: skip
     if spec["task"] == "contrastive":
@@ -443,15 +424,13 @@ def _spawn(spec: dict, timeout: int) -> dict:
     print(
         f"  {spec['size']} {spec['task']} {spec['precision']}: {report['samples_per_s']:.2f} samples/s "
         f"({report['step_seconds_median']:.3f} s/step median of {spec['steps']}), peak RSS "
-        f"{_gib(report['peak_rss_process_mib'])} (training +{_gib(report['rss_increase_training_mib'])}), "
+        f"{gib(report['peak_rss_process_mib'])} (training +{gib(report['rss_increase_training_mib'])}), "
         f"process {wall:.0f} s, load {load_before[0]:.1f}",
         file=sys.stderr, flush=True,
     )  # fmt: skip
     return report
 
 
-def _gib(mib: float) -> str:
-    return f"{mib / 1024:.2f} GiB" if mib >= 1024 else f"{mib:.0f} MiB"
 
 
 def _tokens(r: dict) -> str:
@@ -471,21 +450,13 @@ def _markdown(runs: list[dict]) -> str:
         lines.append(
             f"| {r['size']} | {r['task']} | {r['precision']} | {r['batch']} | {r['steps']} (+{r['warmup']} warm-up) "
             f"| {_tokens(r)} | {r['samples_per_s']:.2f} | {r['step_seconds_median']:.3f} ({r['step_seconds_min']:.3f}) "
-            f"| {_gib(r['peak_rss_process_mib'])} | {_gib(r['rss_before_training_mib'])} "
-            f"| {_gib(r['peak_rss_training_mib'])} | {_gib(r['rss_increase_training_mib'])} "
+            f"| {gib(r['peak_rss_process_mib'])} | {gib(r['rss_before_training_mib'])} "
+            f"| {gib(r['peak_rss_training_mib'])} | {gib(r['rss_increase_training_mib'])} "
             f"| {r['loss_first']:.4g} → {r['loss_last']:.4g} | {r['loadavg_before'][0]:.1f}-{r['loadavg_after'][0]:.1f} |"
         )
     return "\n".join(lines)
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def run_driver(args) -> None:
@@ -542,7 +513,7 @@ def run_driver(args) -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "environment": {
             "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "accelerate": accelerate.__version__, "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+            "accelerate": accelerate.__version__, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
         },  # fmt: skip
         "settings": {

@@ -57,7 +57,6 @@ import gc
 import json
 import os
 import platform
-import re
 import resource
 import shutil
 import statistics
@@ -66,6 +65,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from procinfo import cpu_name, gib, mem_available_mib, mib, reset_peak_rss, status_kib, trim_heap
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -116,38 +117,14 @@ FULL_PARAMS = {"unet": 859_520_964, "vae": 83_653_863, "text": 559_628_032}
 # memory helpers (Linux)
 
 
-def _status_kib(field: str) -> int:
-    text = Path("/proc/self/status").read_text()
-    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
-    return int(match.group(1)) if match else -1
 
 
-def _mem_available_mib() -> float:
-    text = Path("/proc/meminfo").read_text()
-    match = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.M)
-    return int(match.group(1)) / 1024 if match else float("inf")
 
 
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM (and so ru_maxrss) to the current RSS; Linux >= 4.0."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
-def _trim_heap() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
-def _mib(kib: int) -> float:
-    return round(kib / 1024, 1)
 
 
 def full_estimate_mib(stage: str, precision: str, batch: int, checkpointing: bool) -> float:
@@ -230,7 +207,7 @@ def run_worker(args) -> None:
     from altdiffusion.training.loop import train
     from altdiffusion.training.params import TrainSettings
 
-    rss_after_import = _status_kib("VmRSS")
+    rss_after_import = status_kib("VmRSS")
     t0 = time.perf_counter()
     pipe = assemble(spec["base"]) if spec["size"] == "tiny" else build_full_pipe()
     task = DiffusionTask(pipe, Path(spec["data"]), stage=spec["stage"], align_params="kv", resolution=spec["resolution"])
@@ -245,7 +222,7 @@ def run_worker(args) -> None:
     end_of_training: dict = {}
 
     def export(model, folder: Path) -> None:  # the loop calls this right after its last step
-        end_of_training.update(t=time.perf_counter(), hwm=_status_kib("VmHWM"), rss=_status_kib("VmRSS"))
+        end_of_training.update(t=time.perf_counter(), hwm=status_kib("VmHWM"), rss=status_kib("VmRSS"))
         folder.mkdir(parents=True, exist_ok=True)  # no export; the loop renames the folder into place
 
     task.export = export
@@ -257,10 +234,10 @@ def run_worker(args) -> None:
         save_every=10**9, log_every=1, seed=0, tensorboard=False, progress=False,
     )  # fmt: skip
     gc.collect()
-    _trim_heap()
+    trim_heap()
     build_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rss_before = _status_kib("VmRSS")
-    reset_ok = _reset_peak_rss()
+    rss_before = status_kib("VmRSS")
+    reset_ok = reset_peak_rss()
     t_train = time.perf_counter()
     cpu_train = time.process_time()
     train(task, settings)
@@ -286,10 +263,10 @@ def run_worker(args) -> None:
         "warmup_step_seconds": [round(x, 4) for x in step_s[: spec["warmup"]]],
         "loss_first": losses[0], "loss_last": losses[-1],
         "losses_finite": all(x == x and abs(x) != float("inf") for x in losses),
-        "rss_after_import_mib": _mib(rss_after_import), "peak_rss_build_mib": _mib(build_peak),
-        "rss_before_training_mib": _mib(rss_before), "peak_rss_training_mib": _mib(peak_training),
-        "rss_increase_training_mib": _mib(peak_training - rss_before), "rss_end_of_training_mib": _mib(end_of_training["rss"]),
-        "peak_rss_process_mib": _mib(max(build_peak, peak_training)), "peak_reset": reset_ok,
+        "rss_after_import_mib": mib(rss_after_import), "peak_rss_build_mib": mib(build_peak),
+        "rss_before_training_mib": mib(rss_before), "peak_rss_training_mib": mib(peak_training),
+        "rss_increase_training_mib": mib(peak_training - rss_before), "rss_end_of_training_mib": mib(end_of_training["rss"]),
+        "peak_rss_process_mib": mib(max(build_peak, peak_training)), "peak_reset": reset_ok,
     }  # fmt: skip
     Path(spec["result"]).write_text(json.dumps(report, indent=2) + "\n")
 
@@ -321,15 +298,13 @@ def _spawn(spec: dict, timeout: int) -> dict:
                   loadavg_after=[round(x, 2) for x in os.getloadavg()])  # fmt: skip
     print(
         f"  {_tag(spec)}: {report['step_seconds_mean']:.3f} s/step, {report['samples_per_s']:.2f} samples/s, "
-        f"peak RSS {_gib(report['peak_rss_process_mib'])} (training +{_gib(report['rss_increase_training_mib'])}), "
+        f"peak RSS {gib(report['peak_rss_process_mib'])} (training +{gib(report['rss_increase_training_mib'])}), "
         f"process {wall:.0f} s, load {load_before[0]:.1f}",
         file=sys.stderr, flush=True,
     )  # fmt: skip
     return report
 
 
-def _gib(mib: float) -> str:
-    return f"{mib / 1024:.2f} GiB" if mib >= 1024 else f"{mib:.0f} MiB"
 
 
 def _markdown(runs: list[dict]) -> str:
@@ -343,21 +318,13 @@ def _markdown(runs: list[dict]) -> str:
             f"| {r['size']} | {r['resolution']} ({r['latent_size']}) | {r['stage']} | {r['precision']} "
             f"| {'on' if r['checkpointing'] else 'off'} | {r['batch']} | {r['steps']} (+{r['warmup']} warm-up) "
             f"| {r['step_seconds_mean']:.3f} ({r['step_seconds_min']:.3f}) | {r['steps_per_s']:.3g} | {r['samples_per_s']:.3g} "
-            f"| {_gib(r['peak_rss_process_mib'])} | {_gib(r['rss_before_training_mib'])} "
-            f"| {_gib(r['peak_rss_training_mib'])} | {_gib(r['rss_increase_training_mib'])} "
+            f"| {gib(r['peak_rss_process_mib'])} | {gib(r['rss_before_training_mib'])} "
+            f"| {gib(r['peak_rss_training_mib'])} | {gib(r['rss_increase_training_mib'])} "
             f"| {r['loss_first']:.4g} → {r['loss_last']:.4g} | {r['loadavg_before'][0]:.1f}-{r['loadavg_after'][0]:.1f} |"
         )
     return "\n".join(lines)
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _configs(size: str, args, batch: int, warmup: int, steps: int, precisions: list[str]) -> list[dict]:
@@ -412,11 +379,11 @@ def run_driver(args) -> None:
                         print(f"  {tag}: skipped (time budget)", file=sys.stderr, flush=True)
                         continue
                     need = full_estimate_mib(config["stage"], config["precision"], config["batch"], config["checkpointing"])
-                    have = _mem_available_mib()
+                    have = mem_available_mib()
                     if need > have - 512 and not args.force:
                         not_measured.append({**config, "estimated_peak_mib": round(need), "mem_available_mib": round(have),
-                                             "why": f"memory: needs ~{_gib(need)} (estimate), {_gib(have)} available"})  # fmt: skip
-                        print(f"  {tag}: skipped (needs ~{_gib(need)}, {_gib(have)} available)", file=sys.stderr, flush=True)
+                                             "why": f"memory: needs ~{gib(need)} (estimate), {gib(have)} available"})  # fmt: skip
+                        print(f"  {tag}: skipped (needs ~{gib(need)}, {gib(have)} available)", file=sys.stderr, flush=True)
                         continue
                 data = paths["data"][config["resolution"]] if size == "tiny" else paths["data"]
                 spec = {
@@ -425,7 +392,7 @@ def run_driver(args) -> None:
                     "workdir": str(workdir / tag), "result": str(workdir / f"{tag}.json"),
                 }  # fmt: skip
                 if size == "full":
-                    spec["mem_available_mib_before"] = round(_mem_available_mib())
+                    spec["mem_available_mib_before"] = round(mem_available_mib())
                 report = _spawn(spec, args.worker_timeout)
                 shutil.rmtree(workdir / tag, ignore_errors=True)
                 if "failed" in report:
@@ -448,9 +415,9 @@ def run_driver(args) -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "environment": {
             "python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "accelerate": accelerate.__version__, "cpu": _cpu_name(),
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__, "cpu": cpu_name(),
             "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "mem_available_mib_at_start": round(_mem_available_mib()),
+            "mem_available_mib_at_start": round(mem_available_mib()),
         },  # fmt: skip
         "settings": {
             "defaults": {k: {"batch": v[0] if isinstance(v[0], int) else {str(px): b for px, b in v[0].items()}, "warmup": v[1], "steps": v[2]} for k, v in DEFAULTS.items()},

@@ -45,7 +45,6 @@ import gc
 import json
 import os
 import platform
-import re
 import resource
 import shutil
 import statistics
@@ -54,6 +53,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from procinfo import cpu_name, gib, mib, reset_peak_rss, status_kib, trim_heap
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -98,34 +99,12 @@ FULL_VAE_CONFIG = {
 # memory helpers (Linux)
 
 
-def _status_kib(field: str) -> int:
-    text = Path("/proc/self/status").read_text()
-    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
-    return int(match.group(1)) if match else -1
 
 
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM (and so ru_maxrss) to the current RSS; Linux >= 4.0."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
-def _trim_heap() -> None:
-    """Hand freed heap memory back to the OS (glibc), so RSS before generation is comparable
-    between workers whose building left different amounts of garbage behind."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
-def _mib(kib: int) -> float:
-    return round(kib / 1024, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,7 +113,7 @@ def _mib(kib: int) -> float:
 
 def _mark(marks: list) -> None:
     """At the end of each denoising step: (time, peak RSS so far in KiB)."""
-    marks.append((time.perf_counter(), _status_kib("VmHWM")))
+    marks.append((time.perf_counter(), status_kib("VmHWM")))
 
 
 def _diffusers_text_encoder(ours):
@@ -321,7 +300,7 @@ def run_worker(args) -> None:
     import torch
 
     torch_dtype = _setup_worker(args)
-    rss_after_import = _status_kib("VmRSS")
+    rss_after_import = status_kib("VmRSS")
 
     t0 = time.perf_counter()
     tokenizer, text_encoder, unet, vae, scheduler = _build_components(args)
@@ -338,10 +317,10 @@ def run_worker(args) -> None:
 
     build_s = time.perf_counter() - t0
     gc.collect()
-    _trim_heap()
+    trim_heap()
     build_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rss_before = _status_kib("VmRSS")
-    reset_ok = _reset_peak_rss()
+    rss_before = status_kib("VmRSS")
+    reset_ok = reset_peak_rss()
 
     warmup_steps = args.steps if args.model == "tiny" else min(2, args.steps)
     # The warm-up call also attributes the peak RSS to phases (the counter was just reset).
@@ -350,8 +329,8 @@ def run_worker(args) -> None:
     generate(warmup_steps, marks)
     warmup_s = time.perf_counter() - t
     peak_phases = {
-        "text_encoder_and_first_step": _mib(marks[0][1]), "denoising": _mib(marks[-1][1]),
-        "vae_decode": _mib(_status_kib("VmHWM")),
+        "text_encoder_and_first_step": mib(marks[0][1]), "denoising": mib(marks[-1][1]),
+        "vae_decode": mib(status_kib("VmHWM")),
     }  # fmt: skip
 
     # Per call: wall time, CPU time (all threads), and from step-end timestamps the time of
@@ -370,7 +349,7 @@ def run_worker(args) -> None:
         steps += [b - a for a, b in zip(stamps, stamps[1:])]
         head.append(stamps[0] - t)
         tail.append(end - stamps[-1])
-    peak_kib = _status_kib("VmHWM") if reset_ok else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = status_kib("VmHWM") if reset_ok else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     image = np.asarray(out, dtype=np.float32)
     np.save(args.result + ".npy", image)
     report = {
@@ -382,9 +361,9 @@ def run_worker(args) -> None:
         "step_seconds_median": round(statistics.median(steps), 4) if steps else None,
         "step_seconds_min": round(min(steps), 4) if steps else None,
         "first_step_end_seconds": [round(x, 4) for x in head], "after_last_step_seconds": [round(x, 4) for x in tail],
-        "rss_after_import_mib": _mib(rss_after_import), "rss_before_generation_mib": _mib(rss_before),
-        "peak_rss_generation_mib": _mib(peak_kib), "rss_increment_mib": _mib(peak_kib - rss_before),
-        "peak_rss_build_mib": _mib(build_peak), "peak_reset": reset_ok,
+        "rss_after_import_mib": mib(rss_after_import), "rss_before_generation_mib": mib(rss_before),
+        "peak_rss_generation_mib": mib(peak_kib), "rss_increment_mib": mib(peak_kib - rss_before),
+        "peak_rss_build_mib": mib(build_peak), "peak_reset": reset_ok,
         "peak_rss_after_phase_of_warmup_mib": peak_phases,
         "image_shape": list(image.shape), "image_finite": bool(np.isfinite(image).all()),
         "image_mean": float(image.mean()), "image_std": float(image.std()),
@@ -492,8 +471,6 @@ def _summarise(model: str, dtype: str, reports: list[dict]) -> dict:
     return row
 
 
-def _gib(mib: float) -> str:
-    return f"{mib / 1024:.2f} GiB" if mib >= 1024 else f"{mib:.0f} MiB"
 
 
 def _markdown_ab(ab: list[dict]) -> str:
@@ -550,21 +527,13 @@ def _markdown(rows: list[dict]) -> str:
     for r in rows:
         o, d = r["ours"], r["diffusers"]
         lines.append(
-            f"| {r['model']} | {r['dtype']} | {_gib(o['rss_before_generation_mib'])} | {_gib(d['rss_before_generation_mib'])} "
-            f"| {_gib(o['peak_rss_generation_mib'])} | {_gib(d['peak_rss_generation_mib'])} | {r['ratio_peak_rss']:.3f} "
-            f"| {_gib(o['rss_increment_mib'])} | {_gib(d['rss_increment_mib'])} |"
+            f"| {r['model']} | {r['dtype']} | {gib(o['rss_before_generation_mib'])} | {gib(d['rss_before_generation_mib'])} "
+            f"| {gib(o['peak_rss_generation_mib'])} | {gib(d['peak_rss_generation_mib'])} | {r['ratio_peak_rss']:.3f} "
+            f"| {gib(o['rss_increment_mib'])} | {gib(d['rss_increment_mib'])} |"
         )
     return "\n".join(lines)
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def run_driver(args) -> None:
@@ -625,7 +594,7 @@ def run_driver(args) -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "environment": {
             "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "diffusers": diffusers.__version__, "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+            "diffusers": diffusers.__version__, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
             "env": {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "OMP_", "MKL_", "KMP_", "GOMP_"))},
         },  # fmt: skip

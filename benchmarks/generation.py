@@ -54,6 +54,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from fullsize import SD14_UNET, SD14_VAE, XLMR_LARGE_M9
 from procinfo import cpu_name, gib, mib, reset_peak_rss, status_kib, trim_heap
 
 HERE = Path(__file__).resolve().parent
@@ -64,47 +65,6 @@ DTYPES = ("fp32", "bf16")
 SEED = 1234
 GUIDANCE = 7.5
 PROMPT = "an astronaut riding a horse"
-
-# XLM-R large + AltDiffusion's projection (BAAI/AltDiffusion-m9 text_encoder/config.json).
-FULL_TEXT_CONFIG = {
-    "architectures": ["RobertaSeriesModelWithTransformation"], "attention_probs_dropout_prob": 0.0,
-    "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
-    "hidden_size": 1024, "initializer_range": 0.02, "intermediate_size": 4096, "layer_norm_eps": 1e-05,
-    "max_position_embeddings": 514, "model_type": "xlm-roberta", "num_attention_heads": 16,
-    "num_hidden_layers": 24, "position_embedding_type": "absolute", "type_vocab_size": 1, "use_cache": True,
-    "vocab_size": 250002, "project_dim": 768, "pooler_fn": "cls", "learn_encoder": False,
-    "use_attention_mask": True,
-}  # fmt: skip
-
-# Stable Diffusion v1.4 UNet (what AltDiffusion-m9 is built on), cross-attending to 768-d text.
-FULL_UNET_CONFIG = {
-    "act_fn": "silu", "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
-    "center_input_sample": False, "cross_attention_dim": 768,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
-    "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-}  # fmt: skip
-
-# Stable Diffusion's VAE (kl-f8).
-FULL_VAE_CONFIG = {
-    "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
-    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32,
-    "sample_size": 512, "scaling_factor": 0.18215,
-}  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------
-# memory helpers (Linux)
-
-
-
-
-
-
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,11 +139,11 @@ def _build_components(args):
 
     tokenizer = real_xlmr_tokenizer()
     torch.manual_seed(0)
-    text_encoder = AltTextEncoder(text_config_from_dict(dict(FULL_TEXT_CONFIG)), head="m9").eval()
+    text_encoder = AltTextEncoder(text_config_from_dict(dict(XLMR_LARGE_M9)), head="m9").eval()
     torch.manual_seed(1)
-    unet = UNet2DConditionModel(**FULL_UNET_CONFIG).eval()
+    unet = UNet2DConditionModel(**SD14_UNET).eval()
     torch.manual_seed(2)
-    vae = AutoencoderKL(**FULL_VAE_CONFIG).eval()
+    vae = AutoencoderKL(**SD14_VAE).eval()
     config = {k: v for k, v in SCHEDULER_CONFIG.items() if not k.startswith("_")}
     scheduler = getattr(diffusers, SCHEDULER_CONFIG["_class_name"]).from_config(config)
     return tokenizer, text_encoder, unet, vae, scheduler
@@ -471,8 +431,6 @@ def _summarise(model: str, dtype: str, reports: list[dict]) -> dict:
     return row
 
 
-
-
 def _markdown_ab(ab: list[dict]) -> str:
     lines = [
         "Interleaved A/B in one process (timing only; full size, shared tokenizer/UNet/VAE, calls alternating "
@@ -532,8 +490,6 @@ def _markdown(rows: list[dict]) -> str:
             f"| {gib(o['rss_increment_mib'])} | {gib(d['rss_increment_mib'])} |"
         )
     return "\n".join(lines)
-
-
 
 
 def run_driver(args) -> None:

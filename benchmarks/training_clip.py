@@ -65,6 +65,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from fullsize import XLMR_LARGE
 from procinfo import cpu_name, gib, mib, reset_peak_rss, status_kib, trim_heap
 
 HERE = Path(__file__).resolve().parent
@@ -78,14 +79,6 @@ DEFAULTS = {  # size -> (batch, warm-up steps, timed steps)
     "full": (8, 3, 5),
 }
 
-# XLM-R large (xlm-roberta-large/config.json), dropout 0 as build_student sets it.
-XLMR_LARGE = {
-    "attention_probs_dropout_prob": 0.0, "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1,
-    "hidden_act": "gelu", "hidden_dropout_prob": 0.0, "hidden_size": 1024, "initializer_range": 0.02,
-    "intermediate_size": 4096, "layer_norm_eps": 1e-05, "max_position_embeddings": 514,
-    "num_attention_heads": 16, "num_hidden_layers": 24, "position_embedding_type": "absolute",
-    "type_vocab_size": 1, "vocab_size": 250002,
-}  # fmt: skip
 
 # openai/clip-vit-large-patch14 text_config.
 CLIP_L14_TEXT = {
@@ -111,18 +104,6 @@ FULL_CONTRASTIVE_WHY = (
     "batch 2 (1 warm-up + 1 timed step, bf16, 2 loaded cores) already took ~50 s/step and ~3 min in all, so "
     "3 warm-up + 5 timed steps at batch 8 do not fit the ~3 minutes budgeted"
 )
-
-
-# ---------------------------------------------------------------------------------------------
-# memory helpers (Linux)
-
-
-
-
-
-
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,8 +412,6 @@ def _spawn(spec: dict, timeout: int) -> dict:
     return report
 
 
-
-
 def _tokens(r: dict) -> str:
     s = f"{r['student_tokens_mean']:.0f}"
     if "teacher_tokens_mean" in r:
@@ -455,8 +434,6 @@ def _markdown(runs: list[dict]) -> str:
             f"| {r['loss_first']:.4g} → {r['loss_last']:.4g} | {r['loadavg_before'][0]:.1f}-{r['loadavg_after'][0]:.1f} |"
         )
     return "\n".join(lines)
-
-
 
 
 def run_driver(args) -> None:

@@ -66,6 +66,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from fullsize import SD14_UNET, SD14_VAE, XLMR_LARGE_M9
 from procinfo import cpu_name, gib, mem_available_mib, mib, reset_peak_rss, status_kib, trim_heap
 
 HERE = Path(__file__).resolve().parent
@@ -81,50 +82,13 @@ DEFAULTS = {  # size -> (batch, warm-up steps, timed steps); tiny batch: 8 at 32
 TINY_RESOLUTIONS = (32, 64)
 FULL_RESOLUTION = 256
 
-# CompVis/stable-diffusion-v1-4 unet/config.json
-SD14_UNET = {
-    "act_fn": "silu", "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
-    "center_input_sample": False, "cross_attention_dim": 768,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
-    "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-}  # fmt: skip
-
-# CompVis/stable-diffusion-v1-4 vae/config.json (scaling_factor is diffusers' default, 0.18215)
-SD14_VAE = {
-    "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
-    "down_block_types": ["DownEncoderBlock2D"] * 4, "in_channels": 3, "latent_channels": 4, "layers_per_block": 2,
-    "norm_num_groups": 32, "out_channels": 3, "sample_size": 512, "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "scaling_factor": 0.18215,
-}  # fmt: skip
-
-# XLM-R large + AltDiffusion's m9 text head (BAAI/AltDiffusion-m9 text_encoder/config.json sizes).
-XLMR_LARGE_M9 = {
-    "attention_probs_dropout_prob": 0.1, "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1,
-    "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "hidden_size": 1024, "initializer_range": 0.02,
-    "intermediate_size": 4096, "layer_norm_eps": 1e-05, "max_position_embeddings": 514,
-    "num_attention_heads": 16, "num_hidden_layers": 24, "position_embedding_type": "absolute",
-    "type_vocab_size": 1, "vocab_size": 250002, "project_dim": 768, "pooler_fn": "cls",
-    "learn_encoder": False, "use_attention_mask": True,
-}  # fmt: skip
 
 # Parameter counts at full size (checked by the worker), for the memory estimate.
 FULL_PARAMS = {"unet": 859_520_964, "vae": 83_653_863, "text": 559_628_032}
 
 
 # ---------------------------------------------------------------------------------------------
-# memory helpers (Linux)
-
-
-
-
-
-
-
-
-
-
+# memory estimate
 
 
 def full_estimate_mib(stage: str, precision: str, batch: int, checkpointing: bool) -> float:
@@ -305,8 +269,6 @@ def _spawn(spec: dict, timeout: int) -> dict:
     return report
 
 
-
-
 def _markdown(runs: list[dict]) -> str:
     lines = [
         "| size | px (latent) | stage | precision | grad ckpt | batch | timed steps | s/step mean (min) | steps/s | samples/s "
@@ -323,8 +285,6 @@ def _markdown(runs: list[dict]) -> str:
             f"| {r['loss_first']:.4g} → {r['loss_last']:.4g} | {r['loadavg_before'][0]:.1f}-{r['loadavg_after'][0]:.1f} |"
         )
     return "\n".join(lines)
-
-
 
 
 def _configs(size: str, args, batch: int, warmup: int, steps: int, precisions: list[str]) -> list[dict]:

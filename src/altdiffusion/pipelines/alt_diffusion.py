@@ -33,7 +33,7 @@ from altdiffusion.errors import AltDiffusionError, InvalidInputError
 from altdiffusion.hub import KNOWN_CHECKPOINTS, resolve_model
 from altdiffusion.pipelines.components import load_components
 from altdiffusion.pipelines.infotext import format_infotext
-from altdiffusion.pipelines.samplers import canonical_sampler_name, make_scheduler
+from altdiffusion.pipelines.samplers import canonical_sampler_name, make_scheduler, sampler_name_for
 from altdiffusion.prompts.chunking import PromptChunk, apply_original_weighting, empty_chunk, tokenize_prompt
 
 MAX_SEED = 2**32 - 1
@@ -49,15 +49,6 @@ class GenerationResult:
     infotexts: list[str]
     seeds: list[int]
     nsfw: list[bool] = field(default_factory=list)
-
-
-def _sampler_name_of(scheduler) -> str:
-    names = {
-        "PNDMScheduler": "PLMS", "DDIMScheduler": "DDIM", "EulerDiscreteScheduler": "Euler",
-        "EulerAncestralDiscreteScheduler": "Euler a", "DPMSolverMultistepScheduler": "DPM++ 2M",
-        "LMSDiscreteScheduler": "LMS", "HeunDiscreteScheduler": "Heun", "UniPCMultistepScheduler": "UniPC",
-    }  # fmt: skip
-    return names.get(type(scheduler).__name__, type(scheduler).__name__)
 
 
 class AltDiffusionPipeline:
@@ -256,7 +247,7 @@ class AltDiffusionPipeline:
         height = height or self.default_size
         width = width or self.default_size
         _validate(num_inference_steps, guidance_scale, height, width, num_images_per_prompt, strength, image, mask_image, len(prompts))
-        sampler_name = canonical_sampler_name(sampler) if sampler else _sampler_name_of(self.scheduler)
+        sampler_name = canonical_sampler_name(sampler) if sampler else sampler_name_for(self.scheduler)
         scheduler = make_scheduler(sampler, self.scheduler.config) if sampler else type(self.scheduler).from_config(self.scheduler.config)
 
         batch = len(prompts) * num_images_per_prompt

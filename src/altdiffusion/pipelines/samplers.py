@@ -203,3 +203,9 @@ def sampler_table_markdown() -> str:
             options.append("needs " + ", ".join(f"`{r}`" for r in spec.requires))
         rows.append(f"| {name} | `{spec.scheduler}` | {', '.join(options) or '—'} |")
     return "\n".join(rows)
+
+
+def sampler_name_for(scheduler) -> str:
+    """The A1111 name of a scheduler object (its class's first entry in SAMPLERS)."""
+    cls = type(scheduler).__name__
+    return next((name for name, spec in SAMPLERS.items() if spec.scheduler == cls), cls)

@@ -62,3 +62,16 @@ def test_two_processes_match_one(distill_world, reference_run, tmp_path):
     trained = _weights(out / "model")
     key = "embeddings.word_embeddings.weight"
     assert (trained[f"text_model.roberta.{key}"] - start[key]).abs().max() > 1e-3
+
+
+def test_torchrun_processes_form_one_group(tmp_path):
+    """Each process must see the other: world size 2, ranks 0 and 1 (not two lone runs)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from altdiffusion.training.distributed import make_accelerator\n"
+        "a = make_accelerator('no', 1, tensorboard=False)\n"
+        f"open(r'{tmp_path}/rank-%d' % a.process_index, 'w').write(str(a.num_processes))\n"
+    )
+    runs.run([*runs.torchrun(2), str(probe)], timeout=300)
+    assert sorted(p.name for p in tmp_path.glob("rank-*")) == ["rank-0", "rank-1"]
+    assert {p.read_text() for p in tmp_path.glob("rank-*")} == {"2"}

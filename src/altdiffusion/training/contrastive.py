@@ -79,8 +79,10 @@ class ContrastiveTask:
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
         all_text, all_image = gather_features(text), gather_features(image)
         scale = self.clip.logit_scale
-        loss = clip_loss(all_text, all_image, scale) * world
-        return loss, {"logit_scale": float(scale.detach().exp()), "skipped": self.skipped.total}
+        loss = clip_loss(all_text, all_image, scale)
+        # DDP averages gradients over ranks, and each rank's gradient flows only through its own
+        # rows: scaling by the world size gives the 1-process gradient. The log shows the true loss.
+        return loss * world, {"loss": loss, "logit_scale": float(scale.detach().exp()), "skipped": self.skipped.total}
 
     def export(self, model, folder: Path) -> None:
         from altdiffusion.models.weights import save_safetensors

@@ -22,7 +22,11 @@ def make_accelerator(mixed_precision: str, grad_accum: int, log_dir=None, tensor
             log_with = "tensorboard"
         except ImportError:
             log_with = None
+    # accelerate only forms a gloo group from torchrun's environment when told it runs on CPU;
+    # without this each process would silently train alone.
+    on_cpu = not torch.cuda.is_available() and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     return Accelerator(
+        cpu=on_cpu,
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=grad_accum,
         log_with=log_with,

@@ -140,7 +140,9 @@ def train(task: Task, settings: TrainSettings) -> Path:
         if hasattr(task, "on_step_end"):  # EMA updates, validation images
             task.on_step_end(acc.unwrap_model(model), done, acc.is_main_process)
         if done % settings.log_every == 0 or done == settings.steps:
-            loss_value = acc.reduce(loss.detach().float(), reduction="mean").item()
+            # A task may report a loss other than the one it backpropagates (see contrastive.py).
+            reported = metrics.pop("loss", loss)
+            loss_value = acc.reduce(reported.detach().float(), reduction="mean").item()
             elapsed = time.perf_counter() - window_start
             record = {"step": done, "loss": loss_value, "lr": schedule.get_last_lr()[0],
                       "samples_per_s": window_samples / max(elapsed, 1e-9), **metrics}  # fmt: skip

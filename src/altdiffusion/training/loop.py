@@ -171,6 +171,11 @@ def train(task: Task, settings: TrainSettings) -> Path:
         os.replace(tmp, final)
     acc.wait_for_everyone()
     acc.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Shut gloo down while every rank is alive; left to interpreter teardown, DDP's reducer
+        # can deadlock joining a gloo thread that waits for the GIL.
+        acc.free_memory()
+        torch.distributed.destroy_process_group()
     return final
 
 

@@ -259,18 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     stages = train.add_subparsers(dest="train_command", required=True)
     from altdiffusion.training import contrastive, diffusion, distill
 
-    p = stages.add_parser("clip-distill", help="AltCLIP stage 1: teacher learning on parallel text")
-    distill.add_arguments(p)
-    p.set_defaults(func=cmd_train)
-    p = stages.add_parser("clip-contrastive", help="AltCLIP stage 2: contrastive learning, image tower frozen")
-    contrastive.add_arguments(p)
-    p.set_defaults(func=cmd_train)
-    p = stages.add_parser("diffusion", help="AltDiffusion: assemble SD + AltCLIP text tower, train stage align or quality")
-    diffusion.add_arguments(p)
-    p.set_defaults(func=cmd_train)
-    p = stages.add_parser("finetune", help="fine-tune an AltDiffusion on captioned images (folder or shards)")
-    diffusion.add_finetune_arguments(p)
-    p.set_defaults(func=cmd_train)
+    for name, help_text, add in (
+        ("clip-distill", "AltCLIP stage 1: teacher learning on parallel text", distill.add_arguments),
+        ("clip-contrastive", "AltCLIP stage 2: contrastive learning, image tower frozen", contrastive.add_arguments),
+        ("diffusion", "AltDiffusion: assemble SD + AltCLIP text tower, train stage align or quality", diffusion.add_arguments),
+        ("finetune", "fine-tune an AltDiffusion on captioned images (folder or shards)", diffusion.add_finetune_arguments),
+    ):
+        p = stages.add_parser(name, help=help_text)
+        add(p)
+        p.set_defaults(func=cmd_train)
 
     from altdiffusion.training import dreambooth
 

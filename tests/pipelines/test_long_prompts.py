@@ -59,13 +59,6 @@ LONG_MIXED = (
 VARIANTS = ["m9", "m18"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def pipes(tmp_path_factory):

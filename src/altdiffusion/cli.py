@@ -170,10 +170,43 @@ def cmd_train(args) -> int:
         from altdiffusion.training.distill import run
     elif args.train_command == "clip-contrastive":
         from altdiffusion.training.contrastive import run
+    elif args.train_command == "vae":
+        from altdiffusion.training.vae import run
     else:
         from altdiffusion.training.diffusion import run
     folder = run(args)
     print(folder)
+    return 0
+
+
+def cmd_mini_build(args) -> int:
+    from altdiffusion.mini.build import Build
+    from altdiffusion.mini.package import install, size_mb
+
+    log = Build(Path(args.out), seed=args.seed, smoke=args.smoke)()
+    print(f"built in {log['total_wall_s']:.0f} s: {log['outputs']}")
+    if args.install:
+        dest = install(Path(log["outputs"]["altclip"]), Path(log["outputs"]["altdiffusion"]), Path(args.out) / "build.json")
+        print(f"installed as the bundled model: {dest} ({size_mb(dest):.1f} MB)")
+    return 0
+
+
+def cmd_mini_report(args) -> int:
+    from altdiffusion.mini.report import build_report, markdown, write_report
+
+    report, samples = build_report(args.clip, args.model, scenes=args.scenes, seeds=args.seeds,
+                                   build_log=Path(args.build_log) if args.build_log else None)  # fmt: skip
+    write_report(Path(args.out), report, samples)
+    print(markdown(report))
+    print(f"wrote {args.out}/report.json, report.md, samples.png")
+    return 0
+
+
+def cmd_mini_data(args) -> int:
+    from altdiffusion.mini.world import write_shards
+
+    paths = write_shards(Path(args.out), args.n, args.seed, split=args.split, shard_size=args.shard_size)
+    print(f"wrote {len(paths)} shards to {args.out}")
     return 0
 
 
@@ -257,13 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="training (run under accelerate launch or torchrun for many processes)")
     stages = train.add_subparsers(dest="train_command", required=True)
-    from altdiffusion.training import contrastive, diffusion, distill
+    from altdiffusion.training import contrastive, diffusion, distill, vae
 
     for name, help_text, add in (
         ("clip-distill", "AltCLIP stage 1: teacher learning on parallel text", distill.add_arguments),
         ("clip-contrastive", "AltCLIP stage 2: contrastive learning, image tower frozen", contrastive.add_arguments),
         ("diffusion", "AltDiffusion: assemble SD + AltCLIP text tower, train stage align or quality", diffusion.add_arguments),
         ("finetune", "fine-tune an AltDiffusion on captioned images (folder or shards)", diffusion.add_finetune_arguments),
+        ("vae", "train an AutoencoderKL (a latent diffusion model's autoencoder) to reconstruct images", vae.add_arguments),
     ):
         p = stages.add_parser(name, help=help_text)
         add(p)
@@ -282,6 +316,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=10000)
     p.add_argument("--image-root", default=None, help="relative image paths start here (default: the table's folder)")
     p.set_defaults(func=cmd_data_shards)
+
+    mini = sub.add_parser("mini", help="the mini world: rebuild the bundled model, report on it").add_subparsers(dest="mini_command", required=True)
+    p = mini.add_parser("build", help="run the whole AltCLIP -> AltDiffusion recipe on the mini world, from a seed")
+    p.add_argument("--out", default="build/mini", help="working folder (data, every stage's model, build.json)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help="a few steps per stage, to check the recipe runs")
+    p.add_argument("--install", action="store_true", help="make the result the bundled model (`--model mini`)")
+    p.set_defaults(func=cmd_mini_build)
+    p = mini.add_parser("report", help="per-language accuracy of AltCLIP-mini and AltDiffusion-mini (JSON, Markdown, PNG)")
+    p.add_argument("--clip", default="mini", help="AltCLIP folder (default: the bundled AltCLIP-mini)")
+    p.add_argument("--model", default="mini", help="AltDiffusion folder (default: the bundled AltDiffusion-mini)")
+    p.add_argument("--out", default="reports/mini")
+    p.add_argument("--scenes", type=_positive_int, default=32, help="one-thing scenes per split and language")
+    p.add_argument("--seeds", type=_positive_int, default=2, help="seeds per scene")
+    p.add_argument("--build-log", default=None, help="build.json for the compute comparison (default: the bundled one)")
+    p.set_defaults(func=cmd_mini_report)
+    p = mini.add_parser("data", help="write mini-world webdataset shards (9-language captions and labels)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=_positive_int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="train", choices=["train", "seen", "heldout"])
+    p.add_argument("--shard-size", type=_positive_int, default=1000)
+    p.set_defaults(func=cmd_mini_data)
 
     dev = sub.add_parser("dev", help="developer tools").add_subparsers(dest="dev_command", required=True)
     p = dev.add_parser("tiny", help="write a tiny random checkpoint in a published layout (for tests and demos)")

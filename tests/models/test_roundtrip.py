@@ -29,7 +29,7 @@ def test_saved_folder_holds_only_safetensors_weights(round_trip):
         assert name in files, files
     assert not [f for f in files if f.endswith(".tmp") or "/." in f or f.startswith(".")], files  # no temp leftovers
     index = json.loads((saved / "model_index.json").read_text())
-    assert index["text_encoder"] == ["altdiffusion", "AltTextEncoder"]
+    assert index["text_encoder"] == ["alt_diffusion", "RobertaSeriesModelWithTransformation"]  # the published naming
 
 
 def test_round_trip_keeps_the_text_encoder_config(round_trip):

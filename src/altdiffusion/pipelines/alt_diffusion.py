@@ -114,7 +114,10 @@ class AltDiffusionPipeline:
     @property
     def conditioning(self) -> str:
         """Which text-encoder output path conditions the UNet."""
-        return "penultimate layer + pre_LN + transformation_pre (m18)" if self.text_encoder.head == "m18" else "last layer + transformation (m2/m9)"
+        return {
+            "m18": "penultimate layer + pre_LN + transformation_pre (m18)",
+            "sd": "CLIP text tower, last layer (Stable Diffusion 1.x)",
+        }.get(self.text_encoder.head, "last layer + transformation (m2/m9)")
 
     @property
     def default_size(self) -> int:
@@ -135,16 +138,18 @@ class AltDiffusionPipeline:
         return self._model_hash
 
     def save_pretrained(self, folder: str | Path) -> Path:
-        """Write a folder our loader (and diffusers' component loaders) reopen; safetensors only."""
-        from altdiffusion.models.weights import save_safetensors
+        """Write a folder our loader (and diffusers' component loaders) reopen; safetensors only.
 
+        The layout is the published one (diffusers 0.8's ``model_index.json`` names the text
+        encoder ``alt_diffusion.RobertaSeriesModelWithTransformation``), plus our metadata.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         index = {
             "_class_name": "AltDiffusionPipeline", "_diffusers_version": _diffusers_version(),
             "_altdiffusion": {"version": __version__, "name": self.name, "languages": list(self.languages)},
             "scheduler": ["diffusers", type(self.scheduler).__name__],
-            "text_encoder": ["altdiffusion", "AltTextEncoder"],
+            "text_encoder": ["alt_diffusion", "RobertaSeriesModelWithTransformation"],
             "tokenizer": ["transformers", type(self.tokenizer).__name__],
             "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
             "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"] if self.safety_checker else [None, None],
@@ -152,12 +157,11 @@ class AltDiffusionPipeline:
         }  # fmt: skip
         te = folder / "text_encoder"
         te.mkdir(exist_ok=True)
-        config = self.text_encoder.config.to_dict()
-        config.update(architectures=["RobertaSeriesModelWithTransformation"], model_type="xlm-roberta")
-        if self.text_encoder.head == "m18":
-            config["has_pre_transformation"] = True
-        (te / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-        save_safetensors(self.text_encoder.state_dict(), te / "model.safetensors")
+        if self.text_encoder.head == "sd":  # a Stable Diffusion 1.x folder, as diffusers writes it
+            index.update(_class_name="StableDiffusionPipeline", text_encoder=["transformers", "CLIPTextModel"])
+            self.text_encoder.save_pretrained(te)
+        else:
+            self._save_alt_text_encoder(te)
         self.tokenizer.save_pretrained(str(folder / "tokenizer"))
         self.unet.save_pretrained(str(folder / "unet"), safe_serialization=True)
         self.vae.save_pretrained(str(folder / "vae"), safe_serialization=True)
@@ -168,6 +172,17 @@ class AltDiffusionPipeline:
             self.feature_extractor.save_pretrained(str(folder / "feature_extractor"))
         (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         return folder
+
+    def _save_alt_text_encoder(self, te: Path) -> None:
+        """The published ``RobertaSeriesModelWithTransformation`` layout (config + weights)."""
+        from altdiffusion.models.weights import save_safetensors
+
+        config = self.text_encoder.config.to_dict()
+        config.update(architectures=["RobertaSeriesModelWithTransformation"], model_type="xlm-roberta")
+        if self.text_encoder.head == "m18":
+            config["has_pre_transformation"] = True
+        (te / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        save_safetensors(self.text_encoder.state_dict(), te / "model.safetensors")
 
     def load_lora(self, path: str | Path, scale: float = 1.0) -> dict:
         """Merge a LoRA (kohya or diffusers ``.safetensors``) into the weights; see pipelines/lora.py."""

@@ -2,7 +2,8 @@
 
 Reads the published diffusers-0.8 layout (``model_index.json`` naming the text encoder
 ``["alt_diffusion", "RobertaSeriesModelWithTransformation"]``, which today's diffusers cannot
-resolve) and the layout our own ``save_pretrained`` writes. UNet, VAE and scheduler load
+resolve), the layout our own ``save_pretrained`` writes, and Stable Diffusion 1.x folders
+(a ``CLIPTextModel`` text encoder, see models/clip_text.py). UNet, VAE and scheduler load
 through diffusers, which also converts the 0.8-era VAE attention key names.
 """
 
@@ -76,7 +77,12 @@ def load_components(folder: Path, *, safety_checker: bool = True) -> Components:
         if not (folder / name).is_dir():
             raise CheckpointError(f"{folder}: the {name}/ folder is missing; the model folder is incomplete")
     tokenizer = load_tokenizer(folder / "tokenizer", max_length=77)
-    text_encoder = load_text_encoder(folder / "text_encoder")
+    if read_json(folder / "text_encoder" / "config.json").get("model_type") == "clip_text_model":
+        from altdiffusion.models.clip_text import CLIPTextConditioning
+
+        text_encoder = CLIPTextConditioning.from_folder(folder / "text_encoder")  # a Stable Diffusion 1.x folder
+    else:
+        text_encoder = load_text_encoder(folder / "text_encoder")
     if len(tokenizer) > text_encoder.config.vocab_size:
         raise CheckpointError(
             f"{folder}: the tokenizer has {len(tokenizer)} tokens but the text encoder only {text_encoder.config.vocab_size}"

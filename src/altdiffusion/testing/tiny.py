@@ -370,14 +370,15 @@ def write_tiny_clip(folder: str | Path, corpus: list[str], *, seed: int = 0, wid
     return folder
 
 
-def write_tiny_xlmr(folder: str | Path, corpus: list[str], *, seed: int = 0, width: int = 32, layers: int = 2, vocab_size: int = 400) -> Path:
+def write_tiny_xlmr(folder: str | Path, corpus: list[str], *, seed: int = 0, width: int = 32, layers: int = 2, vocab_size: int = 400,
+                    max_piece_length: int = 3) -> Path:  # fmt: skip
     """An ``XLMRobertaModel`` folder (transformers layout) with a sentencepiece tokenizer over ``corpus``."""
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
     folder = Path(folder)
     # Short pieces, as XLM-R's real vocabulary has for Chinese; a repetitive corpus would
     # otherwise merge whole phrases into one token.
-    vocab = write_tokenizer(folder, max_length=512, with_tokenizer_json=True, corpus=corpus, vocab_size=vocab_size, max_piece_length=3)
+    vocab = write_tokenizer(folder, max_length=512, with_tokenizer_json=True, corpus=corpus, vocab_size=vocab_size, max_piece_length=max_piece_length)
     torch.manual_seed(seed)
     config = XLMRobertaConfig(
         vocab_size=vocab, hidden_size=width, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=2 * width,

@@ -4,6 +4,10 @@
     logits = exp(logit_scale) * t @ i^T   over the global batch (features gathered from all ranks)
     loss = (CE(logits, diag) + CE(logits^T, diag)) / 2
 
+The model is an AltCLIP folder, or a transformers ``CLIPModel`` folder (with ``--train-vision``
+this trains a CLIP from scratch: the mini recipe's English teacher, and its from-scratch
+multilingual baseline when the folder is a random AltCLIP).
+
 Samples come from webdataset shards in img2dataset's layout; shard ``k`` is read by rank
 ``k % world``; corrupt images and empty captions are skipped and counted, never fatal.
 """
@@ -27,8 +31,47 @@ def clip_loss(text: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
+class CLIPModelTowers(torch.nn.Module):
+    """A transformers ``CLIPModel`` behind AltCLIP's ``encode_text`` / ``encode_image``."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.vision_model, self.visual_projection = model.vision_model, model.visual_projection
+
+    @property
+    def logit_scale(self) -> torch.nn.Parameter:
+        return self.model.logit_scale
+
+    def encode_text(self, input_ids, attention_mask=None):
+        pooled = self.model.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        return self.model.text_projection(pooled)
+
+    def encode_image(self, pixel_values):
+        return self.model.visual_projection(self.model.vision_model(pixel_values=pixel_values).pooler_output)
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.model.gradient_checkpointing_enable()
+
+
+def load_contrastive_model(folder: Path):
+    """(model with encode_text/encode_image, tokenizer) for an AltCLIP or a CLIPModel folder."""
+    from altdiffusion.errors import CheckpointError
+    from altdiffusion.models.loading import load_altclip, read_json
+    from altdiffusion.models.tokenizer import load_tokenizer
+
+    if read_json(folder / "config.json").get("model_type") == "clip":
+        from transformers import AutoTokenizer, CLIPModel
+
+        try:
+            return CLIPModelTowers(CLIPModel.from_pretrained(str(folder))), AutoTokenizer.from_pretrained(str(folder))
+        except Exception as err:
+            raise CheckpointError(f"{folder}: cannot load the CLIP model ({type(err).__name__}: {err})") from None
+    return load_altclip(folder), load_tokenizer(folder)
+
+
 class ContrastiveModel(torch.nn.Module):
-    def __init__(self, clip: AltCLIP, train_vision: bool = False):
+    def __init__(self, clip: AltCLIP | CLIPModelTowers, train_vision: bool = False):
         super().__init__()
         self.clip = clip
         if not train_vision:
@@ -36,7 +79,10 @@ class ContrastiveModel(torch.nn.Module):
             clip.visual_projection.requires_grad_(False)
 
     def enable_gradient_checkpointing(self) -> None:
-        self.clip.text_model.roberta.gradient_checkpointing_enable()
+        if isinstance(self.clip, CLIPModelTowers):
+            self.clip.enable_gradient_checkpointing()
+        else:
+            self.clip.text_model.roberta.gradient_checkpointing_enable()
 
     def forward(self, input_ids, attention_mask, pixel_values):
         text = F.normalize(self.clip.encode_text(input_ids, attention_mask).float(), dim=-1)
@@ -48,13 +94,11 @@ class ContrastiveTask:
     name = "clip-contrastive"
 
     def __init__(self, clip_folder: Path, shards, *, seed: int = 0, train_vision: bool = False, languages=None, max_length: int = 77):
-        from altdiffusion.models.loading import load_altclip
-        from altdiffusion.models.tokenizer import load_tokenizer
+        from altdiffusion.hub import resolve_model
         from altdiffusion.pipelines.components import load_image_processor
 
-        self.folder = Path(clip_folder)
-        self.clip = load_altclip(self.folder)
-        self.tokenizer = load_tokenizer(self.folder)
+        self.folder = resolve_model(clip_folder, kind="clip")
+        self.clip, self.tokenizer = load_contrastive_model(self.folder)
         self.processor = load_image_processor(self.folder)
         self.source = data_source(shards)
         self.model = ContrastiveModel(self.clip, train_vision)
@@ -69,7 +113,7 @@ class ContrastiveTask:
             items = [next(stream) for _ in range(micro)]
             images, captions = zip(*items)
             pixels = self.processor(images=list(images), return_tensors="pt").pixel_values
-            tok = self.tokenizer(list(captions), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt")
+            tok = self.tokenizer(list(captions), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
             yield tok.input_ids, tok.attention_mask, pixels
 
     def loss(self, model, batch):
@@ -85,16 +129,22 @@ class ContrastiveTask:
         return loss * world, {"loss": loss, "logit_scale": float(scale.detach().exp()), "skipped": self.skipped.total}
 
     def export(self, model, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        if isinstance(model.clip, CLIPModelTowers):
+            model.clip.model.save_pretrained(str(folder), safe_serialization=True)
+        else:
+            self._export_altclip(model, folder)
+        self.tokenizer.save_pretrained(str(folder))
+        (folder / "preprocessor_config.json").write_text((self.folder / "preprocessor_config.json").read_text())
+        (folder / "data_report.json").write_text(json.dumps({"skipped": self.skipped.counts}, indent=2) + "\n")
+
+    def _export_altclip(self, model, folder: Path) -> None:
         from altdiffusion.models.weights import save_safetensors
 
-        folder.mkdir(parents=True, exist_ok=True)
         config = json.loads((self.folder / "config.json").read_text())
         config["logit_scale_init_value"] = float(model.clip.logit_scale.detach())
         (folder / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         save_safetensors(model.clip.state_dict(), folder / "model.safetensors")
-        self.tokenizer.save_pretrained(str(folder))
-        (folder / "preprocessor_config.json").write_text((self.folder / "preprocessor_config.json").read_text())
-        (folder / "data_report.json").write_text(json.dumps({"skipped": self.skipped.counts}, indent=2) + "\n")
 
 
 def run(args) -> Path:
@@ -110,7 +160,7 @@ def run(args) -> Path:
 def add_arguments(p) -> None:
     from altdiffusion.training.params import add_common_arguments
 
-    p.add_argument("--model", required=True, help="the AltCLIP folder teacher learning wrote (OUTPUT/model)")
+    p.add_argument("--model", required=True, help="the AltCLIP folder teacher learning wrote (OUTPUT/model), or a CLIPModel folder")
     p.add_argument("--shards", required=True, nargs="+", help="webdataset shards: a folder, a glob, or data/{00000..00099}.tar")
     p.add_argument("--train-vision", action="store_true", help="also train the image tower (the paper freezes it)")
     p.add_argument("--languages", default=None, help="with multilingual json captions: sample only these, e.g. en,zh")

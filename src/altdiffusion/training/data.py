@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from altdiffusion.errors import InvalidInputError
@@ -227,3 +228,16 @@ def data_source(spec) -> Path | list[str]:
     if len(specs) == 1 and Path(specs[0]).is_dir() and not any(Path(specs[0]).glob("*.tar")):
         return Path(specs[0])
     return expand_shards([str(s) for s in specs])
+
+
+def crop_pixels(image, resolution: int) -> torch.Tensor:
+    """Resize the short side to ``resolution``, centre-crop, values in [-1, 1], (3, r, r)."""
+    from PIL import Image
+
+    w, h = image.size
+    scale = resolution / min(w, h)
+    if (w, h) != (resolution, resolution):
+        image = image.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.BICUBIC)
+    left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
+    array = np.asarray(image.crop((left, top, left + resolution, top + resolution)), dtype=np.float32) / 127.5 - 1
+    return torch.from_numpy(array).permute(2, 0, 1)

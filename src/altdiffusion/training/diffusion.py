@@ -21,14 +21,13 @@ import json
 import random
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from altdiffusion.errors import CheckpointError, InvalidInputError
 from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline
-from altdiffusion.training.data import SkipCounter, data_source, image_text_samples
+from altdiffusion.training.data import SkipCounter, crop_pixels, data_source, image_text_samples
 
 VALIDATION_PROMPTS = (
     "一只穿着唐装的猫，国画风格",
@@ -81,7 +80,9 @@ def assemble(base: str | Path, text_encoder: str | Path | None = None, condition
     folder = resolve_model(base, kind="diffusion")
     index = read_json(folder / "model_index.json")
     if text_encoder is None:
-        if not str(index.get("text_encoder", [""])[0]).startswith(("alt_diffusion", "altdiffusion")):
+        # An AltDiffusion folder, or a Stable Diffusion 1.x one (trained as it is: the mini recipe's SD-mini).
+        names = index.get("text_encoder", [""])
+        if not (str(names[0]).startswith(("alt_diffusion", "altdiffusion")) or names[-1] == "CLIPTextModel"):
             raise InvalidInputError(f"{folder} is not an AltDiffusion folder; pass --text-encoder ALTCLIP to assemble one")
         return AltDiffusionPipeline.from_pretrained(folder, device="cpu", dtype="fp32", safety_checker=False)
     try:
@@ -176,16 +177,6 @@ class DiffusionTask:
 
     # -- data ----------------------------------------------------------------------------------
 
-    def _pixels(self, image: Image.Image) -> torch.Tensor:
-        """Resize the short side to the resolution and centre-crop; values in [-1, 1]."""
-        r = self.resolution
-        w, h = image.size
-        scale = r / min(w, h)
-        image = image.resize((max(r, round(w * scale)), max(r, round(h * scale))), Image.BICUBIC)
-        left, top = (image.width - r) // 2, (image.height - r) // 2
-        array = np.asarray(image.crop((left, top, left + r, top + r)), dtype=np.float32) / 127.5 - 1
-        return torch.from_numpy(array).permute(2, 0, 1)
-
     def batches(self, start_step, micro, rank, world, grad_accum):
         stream = image_text_samples(self.source, rank=rank, world=world, seed=self.seed, languages=self.languages, skipped=self.skipped)
         for _ in range(start_step * grad_accum * micro):  # exact data position on resume
@@ -196,7 +187,7 @@ class DiffusionTask:
             noise_seed = (self.seed * 1_000_003 + index) * 64 + rank  # this micro-batch's noise, reproducibly
             rng = random.Random(noise_seed)
             captions = ["" if rng.random() < self.caption_dropout else caption for _, caption in items]
-            yield torch.stack([self._pixels(im) for im, _ in items]), captions, noise_seed
+            yield torch.stack([crop_pixels(im, self.resolution) for im, _ in items]), captions, noise_seed
             index += 1
 
     # -- loss ----------------------------------------------------------------------------------

@@ -1,0 +1,109 @@
+"""Every mini model's size, in one place, and the writers of their starting checkpoints.
+
+    teacher        CLIPModel: ViT 64 px / patch 8, 4 x 128; text 4 x 128, word-level English vocab; 64-d projection
+    SD-mini        AutoencoderKL 64 px -> 16x16x4 (f=4); UNet2DConditionModel 32-64-128, 4 heads, attends to 128-d text
+    AltCLIP-mini   XLM-R 4 x 128 with a sentencepiece vocabulary trained on the nine languages' captions;
+                   transformation 128 -> 128 (the teacher's text width), the teacher's ViT and projections
+    AltDiffusion   SD-mini's UNet and VAE, AltCLIP-mini's text tower on the m9 path: transformation(last layer)
+
+The widths chain as in the papers: the student's transformation maps to the teacher's text
+width, which is also the width SD-mini's cross-attention reads, so the swap needs no adapter.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+TEACHER = {"width": 128, "layers": 4, "projection_dim": 64, "image_size": 64}
+STUDENT = {"width": 128, "layers": 4, "vocab_size": 1200, "max_piece_length": 6}
+VAE = {
+    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [32, 64, 64],
+    "down_block_types": ["DownEncoderBlock2D"] * 3, "up_block_types": ["UpDecoderBlock2D"] * 3,
+    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 1, "norm_num_groups": 32,
+    "sample_size": 64, "scaling_factor": 1.0,
+}  # fmt: skip
+UNET = {
+    "_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 4, "block_out_channels": [32, 64, 128],
+    "center_input_sample": False, "cross_attention_dim": TEACHER["width"],
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"], "downsample_padding": 1,
+    "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
+    "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "sample_size": 16,
+}  # fmt: skip
+SCHEDULER = {  # Stable Diffusion 1.x's
+    "_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+    "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
+    "trained_betas": None, "clip_sample": False, "prediction_type": "epsilon",
+}  # fmt: skip
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_teacher_init(folder: Path, english_captions: list[str], seed: int) -> Path:
+    """A random CLIPModel with a word-level tokenizer over the English captions."""
+    from altdiffusion.testing.tiny import write_tiny_clip  # the writer the tests use, at mini sizes
+
+    return write_tiny_clip(folder, english_captions, seed=seed, **TEACHER)
+
+
+def write_student_init(folder: Path, captions: list[str], seed: int) -> Path:
+    """A random XLM-R (transformers layout) with a sentencepiece tokenizer trained on all captions."""
+    from altdiffusion.testing.tiny import write_tiny_xlmr
+
+    return write_tiny_xlmr(folder, captions, seed=seed, **STUDENT)
+
+
+def write_vae_init(folder: Path) -> Path:
+    """Only the config: ``train vae`` initialises the weights from its seed."""
+    write_json(folder / "config.json", VAE)
+    return folder
+
+
+def write_sd_init(folder: Path, teacher: Path, vae: Path, seed: int) -> Path:
+    """An SD-1.x folder: the teacher's text tower and tokenizer, the trained VAE, a random UNet."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    clip = CLIPModel.from_pretrained(str(teacher))
+    clip.text_model.save_pretrained(str(folder / "text_encoder"), safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(teacher)).save_pretrained(str(folder / "tokenizer"))
+    AutoencoderKL.from_pretrained(str(vae)).save_pretrained(str(folder / "vae"), safe_serialization=True)
+    torch.manual_seed(seed)
+    UNet2DConditionModel.from_config(UNET).save_pretrained(str(folder / "unet"), safe_serialization=True)
+    write_json(folder / "scheduler" / "scheduler_config.json", SCHEDULER)
+    write_json(folder / "model_index.json", {
+        "_class_name": "StableDiffusionPipeline", "scheduler": ["diffusers", "PNDMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        "safety_checker": [None, None], "feature_extractor": [None, None],
+        "_altdiffusion": {"name": "SD-mini", "languages": ["en"]},
+    })  # fmt: skip
+    return folder
+
+
+def write_scratch_altclip_init(folder: Path, student: Path, teacher: Path, seed: int) -> Path:
+    """The from-scratch baseline: an AltCLIP of AltCLIP-mini's shape whose towers are both random."""
+    from transformers import CLIPVisionModel
+
+    from altdiffusion.training.distill import build_student
+    from altdiffusion.training.teacher import Teacher, export_altclip
+
+    ref = Teacher(teacher)
+    text, tokenizer = build_student(student, ref.width, seed=seed)
+    torch.manual_seed(seed + 1)
+    from transformers import CLIPVisionConfig
+
+    vision = CLIPVisionModel(CLIPVisionConfig(**{k: v for k, v in ref.vision_config.items() if k in CLIPVisionConfig().to_dict()}))
+    projection = torch.nn.Linear(ref.vision_config["hidden_size"], ref.projection_dim, bias=False)
+    text_projection = torch.nn.Linear(ref.width, ref.projection_dim, bias=False)
+    extra = {"vision_model." + k.removeprefix("vision_model."): v for k, v in vision.state_dict().items()}
+    extra.update({"visual_projection.weight": projection.weight.detach(), "text_projection.weight": text_projection.weight.detach(),
+                  "logit_scale": torch.tensor(2.6592)})  # fmt: skip
+    return export_altclip(text, tokenizer, ref, folder, extra_state=extra)

@@ -1,0 +1,199 @@
+"""`altdiffusion mini build`: the whole AltCLIP -> AltDiffusion recipe, in miniature, from a seed.
+
+    data        mini world shards (9-language captions) + parallel text          (world.py)
+    teacher     English CLIPModel, both towers trained contrastively             train clip-contrastive --train-vision
+    vae         AutoencoderKL reconstructing the world's images                   train vae
+    sd          SD-mini: a UNet trained on English captions, teacher text tower   train diffusion --stage quality
+    distill     AltCLIP-mini stage 1, teacher learning on parallel captions       train clip-distill
+    altclip     AltCLIP-mini stage 2, contrastive, image tower frozen             train clip-contrastive
+    align       AltDiffusion-mini stage 1: SD-mini's UNet, cross-attention K/V    train diffusion --stage align
+    quality     AltDiffusion-mini stage 2: whole UNet, caption dropout            train diffusion --stage quality
+    scratch     baseline: a multilingual CLIP trained from scratch until it matches AltCLIP-mini's
+                Chinese retrieval R@1 (the compute comparison in the report)
+
+Every stage is one of this project's training commands, run as a subprocess; a stage whose
+``model/`` exists is kept, so an interrupted build continues. ``build.json`` records each
+stage's wall and CPU seconds and the sha256 of what it made (for checking determinism).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from altdiffusion.errors import AltDiffusionError
+from altdiffusion.mini import architecture
+
+# Scale of the shipped build (about an hour on 2 CPU cores); `--smoke` divides steps for a quick check.
+RECIPE = {
+    "data": {"train": 20000, "parallel": 20000},
+    "teacher": {"steps": 1500, "batch": 128, "lr": 5e-4, "warmup": 100},
+    "vae": {"steps": 800, "batch": 32, "lr": 5e-4, "warmup": 50},
+    "sd": {"steps": 2500, "batch": 64, "lr": 5e-4, "warmup": 100},
+    "distill": {"steps": 2000, "batch": 256, "lr": 5e-4, "warmup": 100},
+    "altclip": {"steps": 400, "batch": 128, "lr": 1e-4, "warmup": 20},
+    "align": {"steps": 800, "batch": 64, "lr": 5e-4, "warmup": 50},
+    "quality": {"steps": 1500, "batch": 64, "lr": 2e-4, "warmup": 50},
+    "scratch": {"segment": 250, "max_segments": 12, "batch": 128, "lr": 5e-4},
+}
+
+
+@dataclass
+class Build:
+    out: Path
+    seed: int = 0
+    smoke: bool = False
+    log: dict = field(default_factory=dict)
+
+    def steps(self, stage: str) -> int:
+        n = RECIPE[stage]["steps"]
+        return max(4, n // 50) if self.smoke else n
+
+    # -- running one stage -----------------------------------------------------------------------
+
+    def train(self, stage: str, command: str, *args: str) -> Path:
+        r = RECIPE[stage]
+        output = self.out / stage
+        if (output / "model").is_dir():
+            print(f"[mini build] {stage}: kept {output / 'model'}", flush=True)
+            return output / "model"
+        argv = [
+            sys.executable, "-m", "altdiffusion.cli", "train", command, *args, "--output-dir", str(output),
+            "--steps", str(self.steps(stage)), "--batch-size", str(r["batch"] if not self.smoke else min(r["batch"], 16)),
+            "--lr", str(r["lr"]), "--warmup-steps", str(min(r["warmup"], self.steps(stage) // 2)), "--seed", str(self.seed),
+            "--save-every", "1000000", "--log-every", "50", "--no-tensorboard",
+        ]  # fmt: skip
+        self.run(stage, argv)
+        return output / "model"
+
+    def run(self, stage: str, argv: list[str]) -> None:
+        print(f"[mini build] {stage}: {' '.join(argv[3:])}", flush=True)
+        wall, cpu = time.time(), _children_cpu()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        done = subprocess.run(argv, env=env)
+        if done.returncode:
+            raise AltDiffusionError(f"mini build: stage {stage!r} failed (exit {done.returncode}); fix it and rerun to continue")
+        entry = self.log.setdefault("stages", {}).setdefault(stage, {"wall_s": 0.0, "cpu_s": 0.0})
+        entry["wall_s"] += round(time.time() - wall, 1)
+        entry["cpu_s"] += round(_children_cpu() - cpu, 1)
+        self.save_log()
+
+    def save_log(self) -> None:
+        (self.out / "build.json").write_text(json.dumps(self.log, indent=2) + "\n")
+
+    # -- the recipe ------------------------------------------------------------------------------
+
+    def data(self) -> tuple[Path, Path]:
+        from altdiffusion.mini import world
+
+        shards, parallel = self.out / "data" / "train", self.out / "data" / "parallel.jsonl"
+        if not parallel.is_file():
+            start = time.time()
+            n = RECIPE["data"]["train"] // (20 if self.smoke else 1)
+            world.write_shards(shards, n, self.seed, split="train")
+            world.write_parallel_text(parallel, RECIPE["data"]["parallel"] // (20 if self.smoke else 1), self.seed)
+            self.log.setdefault("stages", {})["data"] = {"wall_s": round(time.time() - start, 1), "samples": n}
+            self.save_log()
+        return shards, parallel
+
+    def captions(self, parallel: Path, languages=None) -> list[str]:
+        rows = [json.loads(line) for line in parallel.read_text(encoding="utf-8").splitlines()]
+        return [text for row in rows for lang, text in row.items() if languages is None or lang in languages]
+
+    def __call__(self) -> dict:
+        self.out.mkdir(parents=True, exist_ok=True)
+        if (self.out / "build.json").is_file():
+            self.log = json.loads((self.out / "build.json").read_text())
+        self.log.update(seed=self.seed, smoke=self.smoke, recipe=RECIPE)
+        start = time.time()
+        shards, parallel = self.data()
+        init = self.out / "init"
+        seed = self.seed
+
+        if not (init / "teacher").is_dir():
+            architecture.write_teacher_init(init / "teacher", self.captions(parallel, ["en"]), seed)
+        teacher = self.train("teacher", "clip-contrastive", "--model", str(init / "teacher"), "--shards", str(shards),
+                             "--train-vision", "--languages", "en")  # fmt: skip
+
+        if not (init / "vae").is_dir():
+            architecture.write_vae_init(init / "vae")
+        vae = self.train("vae", "vae", "--vae", str(init / "vae"), "--data", str(shards), "--resolution", "64")
+
+        if not (init / "sd").is_dir():
+            architecture.write_sd_init(init / "sd", teacher, vae, seed)
+        sd = self.train("sd", "diffusion", "--base", str(init / "sd"), "--stage", "quality", "--resolution", "64",
+                        "--caption-dropout", "0.1", "--languages", "en", "--data", str(shards), "--cache-latents")  # fmt: skip
+
+        if not (init / "student").is_dir():
+            architecture.write_student_init(init / "student", self.captions(parallel), seed)
+        distilled = self.train("distill", "clip-distill", "--teacher", str(teacher), "--student", str(init / "student"),
+                               "--data", str(parallel))  # fmt: skip
+        altclip = self.train("altclip", "clip-contrastive", "--model", str(distilled), "--shards", str(shards))
+
+        aligned = self.train("align", "diffusion", "--base", str(sd), "--text-encoder", str(altclip), "--conditioning", "m9",
+                             "--stage", "align", "--align-params", "kv", "--resolution", "64", "--data", str(shards),
+                             "--cache-latents")  # fmt: skip
+        final = self.train("quality", "finetune", "--model", str(aligned), "--resolution", "64", "--caption-dropout", "0.1",
+                           "--data", str(shards), "--cache-latents")  # fmt: skip
+        self.log["recipe_wall_s"] = round(sum(s["wall_s"] for s in self.log["stages"].values()), 1)
+
+        self.scratch_baseline(altclip, teacher, init, shards)
+        self.log["outputs"] = {"altclip": str(altclip), "altdiffusion": str(final)}
+        self.log["hashes"] = {name: folder_hash(Path(p)) for name, p in self.log["outputs"].items()}
+        self.log["total_wall_s"] = round(time.time() - start, 1)
+        self.save_log()
+        return self.log
+
+    def scratch_baseline(self, altclip: Path, teacher: Path, init: Path, shards: Path) -> None:
+        """Train a multilingual CLIP (AltCLIP-mini's shape, both towers random) in segments until its
+        Chinese text->image R@1 reaches AltCLIP-mini's; record the CPU seconds that took."""
+        from altdiffusion.mini.evaluate import retrieval_r1
+
+        if "scratch" in self.log and self.log["scratch"].get("done"):
+            return
+        target = retrieval_r1(altclip, "zh", seed=self.seed)
+        record = {"target_zh_r1": target, "curve": []}
+        if not (init / "scratch").is_dir():
+            architecture.write_scratch_altclip_init(init / "scratch", init / "student", teacher, self.seed)
+        r = RECIPE["scratch"]
+        output = self.out / "scratch"
+        segments = 2 if self.smoke else r["max_segments"]
+        for k in range(1, segments + 1):
+            steps = (max(4, r["segment"] // 50) if self.smoke else r["segment"]) * k
+            argv = [
+                sys.executable, "-m", "altdiffusion.cli", "train", "clip-contrastive", "--model", str(init / "scratch"),
+                "--shards", str(shards), "--train-vision", "--output-dir", str(output), "--steps", str(steps),
+                "--batch-size", str(r["batch"] if not self.smoke else 16), "--lr", str(r["lr"]), "--lr-schedule", "constant",
+                "--seed", str(self.seed), "--save-every", str(steps), "--keep-checkpoints", "1", "--log-every", "50",
+                "--no-tensorboard",
+            ] + (["--resume"] if k > 1 else [])  # fmt: skip
+            self.run("scratch", argv)
+            r1 = retrieval_r1(output / "model", "zh", seed=self.seed)
+            record["curve"].append({"steps": steps, "cpu_s": self.log["stages"]["scratch"]["cpu_s"], "zh_r1": r1})
+            self.log["scratch"] = record
+            self.save_log()
+            if r1 >= target:
+                record["reached"] = True
+                break
+        record["done"] = True
+        self.save_log()
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def folder_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.safetensors")):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()

@@ -1,0 +1,48 @@
+"""Putting a built AltCLIP-mini and AltDiffusion-mini into the package as the bundled model.
+
+The folders keep the published layouts (AltCLIP: transformers ``AltCLIPModel``; AltDiffusion:
+diffusers 0.8 ``model_index.json`` with ``RobertaSeriesModelWithTransformation``); weights are
+stored in float16, as the published fp16 variants are, which halves the wheel. The loaders
+cast them back to the dtype a run asks for.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from altdiffusion.hub import bundled_model_dir
+
+
+def to_half(folder: Path) -> None:
+    for path in sorted(folder.rglob("*.safetensors")):
+        state = load_file(str(path))
+        state = {k: v.half() if v.dtype == torch.float32 else v for k, v in state.items()}
+        save_file(state, str(path), metadata={"format": "pt"})
+
+
+def install(altclip: Path, altdiffusion: Path, build_log: Path, dest: Path | None = None) -> Path:
+    """Copy both models and the build log into the package (atomically: a temp folder, then a rename)."""
+    dest = dest or bundled_model_dir("diffusion").parent
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    skip = shutil.ignore_patterns("data_report.json", "validation")
+    shutil.copytree(altclip, tmp / "AltCLIP-mini", ignore=skip)
+    shutil.copytree(altdiffusion, tmp / "AltDiffusion-mini", ignore=skip)
+    to_half(tmp)
+    shutil.copy2(build_log, tmp / "build.json")
+    old = dest.with_name(dest.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20

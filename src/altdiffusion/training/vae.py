@@ -1,0 +1,105 @@
+"""The autoencoder of a latent diffusion model (AutoencoderKL), trained to reconstruct images.
+
+    q(z|x) = N(mu(x), sigma(x)^2)      z ~ q(z|x)      x_hat = D(z)
+    loss   = mean |x - x_hat|  +  kl_weight * KL(q(z|x) || N(0, I)) / (pixels per image)
+
+Stable Diffusion's VAE adds LPIPS and a patch discriminator; both need pretrained image
+networks (torchvision), and flat synthetic images reconstruct well without them. At export
+``scaling_factor`` becomes 1/std(mu) over training images, the rule behind SD's 0.18215, so
+the diffusion model sees unit-variance latents.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from altdiffusion.errors import CheckpointError, InvalidInputError
+from altdiffusion.training.data import SkipCounter, crop_pixels, data_source, image_text_samples
+
+
+def load_or_init_vae(folder: Path, seed: int):
+    """A VAE folder with weights, or one with only ``config.json`` (initialised from ``seed``)."""
+    from diffusers import AutoencoderKL
+
+    from altdiffusion.models.loading import read_json
+
+    config = read_json(folder / "config.json")
+    try:
+        if any(folder.glob("diffusion_pytorch_model.*")):
+            return AutoencoderKL.from_pretrained(str(folder))
+        torch.manual_seed(seed)
+        return AutoencoderKL.from_config(config)
+    except Exception as err:
+        raise CheckpointError(f"VAE {folder}: cannot build it ({type(err).__name__}: {err})") from None
+
+
+class VAETask:
+    name = "vae"
+
+    def __init__(self, vae_folder: str | Path, data, *, resolution: int, kl_weight: float = 1e-6, seed: int = 0):
+        if resolution % 8:
+            raise InvalidInputError(f"--resolution must be a multiple of 8, got {resolution}")
+        self.model = load_or_init_vae(Path(vae_folder), seed)
+        self.source = data_source(data)
+        self.resolution, self.kl_weight, self.seed = resolution, kl_weight, seed
+        self.skipped = SkipCounter()
+
+    def batches(self, start_step, micro, rank, world, grad_accum):
+        stream = image_text_samples(self.source, rank=rank, world=world, seed=self.seed, skipped=self.skipped)
+        for _ in range(start_step * grad_accum * micro):  # exact data position on resume
+            next(stream)
+        index = start_step * grad_accum
+        while True:
+            images = [next(stream)[0] for _ in range(micro)]
+            yield torch.stack([crop_pixels(im, self.resolution) for im in images]), (self.seed * 1_000_003 + index) * 64 + rank
+            index += 1
+
+    def loss(self, model, batch):
+        pixels, noise_seed = batch
+        pixels = pixels.to(next(model.parameters()).device)
+        posterior = model.encode(pixels).latent_dist
+        g = torch.Generator().manual_seed(noise_seed)
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=g).to(pixels.device)
+        recon = model.decode(z).sample
+        l1 = (recon.float() - pixels.float()).abs().mean()
+        kl = posterior.kl().mean() / pixels[0].numel()
+        return l1 + self.kl_weight * kl, {"l1": float(l1.detach()), "kl": float(kl.detach())}
+
+    @torch.no_grad()
+    def latent_std(self, model, n: int = 512) -> float:
+        stream = image_text_samples(self.source, rank=0, world=1, seed=self.seed + 1)
+        pixels = torch.stack([crop_pixels(next(stream)[0], self.resolution) for _ in range(n)])
+        device = next(model.parameters()).device
+        means = torch.cat([model.encode(chunk.to(device)).latent_dist.mean.float().cpu() for chunk in pixels.split(64)])
+        return float(means.std())
+
+    def export(self, model, folder: Path) -> None:
+        was_training = model.training
+        model.eval()
+        std = self.latent_std(model)
+        model.train(was_training)
+        model.register_to_config(scaling_factor=round(1.0 / std, 5))
+        model.save_pretrained(str(folder), safe_serialization=True)
+        (folder / "data_report.json").write_text(json.dumps({"skipped": self.skipped.counts, "latent_std": std}, indent=2) + "\n")
+
+
+def run(args) -> Path:
+    from altdiffusion.training.loop import train
+    from altdiffusion.training.params import settings_from_args
+
+    settings = settings_from_args(args)
+    task = VAETask(args.vae, args.data, resolution=args.resolution, kl_weight=args.kl_weight, seed=settings.seed)
+    return train(task, settings)
+
+
+def add_arguments(p) -> None:
+    from altdiffusion.training.params import add_common_arguments
+
+    p.add_argument("--vae", required=True, help="an AutoencoderKL folder: config.json, with weights to continue training or without to start from scratch")
+    p.add_argument("--data", required=True, nargs="+", help="a folder of images with .txt captions, or webdataset shards")
+    p.add_argument("--resolution", type=int, default=256)
+    p.add_argument("--kl-weight", type=float, default=1e-6, help="weight of the KL term (per pixel)")
+    add_common_arguments(p, lr=1e-4, batch_size=32, steps=5000)

@@ -183,7 +183,7 @@ def cmd_mini_build(args) -> int:
     from altdiffusion.mini.build import Build
     from altdiffusion.mini.package import install, size_mb
 
-    log = Build(Path(args.out), seed=args.seed, smoke=args.smoke)()
+    log = Build(Path(args.out), seed=args.seed, smoke=args.smoke, steps_scale=args.steps_scale, baseline=not args.no_baseline)()
     print(f"built in {log['total_wall_s']:.0f} s: {log['outputs']}")
     if args.install:
         dest = install(Path(log["outputs"]["altclip"]), Path(log["outputs"]["altdiffusion"]), Path(args.out) / "build.json")
@@ -194,7 +194,7 @@ def cmd_mini_build(args) -> int:
 def cmd_mini_report(args) -> int:
     from altdiffusion.mini.report import build_report, markdown, write_report
 
-    report, samples = build_report(args.clip, args.model, scenes=args.scenes, seeds=args.seeds,
+    report, samples = build_report(args.clip, args.model, scenes=args.scenes, seeds=args.seeds, guidance=args.guidance,
                                    build_log=Path(args.build_log) if args.build_log else None)  # fmt: skip
     write_report(Path(args.out), report, samples)
     print(markdown(report))
@@ -322,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="build/mini", help="working folder (data, every stage's model, build.json)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="a few steps per stage, to check the recipe runs")
+    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (e.g. 0.5 for a quicker, weaker build)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the from-scratch multilingual CLIP (the report's compute comparison)")
     p.add_argument("--install", action="store_true", help="make the result the bundled model (`--model mini`)")
     p.set_defaults(func=cmd_mini_build)
     p = mini.add_parser("report", help="per-language accuracy of AltCLIP-mini and AltDiffusion-mini (JSON, Markdown, PNG)")
@@ -330,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/mini")
     p.add_argument("--scenes", type=_positive_int, default=32, help="one-thing scenes per split and language")
     p.add_argument("--seeds", type=_positive_int, default=2, help="seeds per scene")
+    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale for the generation tests")
     p.add_argument("--build-log", default=None, help="build.json for the compute comparison (default: the bundled one)")
     p.set_defaults(func=cmd_mini_report)
     p = mini.add_parser("data", help="write mini-world webdataset shards (9-language captions and labels)")

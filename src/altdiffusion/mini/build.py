@@ -34,14 +34,14 @@ from altdiffusion.mini import architecture
 # Scale of the shipped build (about an hour on 2 CPU cores); `--smoke` divides steps for a quick check.
 RECIPE = {
     "data": {"train": 20000, "parallel": 20000},
-    "teacher": {"steps": 1500, "batch": 128, "lr": 5e-4, "warmup": 100},
-    "vae": {"steps": 800, "batch": 32, "lr": 5e-4, "warmup": 50},
-    "sd": {"steps": 2500, "batch": 64, "lr": 5e-4, "warmup": 100},
+    "teacher": {"steps": 1000, "batch": 128, "lr": 5e-4, "warmup": 100},
+    "vae": {"steps": 500, "batch": 32, "lr": 1e-3, "warmup": 50},
+    "sd": {"steps": 2000, "batch": 64, "lr": 5e-4, "warmup": 100},
     "distill": {"steps": 2000, "batch": 256, "lr": 5e-4, "warmup": 100},
-    "altclip": {"steps": 400, "batch": 128, "lr": 1e-4, "warmup": 20},
-    "align": {"steps": 800, "batch": 64, "lr": 5e-4, "warmup": 50},
-    "quality": {"steps": 1500, "batch": 64, "lr": 2e-4, "warmup": 50},
-    "scratch": {"segment": 250, "max_segments": 12, "batch": 128, "lr": 5e-4},
+    "altclip": {"steps": 300, "batch": 128, "lr": 1e-4, "warmup": 20},
+    "align": {"steps": 600, "batch": 64, "lr": 5e-4, "warmup": 50},
+    "quality": {"steps": 1200, "batch": 64, "lr": 2e-4, "warmup": 50},
+    "scratch": {"segment": 250, "max_segments": 8, "batch": 128, "lr": 5e-4},
 }
 
 
@@ -50,11 +50,13 @@ class Build:
     out: Path
     seed: int = 0
     smoke: bool = False
+    steps_scale: float = 1.0
+    baseline: bool = True
     log: dict = field(default_factory=dict)
 
     def steps(self, stage: str) -> int:
         n = RECIPE[stage]["steps"]
-        return max(4, n // 50) if self.smoke else n
+        return max(4, n // 50) if self.smoke else max(1, round(n * self.steps_scale))
 
     # -- running one stage -----------------------------------------------------------------------
 
@@ -69,7 +71,7 @@ class Build:
             "--steps", str(self.steps(stage)), "--batch-size", str(r["batch"] if not self.smoke else min(r["batch"], 16)),
             "--lr", str(r["lr"]), "--warmup-steps", str(min(r["warmup"], self.steps(stage) // 2)), "--seed", str(self.seed),
             "--save-every", "1000000", "--log-every", "50", "--no-tensorboard",
-        ]  # fmt: skip
+        ] + ([] if sys.stdout.isatty() else ["--no-progress"])  # fmt: skip
         self.run(stage, argv)
         return output / "model"
 
@@ -111,7 +113,7 @@ class Build:
         self.out.mkdir(parents=True, exist_ok=True)
         if (self.out / "build.json").is_file():
             self.log = json.loads((self.out / "build.json").read_text())
-        self.log.update(seed=self.seed, smoke=self.smoke, recipe=RECIPE)
+        self.log.update(seed=self.seed, smoke=self.smoke, steps_scale=self.steps_scale, recipe=RECIPE)
         start = time.time()
         shards, parallel = self.data()
         init = self.out / "init"
@@ -129,7 +131,8 @@ class Build:
         if not (init / "sd").is_dir():
             architecture.write_sd_init(init / "sd", teacher, vae, seed)
         sd = self.train("sd", "diffusion", "--base", str(init / "sd"), "--stage", "quality", "--resolution", "64",
-                        "--caption-dropout", "0.1", "--languages", "en", "--data", str(shards), "--cache-latents")  # fmt: skip
+                        "--caption-dropout", "0.1", "--min-snr-gamma", "5", "--languages", "en", "--data", str(shards),
+                        "--cache-latents")  # fmt: skip
 
         if not (init / "student").is_dir():
             architecture.write_student_init(init / "student", self.captions(parallel), seed)
@@ -141,10 +144,11 @@ class Build:
                              "--stage", "align", "--align-params", "kv", "--resolution", "64", "--data", str(shards),
                              "--cache-latents")  # fmt: skip
         final = self.train("quality", "finetune", "--model", str(aligned), "--resolution", "64", "--caption-dropout", "0.1",
-                           "--data", str(shards), "--cache-latents")  # fmt: skip
+                           "--min-snr-gamma", "5", "--data", str(shards), "--cache-latents")  # fmt: skip
         self.log["recipe_wall_s"] = round(sum(s["wall_s"] for s in self.log["stages"].values()), 1)
 
-        self.scratch_baseline(altclip, teacher, init, shards)
+        if self.baseline:
+            self.scratch_baseline(altclip, teacher, init, shards)
         self.log["outputs"] = {"altclip": str(altclip), "altdiffusion": str(final)}
         self.log["hashes"] = {name: folder_hash(Path(p)) for name, p in self.log["outputs"].items()}
         self.log["total_wall_s"] = round(time.time() - start, 1)

@@ -25,7 +25,7 @@ EVAL_SEED = 10_000  # offset from the build seed: evaluation scenes and jitter
 def _clip(model):
     from altdiffusion.clip import CLIP, load_clip
 
-    return model if isinstance(model, CLIP) else load_clip(model, device="cpu", dtype="fp32")
+    return model if isinstance(model, CLIP) else load_clip(model, dtype="fp32")
 
 
 def eval_images(scenes, seed: int):
@@ -40,7 +40,7 @@ def retrieval_r1(model, lang: str, *, seed: int = 0, n: int = 200) -> float:
     scenes = world.scenes_for_eval("seen", n * 3 // 4, EVAL_SEED + seed, 1) + world.scenes_for_eval("seen", n // 4, EVAL_SEED + seed, 2)
     images = clip.embed_image(eval_images(scenes, seed))
     texts = clip.embed_text([world.caption(s, lang, 0) for s in scenes])
-    best = (texts @ images.t()).argmax(dim=1)
+    best = (texts @ images.t()).argmax(dim=1).cpu()
     return float((best == torch.arange(len(scenes))).float().mean())
 
 
@@ -88,4 +88,4 @@ def agreement(a, b) -> float:
 def load_mini_pipeline(folder: str | Path = "mini"):
     from altdiffusion.pipelines.alt_diffusion import load_pipeline
 
-    return load_pipeline(folder, device="cpu", dtype="fp32", safety_checker=False)
+    return load_pipeline(folder, dtype="fp32", safety_checker=False)

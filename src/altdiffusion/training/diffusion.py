@@ -196,6 +196,9 @@ class DiffusionTask:
         pixels, captions, noise_seed = batch
         device = next(model.parameters()).device
         pipe = self.pipe
+        for frozen in (pipe.vae, pipe.text_encoder):  # accelerate places only the trained UNet
+            if next(frozen.parameters()).device != device:
+                frozen.to(device)
         with torch.no_grad():
             latents = self._latents(pixels.to(device, pipe.vae.dtype))
             chunks = [pipe.prompt_chunks(c)[:1] for c in captions]  # training captions: one 77-token chunk

@@ -85,9 +85,11 @@ class DistillTask:
 
     def loss(self, model, batch):
         student_texts = [s for s, _ in batch]
+        device = next(model.parameters()).device
+        if next(self.teacher.model.parameters()).device != device:  # accelerate places only the student
+            self.teacher.model.to(device)
         target = self.teacher.targets([t for _, t in batch])
         tok = self.tokenizer(student_texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        device = target.device
         pred = model(tok.input_ids.to(device), tok.attention_mask.to(device)).float()
         if self.loss_kind == "mse":
             loss = F.mse_loss(pred, target)

@@ -203,7 +203,8 @@ def test_templates_are_parallel_across_languages():
         texts = world.captions(scene, rng)
         assert list(texts) == list(LANGUAGES)
         assert len(set(texts.values())) == len(LANGUAGES)
-        template = next(t for t in range(n_templates("en", len(scene.things))) if caption(scene, "en", t) == texts["en"])
+        candidates = list(range(n_templates("en", len(scene.things)))) + ([world.SHORT] if len(scene.things) == 1 else [])
+        template = next(t for t in candidates if caption(scene, "en", t) == texts["en"])
         assert texts == {lang: caption(scene, lang, template) for lang in LANGUAGES}
 
 
@@ -214,6 +215,16 @@ def test_templates_of_one_language_differ():
         for s in (scene, pair):
             texts = [caption(s, lang, t) for t in range(n_templates(lang, len(s.things)))]
             assert len(set(texts)) == len(texts)
+
+
+def test_short_captions_are_the_zero_shot_phrases_and_some_captions_are_short():
+    rng = random.Random(6)
+    scenes = [sample_scene(rng, n_things=1) for _ in range(400)]
+    templates = [world.draw_template(s, rng) for s in scenes]
+    assert 0.1 < templates.count(world.SHORT) / len(templates) < 0.3
+    s = scenes[0]
+    for lang in LANGUAGES:
+        assert caption(s, lang, world.SHORT) == world.phrase(s.things[0].colour, s.things[0].shape, lang)
 
 
 def test_scripts_and_measure_words():

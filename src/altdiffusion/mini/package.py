@@ -8,6 +8,7 @@ cast them back to the dtype a run asks for.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from altdiffusion.hub import bundled_model_dir
+from altdiffusion.mini.world import LANGUAGES
 
 
 def to_half(folder: Path) -> None:
@@ -34,6 +36,10 @@ def install(altclip: Path, altdiffusion: Path, build_log: Path, dest: Path | Non
     shutil.copytree(altclip, tmp / "AltCLIP-mini", ignore=skip)
     shutil.copytree(altdiffusion, tmp / "AltDiffusion-mini", ignore=skip)
     to_half(tmp)
+    index_path = tmp / "AltDiffusion-mini" / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["_altdiffusion"].update(name="AltDiffusion-mini", languages=list(LANGUAGES))
+    index_path.write_text(json.dumps(index, indent=2) + "\n")
     shutil.copy2(build_log, tmp / "build.json")
     old = dest.with_name(dest.name + ".old")
     shutil.rmtree(old, ignore_errors=True)

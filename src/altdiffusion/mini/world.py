@@ -735,13 +735,26 @@ def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+SHORT = -1  # the template number of a one-thing scene's short caption, "a red circle"
+SHORT_PROBABILITY = 0.2
+
+
 def caption(scene: Scene, lang: str, template: int) -> str:
-    """Caption ``template`` of ``scene`` in ``lang``; it names every attribute of the scene."""
+    """Caption ``template`` of ``scene`` in ``lang``; it names every attribute of the scene,
+    except ``SHORT``, which names only the colour and shape of a one-thing scene."""
+    if template == SHORT:
+        if len(scene.things) != 1:
+            raise ValueError("the short caption is for one-thing scenes")
+        return phrase(scene.things[0].colour, scene.things[0].shape, lang)
     pattern = TEMPLATES[lang][len(scene.things) - 1][template]
     return _capitalise(pattern.format(**_SLOTS[lang](scene)))
 
 
 def draw_template(scene: Scene, rng: random.Random) -> int:
+    """A template number; one-thing scenes get the short caption now and then, as real captions
+    vary in detail, so that short prompts (zero-shot classification's "a red circle") are familiar."""
+    if len(scene.things) == 1 and rng.random() < SHORT_PROBABILITY:
+        return SHORT
     return rng.randrange(n_templates("en", len(scene.things)))
 
 

@@ -1,0 +1,106 @@
+"""The bundled AltCLIP-mini and AltDiffusion-mini: present, offline, in the published layouts,
+and as good as the shipped report says (loose bounds, a few seconds of compute)."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from altdiffusion.hub import bundled_model_dir
+from altdiffusion.mini import world
+from altdiffusion.mini.checker import passes
+
+WEIGHTS = bundled_model_dir("diffusion").parent
+REPORT = Path(__file__).resolve().parents[2] / "docs" / "mini" / "report.json"
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def measured() -> dict:
+    return json.loads(REPORT.read_text())["languages"]
+
+
+def test_bundled_weights_are_small_safetensors_in_published_layouts():
+    files = [p for p in WEIGHTS.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 25 * 2**20
+    assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
+    index = json.loads((WEIGHTS / "AltDiffusion-mini/model_index.json").read_text())
+    assert index["text_encoder"] == ["alt_diffusion", "RobertaSeriesModelWithTransformation"]
+    assert index["unet"] == ["diffusers", "UNet2DConditionModel"] and index["vae"] == ["diffusers", "AutoencoderKL"]
+    assert json.loads((WEIGHTS / "AltCLIP-mini/config.json").read_text())["model_type"] == "altclip"
+    for name in ("AltCLIP-mini/model.safetensors", "AltDiffusion-mini/text_encoder/model.safetensors",
+                 "AltDiffusion-mini/unet/diffusion_pytorch_model.safetensors"):  # fmt: skip
+        assert (WEIGHTS / name).is_file(), name
+    assert json.loads((WEIGHTS / "build.json").read_text())["hashes"]
+
+
+def test_mini_opens_offline_through_the_public_loaders():
+    from altdiffusion.clip import load_clip
+    from altdiffusion.pipelines.alt_diffusion import load_pipeline
+
+    pipe = load_pipeline("mini", device="cpu", dtype="fp32")
+    clip = load_clip("mini", device="cpu", dtype="fp32")
+    assert pipe.text_encoder.head == "m9" and pipe.dtype == torch.float32
+    assert set(world.LANGUAGES) <= set(pipe.languages)
+    # The two models share one text tower: AltDiffusion-mini's encoder is AltCLIP-mini's.
+    a = pipe.text_encoder.roberta.state_dict()
+    b = clip.model.text_model.roberta.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_zero_shot_colour_and_shape_in_chinese_and_english(measured):
+    from altdiffusion.clip import load_clip
+    from altdiffusion.mini.evaluate import zero_shot
+
+    clip = load_clip("mini", device="cpu", dtype="fp32")
+    for lang in ("zh", "en", "ar"):
+        got = zero_shot(clip, lang, n=60, seed=7)
+        for attribute in ("colour", "shape"):
+            assert got[attribute] >= measured[lang][f"zero_shot_{attribute}"] - 0.1, (lang, attribute, got)
+
+
+def test_a_chinese_and_an_english_prompt_for_the_same_scene_pass_the_checker(measured):
+    """Three seen scenes x 4 seeds in zh and en: pass rates near the report's (loose bound)."""
+    from altdiffusion.mini.evaluate import accuracy, generate_verdicts, load_mini_pipeline
+
+    pipe = load_mini_pipeline("mini")
+    scenes = world.scenes_for_eval("seen", 3, 777, 1)
+    for lang in ("zh", "en"):
+        verdicts, _ = generate_verdicts(pipe, scenes, lang, seeds=4)
+        assert accuracy(verdicts) >= measured[lang]["generation_seen"] - 0.35, (lang, verdicts)
+
+
+def test_cli_generates_a_checkable_image_from_a_chinese_prompt(tmp_path):
+    scene = world.scenes_for_eval("seen", 1, 778, 1)[0]
+    prompt = world.caption(scene, "zh", 0)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "altdiffusion.cli", "generate", prompt, "--model", "mini", "--steps", "20",
+                           "--seed", "1", "--batch", "4", "--out", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    from PIL import Image
+
+    images = [Image.open(p) for p in sorted(tmp_path.glob("*.png"))]
+    assert len(images) == 4 and all(im.size == (64, 64) for im in images)
+    assert prompt in images[0].info["parameters"] and "Model: AltDiffusion-mini" in images[0].info["parameters"]
+    assert sum(passes(im.convert("RGB"), scene) for im in images) >= 1
+
+
+def test_checker_accepts_renders_of_the_evaluation_scenes():
+    """The report's pass rates are meaningful only if the checker passes the truth."""
+    scenes = world.scenes_for_eval("seen", 40, 10_002, 1) + world.scenes_for_eval("heldout", 40, 10_003, 1)
+    ok = [passes(world.render(s, random.Random(i)), s) for i, s in enumerate(scenes)]
+    assert sum(ok) >= 0.99 * len(ok)

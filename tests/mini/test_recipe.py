@@ -1,0 +1,137 @@
+"""The mini recipe end to end at smoke scale: every stage is a real training command."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+
+def env() -> dict:
+    """Offline, one thread per process (tiny models; two test workers share two cores)."""
+    return dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
+
+STAGES = {"data", "teacher", "vae", "sd", "distill", "altclip", "align", "quality", "scratch"}
+
+
+def cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "altdiffusion.cli", *args], env=env(), timeout=timeout,
+                          capture_output=True, text=True)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("mini") / "build"
+    done = cli("mini", "build", "--out", str(out), "--smoke")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_every_stage_ran_and_was_timed(smoke):
+    log = json.loads((smoke / "build.json").read_text())
+    assert set(log["stages"]) == STAGES
+    for name, stage in log["stages"].items():
+        if name != "data":
+            assert stage["cpu_s"] > 0 and stage["wall_s"] > 0, name
+    curve = log["scratch"]["curve"]
+    assert curve and all(0 <= point["zh_r1"] <= 1 for point in curve)
+    assert [p["steps"] for p in curve] == sorted(p["steps"] for p in curve)
+    assert set(log["hashes"]) == {"altclip", "altdiffusion"}
+
+
+def test_rerun_keeps_finished_stages(smoke):
+    before = json.loads((smoke / "build.json").read_text())
+    done = cli("mini", "build", "--out", str(smoke), "--smoke")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("kept") == 7  # every training stage; the baseline is marked done
+    assert json.loads((smoke / "build.json").read_text())["hashes"] == before["hashes"]
+
+
+def test_stage_folders_have_the_published_layouts(smoke):
+    assert json.loads((smoke / "teacher/model/config.json").read_text())["model_type"] == "clip"
+    sd = json.loads((smoke / "sd/model/model_index.json").read_text())
+    assert sd["text_encoder"] == ["transformers", "CLIPTextModel"]
+    assert json.loads((smoke / "sd/model/text_encoder/config.json").read_text())["model_type"] == "clip_text_model"
+    alt = json.loads((smoke / "quality/model/model_index.json").read_text())
+    assert alt["text_encoder"] == ["alt_diffusion", "RobertaSeriesModelWithTransformation"]
+    text = json.loads((smoke / "quality/model/text_encoder/config.json").read_text())
+    assert text["architectures"] == ["RobertaSeriesModelWithTransformation"] and text["model_type"] == "xlm-roberta"
+    assert json.loads((smoke / "altclip/model/config.json").read_text())["model_type"] == "altclip"
+
+
+def test_each_stage_changed_what_the_recipe_says(smoke):
+    """Distillation keeps the teacher's image tower; contrastive learning keeps it frozen; the
+    AltDiffusion text encoder is AltCLIP's text tower; align touches only cross-attention K/V."""
+    teacher = load_file(str(smoke / "teacher/model/model.safetensors"))
+    altclip = load_file(str(smoke / "altclip/model/model.safetensors"))
+    for key, value in teacher.items():
+        if key.startswith("vision_model."):
+            assert torch.equal(altclip[key], value), key
+    text = load_file(str(smoke / "quality/model/text_encoder/model.safetensors"))
+    for key, value in text.items():
+        assert torch.equal(altclip["text_model." + key], value), key
+    sd = load_file(str(smoke / "sd/model/unet/diffusion_pytorch_model.safetensors"))
+    aligned = load_file(str(smoke / "align/model/unet/diffusion_pytorch_model.safetensors"))
+    changed = {k for k in sd if not torch.equal(sd[k], aligned[k])}
+    assert changed and all(".attn2.to_k." in k or ".attn2.to_v." in k for k in changed)
+
+
+def test_vae_scaling_factor_gives_unit_variance_latents(smoke):
+    config = json.loads((smoke / "vae/model/config.json").read_text())
+    report = json.loads((smoke / "vae/model/data_report.json").read_text())
+    assert config["scaling_factor"] == pytest.approx(1 / report["latent_std"], rel=1e-3)
+    assert config["scaling_factor"] != 1.0
+
+
+def test_sd_mini_runs_through_our_pipeline(smoke, tmp_path):
+    """A Stable Diffusion 1.x folder (CLIP text tower) generates and round-trips through save_pretrained."""
+    from altdiffusion.pipelines.alt_diffusion import load_pipeline
+
+    pipe = load_pipeline(smoke / "sd/model", device="cpu", dtype="fp32", safety_checker=False)
+    assert pipe.text_encoder.head == "sd"
+    first = pipe("a large red circle", num_inference_steps=3, height=64, width=64, seed=3, progress=False, output_type="np")
+    pipe.save_pretrained(tmp_path / "copy")
+    again = load_pipeline(tmp_path / "copy", device="cpu", dtype="fp32", safety_checker=False)
+    second = again("a large red circle", num_inference_steps=3, height=64, width=64, seed=3, progress=False, output_type="np")
+    assert first.images.shape == (1, 64, 64, 3)
+    assert abs(first.images - second.images).max() == 0
+
+
+def test_training_is_deterministic(smoke, tmp_path):
+    """The same stage twice from the same seed gives bit-identical weights."""
+    args = ["train", "clip-contrastive", "--model", str(smoke / "init/teacher"), "--shards", str(smoke / "data/train"),
+            "--train-vision", "--languages", "en", "--steps", "3", "--batch-size", "8", "--seed", "5", "--no-progress",
+            "--no-tensorboard"]  # fmt: skip
+    for run in ("a", "b"):
+        done = cli(*args, "--output-dir", str(tmp_path / run))
+        assert done.returncode == 0, done.stderr[-2000:]
+    a = load_file(str(tmp_path / "a/model/model.safetensors"))
+    b = load_file(str(tmp_path / "b/model/model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    init = load_file(str(smoke / "init/teacher/model.safetensors"))
+    assert any(not torch.equal(a[k], init[k]) for k in a)  # and it did train
+
+
+def test_report_writes_json_markdown_and_grid(smoke, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "report"
+    done = cli("mini", "report", "--clip", str(smoke / "altclip/model"), "--model", str(smoke / "quality/model"),
+               "--build-log", str(smoke / "build.json"), "--scenes", "2", "--seeds", "1", "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["languages"]) == ["en", "zh", "es", "fr", "ru", "ja", "ko", "ar", "it"]
+    for row in report["languages"].values():
+        assert set(row) == {"zero_shot_colour", "zero_shot_shape", "retrieval_r1", "generation_seen", "generation_held_out",
+                            "generation_two_things", "consistency_with_en"}  # fmt: skip
+        assert all(0 <= v <= 1 for v in row.values())
+    assert report["languages"]["en"]["consistency_with_en"] == 1.0
+    assert report["compute"]["altclip_cpu_s"] > 0 and "target_zh_r1" in report["compute"]
+    table = (out / "report.md").read_text()
+    assert table.count("\n| ") == 10 and table == done.stdout.split("\nwrote ")[0].rstrip("\n") + "\n"
+    grid = Image.open(out / "samples.png")
+    assert grid.size == (28 + 2 * 64, 9 * 64)

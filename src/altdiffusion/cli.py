@@ -1,6 +1,6 @@
 """The ``altdiffusion`` command.
 
-    altdiffusion generate "一只戴着帽子的猫" --model mini --steps 20 --seed 42 --out outputs/
+    altdiffusion generate "一个红色的大圆形，位于画面中央，白色背景。" --model mini --steps 20 --seed 42 --out outputs/
     altdiffusion info BAAI/AltDiffusion-m9
     altdiffusion clip classify --model BAAI/AltCLIP --image cat.jpg --labels "猫,狗,汽车"
     altdiffusion dev tiny /tmp/tiny --layout altdiffusion-m18

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from altdiffusion import load_pipeline
 from altdiffusion.testing.tiny import write_tiny_altclip, write_tiny_altdiffusion
+from altdiffusion.training.data import crop_pixels
 from altdiffusion.training.diffusion import DiffusionTask, assemble, trainable_names
 from altdiffusion.training.loop import train
 from altdiffusion.training.params import TrainSettings
@@ -67,7 +68,7 @@ def test_training_lowers_the_loss_and_moves_samples_toward_the_data(world, tmp_p
     channel of generated samples versus that of the training images' latents."""
     pipe = assemble(world["base"])
     task = DiffusionTask(pipe, world["data"], stage="quality", resolution=PX, caption_dropout=0.1)
-    images = torch.stack([task._pixels(__import__("PIL.Image", fromlist=["Image"]).open(p).convert("RGB"))
+    images = torch.stack([crop_pixels(__import__("PIL.Image", fromlist=["Image"]).open(p).convert("RGB"), PX)
                           for p in sorted(world["data"].glob("*.png"))])  # fmt: skip
     with torch.no_grad():
         target = (pipe.vae.encode(images).latent_dist.mode() * pipe.vae.config.scaling_factor).mean(dim=(0, 2, 3))

@@ -1,7 +1,7 @@
 """Every mini model's size, in one place, and the writers of their starting checkpoints.
 
     teacher        CLIPModel: ViT 64 px / patch 8, 4 x 128; text 4 x 128, word-level English vocab; 64-d projection
-    SD-mini        AutoencoderKL 64 px -> 16x16x4 (f=4); UNet2DConditionModel 64-64-128, 4 heads, attends to 128-d text at 8x8 and 4x4
+    SD-mini        AutoencoderKL 16-32-64, 64 px -> 16x16x4 (f=4); UNet2DConditionModel 64-64-128, 4 heads, attends to 128-d text at 8x8 and 4x4
     AltCLIP-mini   XLM-R 4 x 128 with a sentencepiece vocabulary trained on the nine languages' captions;
                    transformation 128 -> 128 (the teacher's text width), the teacher's ViT and projections
     AltDiffusion   SD-mini's UNet and VAE, AltCLIP-mini's text tower on the m9 path: transformation(last layer)
@@ -20,9 +20,9 @@ import torch
 TEACHER = {"width": 128, "layers": 4, "projection_dim": 64, "image_size": 64}
 STUDENT = {"width": 128, "layers": 4, "vocab_size": 1200, "max_piece_length": 6}
 VAE = {
-    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [32, 64, 64],
+    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [16, 32, 64],
     "down_block_types": ["DownEncoderBlock2D"] * 3, "up_block_types": ["UpDecoderBlock2D"] * 3,
-    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 1, "norm_num_groups": 32,
+    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 1, "norm_num_groups": 16,
     "sample_size": 64, "scaling_factor": 1.0,
 }  # fmt: skip
 UNET = {

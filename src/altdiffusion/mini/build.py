@@ -34,14 +34,14 @@ from altdiffusion.mini import architecture
 # Scale of the shipped build (about an hour on 2 CPU cores); `--smoke` divides steps for a quick check.
 RECIPE = {
     "data": {"train": 20000, "parallel": 20000},
-    "teacher": {"steps": 1000, "batch": 128, "lr": 5e-4, "warmup": 100},
-    "vae": {"steps": 500, "batch": 32, "lr": 1e-3, "warmup": 50},
+    "teacher": {"steps": 2500, "batch": 128, "lr": 5e-4, "warmup": 100},
+    "vae": {"steps": 3500, "batch": 16, "lr": 1e-3, "warmup": 50},
     "sd": {"steps": 2000, "batch": 64, "lr": 5e-4, "warmup": 100},
     "distill": {"steps": 2000, "batch": 256, "lr": 5e-4, "warmup": 100},
     "altclip": {"steps": 300, "batch": 128, "lr": 1e-4, "warmup": 20},
     "align": {"steps": 600, "batch": 64, "lr": 5e-4, "warmup": 50},
     "quality": {"steps": 1200, "batch": 64, "lr": 2e-4, "warmup": 50},
-    "scratch": {"segment": 250, "max_segments": 8, "batch": 128, "lr": 5e-4},
+    "scratch": {"segment": 250, "max_segments": 6, "batch": 128, "lr": 5e-4},
 }
 
 
@@ -126,7 +126,10 @@ class Build:
 
         if not (init / "vae").is_dir():
             architecture.write_vae_init(init / "vae")
-        vae = self.train("vae", "vae", "--vae", str(init / "vae"), "--data", str(shards), "--resolution", "64")
+        # The mean of q(z|x) is what the diffusion stages encode; small objects on plain backgrounds
+        # need the foreground weighting (without it, 800 steps still gave colourless blobs).
+        vae = self.train("vae", "vae", "--vae", str(init / "vae"), "--data", str(shards), "--resolution", "64",
+                         "--posterior", "mode", "--foreground-weight", "3")  # fmt: skip
 
         if not (init / "sd").is_dir():
             architecture.write_sd_init(init / "sd", teacher, vae, seed)

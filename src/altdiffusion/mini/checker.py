@@ -36,7 +36,7 @@ from altdiffusion.mini.world import (
 )
 
 FOREGROUND_DISTANCE = 60.0  # RGB distance from the background beyond which a pixel belongs to an object
-MIN_AREA = 20  # blobs smaller than this (in pixels) are specks, not objects
+MIN_AREA = 40  # blobs smaller than this (in pixels) are specks, not objects; a small thing covers 100+
 SIZE_THRESHOLD = (SIZE_EXTENTS["small"] + SIZE_EXTENTS["large"]) / 2
 MAX_OBJECTS = 6  # matching tries every assignment; more blobs than this is noise anyway
 

@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/mini")
     p.add_argument("--scenes", type=_positive_int, default=32, help="one-thing scenes per split and language")
     p.add_argument("--seeds", type=_positive_int, default=2, help="seeds per scene")
-    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale for the generation tests")
+    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale for the generation tests (3 suits the mini models)")
     p.add_argument("--build-log", default=None, help="build.json for the compute comparison (default: the bundled one)")
     p.set_defaults(func=cmd_mini_report)
     p = mini.add_parser("data", help="write mini-world webdataset shards (9-language captions and labels)")

@@ -88,7 +88,7 @@ def test_cli_generates_a_checkable_image_from_a_chinese_prompt(tmp_path):
     prompt = world.caption(scene, "zh", 0)
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-m", "altdiffusion.cli", "generate", prompt, "--model", "mini", "--steps", "20",
-                           "--seed", "1", "--batch", "4", "--out", str(tmp_path)],
+                           "--seed", "1", "--guidance", "3", "--batch", "4", "--out", str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     from PIL import Image

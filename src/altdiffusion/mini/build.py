@@ -37,11 +37,11 @@ RECIPE = {
     "teacher": {"steps": 2500, "batch": 128, "lr": 5e-4, "warmup": 100},
     "vae": {"steps": 3500, "batch": 16, "lr": 1e-3, "warmup": 50},
     "sd": {"steps": 2000, "batch": 64, "lr": 5e-4, "warmup": 100},
-    "distill": {"steps": 2000, "batch": 256, "lr": 5e-4, "warmup": 100},
+    "distill": {"steps": 700, "batch": 256, "lr": 5e-4, "warmup": 50},
     "altclip": {"steps": 300, "batch": 128, "lr": 1e-4, "warmup": 20},
     "align": {"steps": 600, "batch": 64, "lr": 5e-4, "warmup": 50},
-    "quality": {"steps": 1200, "batch": 64, "lr": 2e-4, "warmup": 50},
-    "scratch": {"segment": 250, "max_segments": 6, "batch": 128, "lr": 5e-4},
+    "quality": {"steps": 1000, "batch": 64, "lr": 2e-4, "warmup": 50},
+    "scratch": {"segment": 250, "max_segments": 4, "batch": 128, "lr": 5e-4},
 }
 
 
@@ -72,6 +72,7 @@ class Build:
             "--lr", str(r["lr"]), "--warmup-steps", str(min(r["warmup"], self.steps(stage) // 2)), "--seed", str(self.seed),
             "--save-every", "1000000", "--log-every", "50", "--no-tensorboard",
         ] + ([] if sys.stdout.isatty() else ["--no-progress"])  # fmt: skip
+        self.log.setdefault("stages", {})[stage] = {"wall_s": 0.0, "cpu_s": 0.0}  # a stage run again is timed afresh
         self.run(stage, argv)
         return output / "model"
 
@@ -171,6 +172,7 @@ class Build:
             architecture.write_scratch_altclip_init(init / "scratch", init / "student", teacher, self.seed)
         r = RECIPE["scratch"]
         output = self.out / "scratch"
+        self.log.setdefault("stages", {})["scratch"] = {"wall_s": 0.0, "cpu_s": 0.0}
         segments = 2 if self.smoke else r["max_segments"]
         for k in range(1, segments + 1):
             steps = (max(4, r["segment"] // 50) if self.smoke else r["segment"]) * k

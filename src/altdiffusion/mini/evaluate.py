@@ -59,7 +59,7 @@ def zero_shot(model, lang: str, *, seed: int = 0, n: int = 200) -> dict[str, flo
     return {"colour": colour, "shape": shape}
 
 
-def generate_verdicts(pipe, scenes, lang: str, seeds: int, *, steps: int = 20, guidance: float = 7.5, batch: int = 16):
+def generate_verdicts(pipe, scenes, lang: str, seeds: int, *, steps: int = 20, guidance: float = 3.0, batch: int = 16):
     """Checker verdicts [scene][seed]; image (i, k) uses seed 1000*k + i in every language."""
     verdicts = [[False] * seeds for _ in scenes]
     images = {}

@@ -29,7 +29,7 @@ def speed(pipe, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def build_report(clip_model="mini", diffusion_model="mini", *, scenes: int = 32, seeds: int = 2, seed: int = 0, guidance: float = 7.5,
+def build_report(clip_model="mini", diffusion_model="mini", *, scenes: int = 32, seeds: int = 2, seed: int = 0, guidance: float = 3.0,
                  build_log: Path | None = None) -> tuple[dict, dict]:  # fmt: skip
     import torch
 

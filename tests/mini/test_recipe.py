@@ -97,8 +97,8 @@ def test_sd_mini_runs_through_our_pipeline(smoke, tmp_path):
     pipe.save_pretrained(tmp_path / "copy")
     again = load_pipeline(tmp_path / "copy", device="cpu", dtype="fp32", safety_checker=False)
     second = again("a large red circle", num_inference_steps=3, height=64, width=64, seed=3, progress=False, output_type="np")
-    assert first.images.shape == (1, 64, 64, 3)
-    assert abs(first.images - second.images).max() == 0
+    assert first.shape == (1, 64, 64, 3)
+    assert abs(first - second).max() == 0
 
 
 def test_training_is_deterministic(smoke, tmp_path):
@@ -132,6 +132,6 @@ def test_report_writes_json_markdown_and_grid(smoke, tmp_path):
     assert report["languages"]["en"]["consistency_with_en"] == 1.0
     assert report["compute"]["altclip_cpu_s"] > 0 and "target_zh_r1" in report["compute"]
     table = (out / "report.md").read_text()
-    assert table.count("\n| ") == 10 and table == done.stdout.split("\nwrote ")[0].rstrip("\n") + "\n"
+    assert table.count("\n| ") == 9 and table.strip() in done.stdout  # nine language rows, printed too
     grid = Image.open(out / "samples.png")
     assert grid.size == (28 + 2 * 64, 9 * 64)

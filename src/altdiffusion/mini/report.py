@@ -94,7 +94,7 @@ def compute_summary(build: dict | None) -> dict | None:
         out.update(target_zh_r1=scratch["target_zh_r1"], scratch_curve=scratch["curve"], scratch_reached=bool(scratch.get("reached")))
         last = scratch["curve"][-1]
         out["scratch_cpu_s"] = last["cpu_s"]
-        out["altclip_over_scratch"] = round(alt / last["cpu_s"], 3) if last["cpu_s"] else None
+        out["altclip_over_scratch"] = round(alt / last["cpu_s"], 3) if last["cpu_s"] and scratch.get("reached") else None
     return out
 
 
@@ -133,7 +133,10 @@ def markdown(report: dict) -> str:
             text += "; multilingual CLIP from scratch " + (
                 f"reached {target} after {c['scratch_cpu_s']}" if c["scratch_reached"] else f"had not reached {target} after {c['scratch_cpu_s']}"
             )
-            text += f" (AltCLIP-mini / from scratch = {c['altclip_over_scratch']})" if c.get("altclip_over_scratch") is not None else ""
+            last = c["scratch_curve"][-1]
+            text += f" (its Chinese R@1 was then {pct(last['zh_r1'])}%)"
+            if c["scratch_reached"]:
+                text += f"; AltCLIP-mini / from scratch = {c['altclip_over_scratch']}"
         lines.append(text + ".")
     lines.append("Minimums: " + ", ".join(f"{k} {'✓' if v else '✗'}" for k, v in report["minimums"].items()))
     return "\n".join(lines) + "\n"

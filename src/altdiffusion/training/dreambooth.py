@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from altdiffusion.errors import InvalidInputError
-from altdiffusion.training.data import IMAGE_KEYS, micro_batches
+from altdiffusion.training.data import IMAGE_KEYS, crop_pixels, micro_batches
 from altdiffusion.training.diffusion import DiffusionTask, UNetModel
 
 DEFAULTS = {"lora": {"lr": 1e-4, "steps": 500}, "full": {"lr": 5e-6, "steps": 400}}
@@ -110,7 +110,7 @@ class DreamBoothTask(DiffusionTask):
     def _load(self, path: Path) -> torch.Tensor:
         try:
             with Image.open(path) as image:
-                return self._pixels(image.convert("RGB"))
+                return crop_pixels(image.convert("RGB"), self.resolution)
         except (OSError, ValueError) as err:
             raise InvalidInputError(f"{path}: cannot read the image ({err})") from None
 

@@ -66,15 +66,20 @@ class Build:
         if (output / "model").is_dir():
             print(f"[mini build] {stage}: kept {output / 'model'}", flush=True)
             return output / "model"
-        argv = [
-            sys.executable, "-m", "altdiffusion.cli", "train", command, *args, "--output-dir", str(output),
-            "--steps", str(self.steps(stage)), "--batch-size", str(r["batch"] if not self.smoke else min(r["batch"], 16)),
-            "--lr", str(r["lr"]), "--warmup-steps", str(min(r["warmup"], self.steps(stage) // 2)), "--seed", str(self.seed),
-            "--save-every", "1000000", "--log-every", "50", "--no-tensorboard",
-        ] + ([] if sys.stdout.isatty() else ["--no-progress"])  # fmt: skip
+        steps = self.steps(stage)
+        argv = self.train_argv(command, *args, output=output, steps=steps, batch=r["batch"], lr=r["lr"])
+        argv += ["--warmup-steps", str(min(r["warmup"], steps // 2)), "--save-every", "1000000"]
         self.log.setdefault("stages", {})[stage] = {"wall_s": 0.0, "cpu_s": 0.0}  # a stage run again is timed afresh
         self.run(stage, argv)
         return output / "model"
+
+    def train_argv(self, command: str, *args: str, output: Path, steps: int, batch: int, lr: float) -> list[str]:
+        """`altdiffusion train COMMAND ARGS` with the settings every stage shares (smoke: batch <= 16)."""
+        return [
+            sys.executable, "-m", "altdiffusion.cli", "train", command, *args, "--output-dir", str(output),
+            "--steps", str(steps), "--batch-size", str(min(batch, 16) if self.smoke else batch), "--lr", str(lr),
+            "--seed", str(self.seed), "--log-every", "50", "--no-tensorboard",
+        ] + ([] if sys.stdout.isatty() else ["--no-progress"])  # fmt: skip
 
     def run(self, stage: str, argv: list[str]) -> None:
         print(f"[mini build] {stage}: {' '.join(argv[3:])}", flush=True)
@@ -176,13 +181,9 @@ class Build:
         segments = 2 if self.smoke else r["max_segments"]
         for k in range(1, segments + 1):
             steps = (max(4, r["segment"] // 50) if self.smoke else r["segment"]) * k
-            argv = [
-                sys.executable, "-m", "altdiffusion.cli", "train", "clip-contrastive", "--model", str(init / "scratch"),
-                "--shards", str(shards), "--train-vision", "--output-dir", str(output), "--steps", str(steps),
-                "--batch-size", str(r["batch"] if not self.smoke else 16), "--lr", str(r["lr"]), "--lr-schedule", "constant",
-                "--seed", str(self.seed), "--save-every", str(steps), "--keep-checkpoints", "1", "--log-every", "50",
-                "--no-tensorboard",
-            ] + (["--resume"] if k > 1 else [])  # fmt: skip
+            argv = self.train_argv("clip-contrastive", "--model", str(init / "scratch"), "--shards", str(shards), "--train-vision",
+                                   output=output, steps=steps, batch=r["batch"], lr=r["lr"])  # fmt: skip
+            argv += ["--lr-schedule", "constant", "--save-every", str(steps), "--keep-checkpoints", "1"] + (["--resume"] if k > 1 else [])
             self.run("scratch", argv)
             r1 = retrieval_r1(output / "model", "zh", seed=self.seed)
             record["curve"].append({"steps": steps, "cpu_s": self.log["stages"]["scratch"]["cpu_s"], "zh_r1": r1})

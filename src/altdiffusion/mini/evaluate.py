@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from altdiffusion.mini import world
-from altdiffusion.mini.checker import passes
+from altdiffusion.mini.checker import check, passes
 
 EVAL_SEED = 10_000  # offset from the build seed: evaluation scenes and jitter
 
@@ -73,6 +73,15 @@ def generate_verdicts(pipe, scenes, lang: str, seeds: int, *, steps: int = 20, g
                 verdicts[start + j][k] = passes(image, scenes[start + j])
                 images[(start + j, k)] = image
     return verdicts, images
+
+
+def failed_attributes(images: dict, scenes) -> dict[str, int]:
+    """How many of ``images`` ({(scene, seed): image}) the checker finds wrong in each attribute."""
+    counts: dict[str, int] = {}
+    for (i, _), image in images.items():
+        for attribute, ok in check(image, scenes[i]).items():
+            counts[attribute] = counts.get(attribute, 0) + (not ok)
+    return counts
 
 
 def accuracy(verdicts) -> float:

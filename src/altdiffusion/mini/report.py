@@ -29,7 +29,7 @@ def speed(pipe, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def build_report(clip_model="mini", diffusion_model="mini", *, scenes: int = 32, seeds: int = 2, seed: int = 0, guidance: float = 3.0,
+def build_report(clip_model="mini", diffusion_model="mini", *, scenes: int = 64, seeds: int = 2, seed: int = 0, guidance: float = 3.0,
                  build_log: Path | None = None) -> tuple[dict, dict]:  # fmt: skip
     import torch
 
@@ -42,13 +42,14 @@ def build_report(clip_model="mini", diffusion_model="mini", *, scenes: int = 32,
     seen = world.scenes_for_eval("seen", scenes, evaluate.EVAL_SEED + seed + 2, 1)
     held_out = world.scenes_for_eval("heldout", scenes, evaluate.EVAL_SEED + seed + 3, 1)
     pairs = world.scenes_for_eval("seen", scenes // 2, evaluate.EVAL_SEED + seed + 4, 2)
-    rows, verdicts, samples = {}, {}, {}
+    rows, verdicts, samples, failures = {}, {}, {}, {}
     for lang in world.LANGUAGES:
         zs = evaluate.zero_shot(clip, lang, seed=seed)
         v_seen, images = evaluate.generate_verdicts(pipe, seen, lang, seeds, guidance=guidance)
         v_held, _ = evaluate.generate_verdicts(pipe, held_out, lang, seeds, guidance=guidance)
         v_pairs, _ = evaluate.generate_verdicts(pipe, pairs, lang, 1, guidance=guidance)
         verdicts[lang] = v_seen + v_held
+        failures[lang] = evaluate.failed_attributes(images, seen)
         samples[lang] = [images[(i, 0)] for i in range(min(8, len(seen)))]
         rows[lang] = {
             "zero_shot_colour": zs["colour"], "zero_shot_shape": zs["shape"],
@@ -65,7 +66,7 @@ def build_report(clip_model="mini", diffusion_model="mini", *, scenes: int = 32,
     report = {
         "models": {"clip": str(clip_model), "diffusion": str(diffusion_model)},
         "settings": {"scenes": scenes, "seeds": seeds, "steps": 20, "guidance": guidance, "size": 64, "sampler": type(pipe.scheduler).__name__},
-        "languages": rows, "seconds_per_image": speed(pipe), "device": _device_name(pipe.device), "compute": compute_summary(build), "minimums": check_minimums(rows),
+        "languages": rows, "failures_seen": failures, "seconds_per_image": speed(pipe), "device": _device_name(pipe.device), "compute": compute_summary(build), "minimums": check_minimums(rows),
     }  # fmt: skip
     report["minimums"]["seconds_per_image"] = report["seconds_per_image"] <= MINIMUMS["seconds_per_image"]
     return report, samples
@@ -93,7 +94,7 @@ def compute_summary(build: dict | None) -> dict | None:
     if scratch:
         out.update(target_zh_r1=scratch["target_zh_r1"], scratch_curve=scratch["curve"], scratch_reached=bool(scratch.get("reached")))
         last = scratch["curve"][-1]
-        out["scratch_cpu_s"] = last["cpu_s"]
+        out["scratch_cpu_s"] = round(last["cpu_s"], 1)
         out["altclip_over_scratch"] = round(alt / last["cpu_s"], 3) if last["cpu_s"] and scratch.get("reached") else None
     return out
 
@@ -125,6 +126,11 @@ def markdown(report: dict) -> str:
               f"({s['scenes'] // 2} two-thing scenes x 1 seed), {s['steps']} steps, CFG {s['guidance']}, {s['size']} px, "
               f"{s['sampler']}; a sample counts only if the checker finds every attribute right.",
               f"One 64x64 image, 20 steps, on {report['device']}: {report['seconds_per_image']:.2f} s (median of 5)."]  # fmt: skip
+    failures = report.get("failures_seen")
+    if failures:
+        n = s["scenes"] * s["seeds"]
+        per_lang = "; ".join(f"{lang} " + ", ".join(f"{a} {k}" for a, k in sorted(f.items(), key=lambda x: -x[1]) if k) for lang, f in failures.items())
+        lines.append(f"Wrong attributes among the {n} seen-split images per language: {per_lang}.")
     c = report.get("compute")
     if c:
         text = f"Compute (CPU seconds): English teacher {c['teacher_cpu_s']}; AltCLIP-mini teacher learning + contrastive {c['altclip_cpu_s']}"

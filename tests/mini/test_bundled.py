@@ -45,6 +45,8 @@ def test_bundled_weights_are_small_safetensors_in_published_layouts():
                  "AltDiffusion-mini/unet/diffusion_pytorch_model.safetensors"):  # fmt: skip
         assert (WEIGHTS / name).is_file(), name
     assert json.loads((WEIGHTS / "build.json").read_text())["hashes"]
+    # No config carries the builder's machine path.
+    assert not [p for p in WEIGHTS.rglob("config.json") if "_name_or_path" in json.loads(p.read_text())]
 
 
 def test_mini_opens_offline_through_the_public_loaders():

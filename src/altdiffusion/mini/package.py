@@ -40,6 +40,7 @@ def install(altclip: Path, altdiffusion: Path, build_log: Path, dest: Path | Non
     index = json.loads(index_path.read_text())
     index["_altdiffusion"].update(name="AltDiffusion-mini", languages=list(LANGUAGES))
     index_path.write_text(json.dumps(index, indent=2) + "\n")
+    strip_build_paths(tmp)
     shutil.copy2(build_log, tmp / "build.json")
     old = dest.with_name(dest.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -48,6 +49,14 @@ def install(altclip: Path, altdiffusion: Path, build_log: Path, dest: Path | Non
     tmp.rename(dest)
     shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def strip_build_paths(folder: Path) -> None:
+    """Drop ``_name_or_path`` (the builder's absolute path, which diffusers and transformers write)."""
+    for path in folder.rglob("config.json"):
+        config = json.loads(path.read_text())
+        if config.pop("_name_or_path", None) is not None:
+            path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def size_mb(folder: Path) -> float:

@@ -51,6 +51,19 @@ def test_sigkill_then_resume_equals_uninterrupted(distill_world, reference_run, 
     assert steps[-1] == STEPS
 
 
+def test_a_finished_run_extends_with_more_steps(distill_world, tmp_path):
+    """Train 20 steps, then --resume with --steps 40: equal to 40 steps in one go (constant lr).
+    The final step is checkpointed, so the second run continues instead of starting over."""
+    constant = ("--lr-schedule", "constant", "--save-every", "20")
+    whole, extended = tmp_path / "whole", tmp_path / "extended"
+    runs.run(_distill_cmd(distill_world, whole, *constant))
+    runs.run(_distill_cmd(distill_world, extended, *constant, "--steps", "20"))
+    runs.run(_distill_cmd(distill_world, extended, *constant, "--resume"))
+    steps = [json.loads(line)["step"] for line in (extended / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(2, STEPS + 1, 2)), steps  # 2..20 from the first run, 22..40 from the second
+    assert _max_diff(_weights(extended / "model"), _weights(whole / "model")) == 0.0
+
+
 def test_two_processes_match_one(distill_world, reference_run, tmp_path):
     out = tmp_path / "ddp"
     launcher = runs.torchrun(2)

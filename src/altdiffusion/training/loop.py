@@ -115,6 +115,8 @@ def train(task: Task, settings: TrainSettings) -> Path:
         acc.load_state(str(resume_from))
         start = json.loads((resume_from / STATE_FILE).read_text())["step"]
         acc.print(f"resumed from {resume_from} at step {start}")
+    elif settings.resume == "auto":
+        acc.print(f"--resume: no checkpoint in {out / 'checkpoints'} yet; starting at step 0")
     if acc.is_main_process and acc.log_with:
         acc.init_trackers(task.name)
 
@@ -156,7 +158,8 @@ def train(task: Task, settings: TrainSettings) -> Path:
                 bar.set_postfix(loss=f"{loss_value:.4g}", samples_s=f"{record['samples_per_s']:.1f}")
         if bar is not None:
             bar.update(1)
-        if done % settings.save_every == 0 and done < settings.steps:
+        # The last step too: a later run with more --steps and --resume continues from it.
+        if done % settings.save_every == 0:
             _save_checkpoint(acc, settings, done)
     if bar is not None:
         bar.close()

@@ -78,7 +78,7 @@ def add_common_arguments(p: argparse.ArgumentParser, *, lr: float, batch_size: i
     g.add_argument("--max-grad-norm", type=float, default=1.0, help="0 disables clipping")
     g.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     g.add_argument("--gradient-checkpointing", action="store_true")
-    g.add_argument("--save-every", type=int, default=500, help="write a resumable checkpoint every N steps")
+    g.add_argument("--save-every", type=int, default=500, help="write a resumable checkpoint every N steps (the last step too, when N divides it)")
     g.add_argument("--keep-checkpoints", type=int, default=2)
     g.add_argument("--log-every", type=int, default=10)
     g.add_argument("--seed", type=int, default=0)

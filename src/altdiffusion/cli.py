@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from altdiffusion import __version__
+from altdiffusion import mini as mini_defaults
 from altdiffusion.errors import AltDiffusionError, InvalidInputError
 
 
@@ -330,9 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", default="mini", help="AltCLIP folder (default: the bundled AltCLIP-mini)")
     p.add_argument("--model", default="mini", help="AltDiffusion folder (default: the bundled AltDiffusion-mini)")
     p.add_argument("--out", default="reports/mini")
-    p.add_argument("--scenes", type=_positive_int, default=64, help="one-thing scenes per split and language (64 x 2 seeds: a rate's standard error is about 3.5 points)")
+    p.add_argument("--scenes", type=_positive_int, default=mini_defaults.REPORT_SCENES,
+                   help="one-thing scenes per split and language (64 x 2 seeds: a rate's standard error is about 3.5 points)")
     p.add_argument("--seeds", type=_positive_int, default=2, help="seeds per scene")
-    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale for the generation tests (3 suits the mini models)")
+    p.add_argument("--guidance", type=float, default=mini_defaults.GUIDANCE,
+                   help="classifier-free guidance scale for the generation tests (default: %(default)s, the mini models' own)")
     p.add_argument("--build-log", default=None, help="build.json for the compute comparison (default: the bundled one)")
     p.set_defaults(func=cmd_mini_report)
     p = mini.add_parser("data", help="write mini-world webdataset shards (9-language captions and labels)")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from altdiffusion.hub import bundled_model_dir
-from altdiffusion.mini import world
+from altdiffusion.mini import GUIDANCE, world
 from altdiffusion.mini.checker import passes
 
 WEIGHTS = bundled_model_dir("diffusion").parent
@@ -81,7 +81,7 @@ def test_a_chinese_and_an_english_prompt_for_the_same_scene_pass_the_checker(mea
     pipe = load_mini_pipeline("mini")
     scenes = world.scenes_for_eval("seen", 3, 777, 1)
     for lang in ("zh", "en"):
-        verdicts, _ = generate_verdicts(pipe, scenes, lang, seeds=4)
+        verdicts, _, _ = generate_verdicts(pipe, scenes, lang, seeds=4)
         assert accuracy(verdicts) >= measured[lang]["generation_seen"] - 0.35, (lang, verdicts)
 
 
@@ -90,7 +90,7 @@ def test_cli_generates_a_checkable_image_from_a_chinese_prompt(tmp_path):
     prompt = world.caption(scene, "zh", 0)
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-m", "altdiffusion.cli", "generate", prompt, "--model", "mini", "--steps", "20",
-                           "--seed", "1", "--guidance", "3", "--batch", "4", "--out", str(tmp_path)],
+                           "--seed", "1", "--guidance", str(GUIDANCE), "--batch", "4", "--out", str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     from PIL import Image

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from altdiffusion.mini import world
-from altdiffusion.mini.checker import check, passes
+from altdiffusion.mini import GUIDANCE, world
+from altdiffusion.mini.checker import check
 
 EVAL_SEED = 10_000  # offset from the build seed: evaluation scenes and jitter
 
@@ -59,10 +59,11 @@ def zero_shot(model, lang: str, *, seed: int = 0, n: int = 200) -> dict[str, flo
     return {"colour": colour, "shape": shape}
 
 
-def generate_verdicts(pipe, scenes, lang: str, seeds: int, *, steps: int = 20, guidance: float = 3.0, batch: int = 16):
-    """Checker verdicts [scene][seed]; image (i, k) uses seed 1000*k + i in every language."""
+def generate_verdicts(pipe, scenes, lang: str, seeds: int, *, steps: int = 20, guidance: float = GUIDANCE, batch: int = 16):
+    """Checker verdicts [scene][seed], the images {(scene, seed): image}, and how many images have
+    each attribute wrong. Image (i, k) uses seed 1000*k + i in every language."""
     verdicts = [[False] * seeds for _ in scenes]
-    images = {}
+    images, failures = {}, {}
     prompts = [world.caption(s, lang, 0) for s in scenes]
     for k in range(seeds):
         for start in range(0, len(scenes), batch):
@@ -70,18 +71,12 @@ def generate_verdicts(pipe, scenes, lang: str, seeds: int, *, steps: int = 20, g
             result = pipe(chunk, num_inference_steps=steps, guidance_scale=guidance, seed=1000 * k + start,
                           height=world.IMAGE_SIZE, width=world.IMAGE_SIZE, progress=False)  # fmt: skip
             for j, image in enumerate(result.images):
-                verdicts[start + j][k] = passes(image, scenes[start + j])
+                found = check(image, scenes[start + j])
+                for attribute, ok in found.items():
+                    failures[attribute] = failures.get(attribute, 0) + (not ok)
+                verdicts[start + j][k] = all(found.values())
                 images[(start + j, k)] = image
-    return verdicts, images
-
-
-def failed_attributes(images: dict, scenes) -> dict[str, int]:
-    """How many of ``images`` ({(scene, seed): image}) the checker finds wrong in each attribute."""
-    counts: dict[str, int] = {}
-    for (i, _), image in images.items():
-        for attribute, ok in check(image, scenes[i]).items():
-            counts[attribute] = counts.get(attribute, 0) + (not ok)
-    return counts
+    return verdicts, images, failures
 
 
 def accuracy(verdicts) -> float:

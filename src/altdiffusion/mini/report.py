@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from altdiffusion.mini import evaluate, world
+from altdiffusion.mini import GUIDANCE, REPORT_SCENES, evaluate, world
 
 MINIMUMS = {"en_generation_seen": 0.80, "gap_to_en": 0.05, "zero_shot": 0.95, "seconds_per_image": 1.0}
 
@@ -29,7 +29,7 @@ def speed(pipe, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def build_report(clip_model="mini", diffusion_model="mini", *, scenes: int = 64, seeds: int = 2, seed: int = 0, guidance: float = 3.0,
+def build_report(clip_model="mini", diffusion_model="mini", *, scenes: int = REPORT_SCENES, seeds: int = 2, seed: int = 0, guidance: float = GUIDANCE,
                  build_log: Path | None = None) -> tuple[dict, dict]:  # fmt: skip
     import torch
 
@@ -45,11 +45,10 @@ def build_report(clip_model="mini", diffusion_model="mini", *, scenes: int = 64,
     rows, verdicts, samples, failures = {}, {}, {}, {}
     for lang in world.LANGUAGES:
         zs = evaluate.zero_shot(clip, lang, seed=seed)
-        v_seen, images = evaluate.generate_verdicts(pipe, seen, lang, seeds, guidance=guidance)
-        v_held, _ = evaluate.generate_verdicts(pipe, held_out, lang, seeds, guidance=guidance)
-        v_pairs, _ = evaluate.generate_verdicts(pipe, pairs, lang, 1, guidance=guidance)
+        v_seen, images, failures[lang] = evaluate.generate_verdicts(pipe, seen, lang, seeds, guidance=guidance)
+        v_held, _, _ = evaluate.generate_verdicts(pipe, held_out, lang, seeds, guidance=guidance)
+        v_pairs, _, _ = evaluate.generate_verdicts(pipe, pairs, lang, 1, guidance=guidance)
         verdicts[lang] = v_seen + v_held
-        failures[lang] = evaluate.failed_attributes(images, seen)
         samples[lang] = [images[(i, 0)] for i in range(min(8, len(seen)))]
         rows[lang] = {
             "zero_shot_colour": zs["colour"], "zero_shot_shape": zs["shape"],

@@ -106,3 +106,18 @@ def test_checker_accepts_renders_of_the_evaluation_scenes():
     scenes = world.scenes_for_eval("seen", 40, 10_002, 1) + world.scenes_for_eval("heldout", 40, 10_003, 1)
     ok = [passes(world.render(s, random.Random(i)), s) for i, s in enumerate(scenes)]
     assert sum(ok) >= 0.99 * len(ok)
+
+
+def test_bundled_tokenizer_reads_chinese_and_japanese_one_character_a_token():
+    from altdiffusion.models.tokenizer import load_tokenizer
+
+    scenes = world.scenes_for_eval("seen", 40, 3, 1) + world.scenes_for_eval("seen", 20, 4, 2)
+    for folder in ("AltCLIP-mini", "AltDiffusion-mini/tokenizer"):
+        tokenizer = load_tokenizer(WEIGHTS / folder, max_length=77)
+        for lang in world.LANGUAGES:
+            for scene in scenes:
+                ids = tokenizer(world.caption(scene, lang, 0))["input_ids"]
+                assert len(ids) <= 77, (lang, scene)
+                if lang in ("zh", "ja"):
+                    pieces = [p.removeprefix("▁") for p in tokenizer.convert_ids_to_tokens(ids[1:-1])]
+                    assert all(len(p) <= 1 for p in pieces), (lang, pieces)

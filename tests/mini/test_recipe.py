@@ -135,3 +135,26 @@ def test_report_writes_json_markdown_and_grid(smoke, tmp_path):
     assert table.count("\n| ") == 9 and table.strip() in done.stdout  # nine language rows, printed too
     grid = Image.open(out / "samples.png")
     assert grid.size == (28 + 2 * 64, 9 * 64)
+
+
+def test_a_short_baseline_continues_with_more_segments(smoke):
+    """The from-scratch baseline resumes from its last checkpoint when asked for more segments,
+    and its CPU seconds keep adding up (runs last: it extends the module's build). The smoke
+    baseline often reaches its weak target, so the log is set to a target it cannot reach."""
+    log = json.loads((smoke / "build.json").read_text())
+    log["scratch"]["target_zh_r1"] = 1.01
+    log["scratch"].pop("reached", None)
+    (smoke / "build.json").write_text(json.dumps(log))
+    steps = [p["steps"] for p in log["scratch"]["curve"]]
+    more = len(steps) + 1
+    done = cli("mini", "build", "--out", str(smoke), "--smoke", "--scratch-segments", str(more))
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = json.loads((smoke / "build.json").read_text())
+    assert [p["steps"] for p in after["scratch"]["curve"]] == steps + [steps[0] * more]
+    assert f"at step {steps[-1]}" in done.stdout + done.stderr
+    assert after["stages"]["scratch"]["cpu_s"] > log["stages"]["scratch"]["cpu_s"]
+    assert after["total_wall_s"] > log["total_wall_s"]
+    assert len(after["invocation_wall_s"]) == len(log["invocation_wall_s"]) + 1
+    assert after["hashes"] == log["hashes"] and after["scratch"]["done"] and not after["scratch"].get("reached")
+    again = cli("mini", "build", "--out", str(smoke), "--smoke", "--scratch-segments", str(more))
+    assert "scratch:" not in again.stdout  # asked for no more than it has: nothing runs

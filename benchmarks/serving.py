@@ -93,17 +93,22 @@ def run_level(server, concurrency: int, requests: int, body: dict) -> dict:
     cpu = server.cpu_seconds() - cpu0
     ok = codes.get(200, 0)
     return {
-        "concurrency": concurrency, "requests": requests, "ok": ok,
+        "concurrency": concurrency,
+        "requests": requests,
+        "ok": ok,
         "status_codes": {str(k): v for k, v in sorted(codes.items(), key=str)},
-        "wall_s": round(wall, 3), "requests_per_s": round(ok / wall, 3) if wall else None,
+        "wall_s": round(wall, 3),
+        "requests_per_s": round(ok / wall, 3) if wall else None,
         "latency_s": {
             "mean": round(statistics.fmean(latencies), 4) if latencies else None,
-            "p50": round(percentile(latencies, 50), 4), "p90": round(percentile(latencies, 90), 4),
-            "p99": round(percentile(latencies, 99), 4), "max": round(max(latencies), 4) if latencies else None,
+            "p50": round(percentile(latencies, 50), 4),
+            "p90": round(percentile(latencies, 90), 4),
+            "p99": round(percentile(latencies, 99), 4),
+            "max": round(max(latencies), 4) if latencies else None,
         },
         "server_cpu_s_per_request": round(cpu / max(ok, 1), 4),
         "server_rss_mib_after": round(server.rss_bytes() / 2**20, 1),
-    }  # fmt: skip
+    }
 
 
 def markdown(result: dict) -> str:
@@ -141,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampler", default="Euler a")
     parser.add_argument("--max-queue", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=3, help="requests before measuring")
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/serving-<date>.json)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON path (default benchmarks/results/serving-<date>.json)"
+    )
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
 
@@ -150,8 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     from altdiffusion.serve.process import ServerProcess
     from altdiffusion.testing.tiny import write_tiny_altdiffusion
 
-    body = {"prompt": "穿着唐装的老人, ink painting 国画", "negative_prompt": "blurry", "steps": args.steps,
-            "width": args.size, "height": args.size, "sampler_name": args.sampler, "cfg_scale": 7.0}  # fmt: skip
+    body = {
+        "prompt": "穿着唐装的老人, ink painting 国画",
+        "negative_prompt": "blurry",
+        "steps": args.steps,
+        "width": args.size,
+        "height": args.size,
+        "sampler_name": args.sampler,
+        "cfg_scale": 7.0,
+    }
     load_start = list(os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         folder = write_tiny_altdiffusion(Path(tmp) / "tiny", "m9", safety_checker=False)
@@ -170,16 +184,31 @@ def main(argv: list[str] | None = None) -> int:
 
     today = dt.date.today().isoformat()
     result = {
-        "benchmark": "serving", "date": today,
-        "config": {"model": "tiny m9 (altdiffusion.testing.tiny)", "steps": args.steps, "width": args.size,
-                   "height": args.size, "sampler": args.sampler, "requests": args.requests,
-                   "max_queue": args.max_queue, "warmup": args.warmup, "client": "httpx, one thread per client, loopback"},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "loadavg_at_start": load_start, "loadavg_at_end": list(os.getloadavg())},
+        "benchmark": "serving",
+        "date": today,
+        "config": {
+            "model": "tiny m9 (altdiffusion.testing.tiny)",
+            "steps": args.steps,
+            "width": args.size,
+            "height": args.size,
+            "sampler": args.sampler,
+            "requests": args.requests,
+            "max_queue": args.max_queue,
+            "warmup": args.warmup,
+            "client": "httpx, one thread per client, loopback",
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "loadavg_at_start": load_start,
+            "loadavg_at_end": list(os.getloadavg()),
+        },
         "server_start_s": round(start_s, 2),
         "server_rss_mib": {"after_warmup": round(rss_warm / 2**20, 1), "end": round(rss_end / 2**20, 1)},
         "levels": results,
-    }  # fmt: skip
+    }
     out = args.out or ROOT / "results" / f"serving-{today}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")

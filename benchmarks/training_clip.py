@@ -82,20 +82,42 @@ DEFAULTS = {  # size -> (batch, warm-up steps, timed steps)
 
 # openai/clip-vit-large-patch14 text_config.
 CLIP_L14_TEXT = {
-    "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12,
-    "vocab_size": 49408, "max_position_embeddings": 77, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-05,
-    "projection_dim": 768, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2,
-}  # fmt: skip
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "vocab_size": 49408,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+    "layer_norm_eps": 1e-05,
+    "projection_dim": 768,
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+    "pad_token_id": 2,
+}
 
 # openai/clip-vit-large-patch14 vision_config.
 CLIP_L14_VISION = {
-    "hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16, "num_hidden_layers": 24,
-    "image_size": 224, "patch_size": 14, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-05, "projection_dim": 768,
-}  # fmt: skip
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_attention_heads": 16,
+    "num_hidden_layers": 24,
+    "image_size": 224,
+    "patch_size": 14,
+    "hidden_act": "quick_gelu",
+    "layer_norm_eps": 1e-05,
+    "projection_dim": 768,
+}
 
 # What teacher learning does not use: the smallest vision tower CLIPModel accepts, in effect.
-MINIMAL_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
-                  "image_size": 32, "patch_size": 8}  # fmt: skip
+MINIMAL_VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 1,
+    "image_size": 32,
+    "patch_size": 8,
+}
 
 
 FULL_CONTRASTIVE_WHY = (
@@ -162,8 +184,13 @@ def prepare_tiny(root: Path) -> dict:
     teacher = Teacher(root / "teacher")
     student, tokenizer = build_student(root / "student", teacher.width)
     export_altclip(student, tokenizer, teacher, root / "altclip")
-    return {"teacher": str(root / "teacher"), "student": str(root / "student"), "data": str(root / "train.tsv"),
-            "shards": str(root / "shards"), "altclip": str(root / "altclip")}  # fmt: skip
+    return {
+        "teacher": str(root / "teacher"),
+        "student": str(root / "student"),
+        "data": str(root / "train.tsv"),
+        "shards": str(root / "shards"),
+        "altclip": str(root / "altclip"),
+    }
 
 
 def prepare_full(root: Path, contrastive: bool) -> dict:
@@ -223,8 +250,14 @@ def _full_altclip_config() -> dict:
     text = {**XLMR_LARGE, "project_dim": 768, "model_type": "altclip_text_model"}
     vision = {k: v for k, v in CLIP_L14_VISION.items() if k != "projection_dim"}
     vision["model_type"] = "altclip_vision_model"
-    return {"architectures": ["AltCLIPModel"], "model_type": "altclip", "projection_dim": 768,
-            "logit_scale_init_value": 2.6592, "text_config": text, "vision_config": vision}  # fmt: skip
+    return {
+        "architectures": ["AltCLIPModel"],
+        "model_type": "altclip",
+        "projection_dim": 768,
+        "logit_scale_init_value": 2.6592,
+        "text_config": text,
+        "vision_config": vision,
+    }
 
 
 def _write_full_altclip_folder(folder: Path) -> Path:
@@ -235,11 +268,24 @@ def _write_full_altclip_folder(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(_full_altclip_config(), indent=2) + "\n")
     real_xlmr_tokenizer().save_pretrained(str(folder))
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_convert_rgb": True,
-        "do_normalize": True, "do_resize": True, "image_processor_type": "CLIPImageProcessor",
-        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-        "resample": 3, "size": {"shortest_edge": 224}}, indent=2) + "\n")  # fmt: skip
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "crop_size": {"height": 224, "width": 224},
+                "do_center_crop": True,
+                "do_convert_rgb": True,
+                "do_normalize": True,
+                "do_resize": True,
+                "image_processor_type": "CLIPImageProcessor",
+                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                "image_std": [0.26862954, 0.26130258, 0.27577711],
+                "resample": 3,
+                "size": {"shortest_edge": 224},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return folder
 
 
@@ -297,15 +343,30 @@ def _sequence_lengths(task, spec: dict) -> dict:
         if step < warmup:
             continue
         if spec["task"] == "distill":
-            student.append(task.tokenizer([s for s, _ in b], padding=True, truncation=True, max_length=task.max_length,
-                                          return_tensors="pt").input_ids.shape[1])  # fmt: skip
-            teacher.append(task.teacher.tokenizer([t for _, t in b], padding=True, truncation=True,
-                                                  max_length=task.teacher.max_length, return_tensors="pt").input_ids.shape[1])  # fmt: skip
+            student.append(
+                task.tokenizer(
+                    [s for s, _ in b], padding=True, truncation=True, max_length=task.max_length, return_tensors="pt"
+                ).input_ids.shape[1]
+            )
+            teacher.append(
+                task.teacher.tokenizer(
+                    [t for _, t in b],
+                    padding=True,
+                    truncation=True,
+                    max_length=task.teacher.max_length,
+                    return_tensors="pt",
+                ).input_ids.shape[1]
+            )
         else:
             student.append(b[0].shape[1])
-    out = {"student_tokens_mean": round(statistics.fmean(student), 1), "student_tokens_range": [min(student), max(student)]}
+    out = {
+        "student_tokens_mean": round(statistics.fmean(student), 1),
+        "student_tokens_range": [min(student), max(student)],
+    }
     if teacher:
-        out.update(teacher_tokens_mean=round(statistics.fmean(teacher), 1), teacher_tokens_range=[min(teacher), max(teacher)])
+        out.update(
+            teacher_tokens_mean=round(statistics.fmean(teacher), 1), teacher_tokens_range=[min(teacher), max(teacher)]
+        )
     return out
 
 
@@ -342,10 +403,19 @@ def run_worker(args) -> None:
     out = Path(spec["workdir"]) / "run"
     total = spec["warmup"] + spec["steps"]
     settings = TrainSettings(
-        output_dir=out, steps=total, batch_size=spec["batch"], lr=1e-5, warmup_steps=0, lr_schedule="constant",
-        mixed_precision=PRECISIONS[spec["precision"]], save_every=10**9, log_every=1, seed=0,
-        tensorboard=False, progress=False,
-    )  # fmt: skip
+        output_dir=out,
+        steps=total,
+        batch_size=spec["batch"],
+        lr=1e-5,
+        warmup_steps=0,
+        lr_schedule="constant",
+        mixed_precision=PRECISIONS[spec["precision"]],
+        save_every=10**9,
+        log_every=1,
+        seed=0,
+        tensorboard=False,
+        progress=False,
+    )
     gc.collect()
     trim_heap()
     build_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -366,20 +436,32 @@ def run_worker(args) -> None:
     losses = [r["loss"] for r in log]
     report = {
         **{k: spec[k] for k in ("size", "task", "precision", "batch", "warmup", "steps")},
-        "torch_threads": torch.get_num_threads(), "params": n_params, "trainable_params": n_trainable,
-        "build_s": round(build_s, 2), "train_call_s": round(train_s, 2), "export_s": round(export_s, 2),
-        "exported": spec["export"], "cpu_s_train_call": round(cpu_train, 2),
+        "torch_threads": torch.get_num_threads(),
+        "params": n_params,
+        "trainable_params": n_trainable,
+        "build_s": round(build_s, 2),
+        "train_call_s": round(train_s, 2),
+        "export_s": round(export_s, 2),
+        "exported": spec["export"],
+        "cpu_s_train_call": round(cpu_train, 2),
         "step_seconds": [round(x, 4) for x in step_s],
         "samples_per_s": round(spec["batch"] * len(timed) / sum(timed), 3),
-        "step_seconds_median": round(statistics.median(timed), 4), "step_seconds_min": round(min(timed), 4),
+        "step_seconds_median": round(statistics.median(timed), 4),
+        "step_seconds_min": round(min(timed), 4),
         "warmup_step_seconds": [round(x, 4) for x in step_s[: spec["warmup"]]],
-        "loss_first": losses[0], "loss_last": losses[-1], "losses_finite": all(map(lambda x: x == x and abs(x) != float("inf"), losses)),
-        "rss_after_import_mib": mib(rss_after_import), "peak_rss_build_mib": mib(build_peak),
-        "rss_before_training_mib": mib(rss_before), "peak_rss_training_mib": mib(peak_training),
-        "rss_increase_training_mib": mib(peak_training - rss_before), "rss_end_of_training_mib": mib(end_of_training["rss"]),
-        "peak_rss_process_mib": mib(max(build_peak, peak_training)), "peak_rss_process_incl_export_mib": mib(process_peak),
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "losses_finite": all(map(lambda x: x == x and abs(x) != float("inf"), losses)),
+        "rss_after_import_mib": mib(rss_after_import),
+        "peak_rss_build_mib": mib(build_peak),
+        "rss_before_training_mib": mib(rss_before),
+        "peak_rss_training_mib": mib(peak_training),
+        "rss_increase_training_mib": mib(peak_training - rss_before),
+        "rss_end_of_training_mib": mib(end_of_training["rss"]),
+        "peak_rss_process_mib": mib(max(build_peak, peak_training)),
+        "peak_rss_process_incl_export_mib": mib(process_peak),
         "peak_reset": reset_ok,
-    }  # fmt: skip
+    }
     if spec["task"] == "contrastive":
         report["skipped_samples"] = task.skipped.total
     report.update(_sequence_lengths(task, spec))
@@ -398,17 +480,23 @@ def _spawn(spec: dict, timeout: int) -> dict:
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
-        raise SystemExit(f"worker {spec['size']}/{spec['task']}/{spec['precision']} failed with exit code {proc.returncode}")
+        raise SystemExit(
+            f"worker {spec['size']}/{spec['task']}/{spec['precision']} failed with exit code {proc.returncode}"
+        )
     report = json.loads(Path(spec["result"]).read_text())
-    report.update(process_wall_s=round(wall, 1), loadavg_before=[round(x, 2) for x in load_before],
-                  loadavg_after=[round(x, 2) for x in os.getloadavg()])  # fmt: skip
+    report.update(
+        process_wall_s=round(wall, 1),
+        loadavg_before=[round(x, 2) for x in load_before],
+        loadavg_after=[round(x, 2) for x in os.getloadavg()],
+    )
     print(
         f"  {spec['size']} {spec['task']} {spec['precision']}: {report['samples_per_s']:.2f} samples/s "
         f"({report['step_seconds_median']:.3f} s/step median of {spec['steps']}), peak RSS "
         f"{gib(report['peak_rss_process_mib'])} (training +{gib(report['rss_increase_training_mib'])}), "
         f"process {wall:.0f} s, load {load_before[0]:.1f}",
-        file=sys.stderr, flush=True,
-    )  # fmt: skip
+        file=sys.stderr,
+        flush=True,
+    )
     return report
 
 
@@ -474,10 +562,18 @@ def run_driver(args) -> None:
                 for precision in order:
                     tag = f"{size}-{task}-{precision}"
                     spec = {
-                        **paths, "size": size, "task": task, "precision": precision, "batch": batch, "warmup": warmup,
-                        "steps": steps, "threads": args.tiny_threads if size == "tiny" else args.threads, "export": size == "tiny",
-                        "workdir": str(workdir / tag), "result": str(workdir / f"{tag}.json"),
-                    }  # fmt: skip
+                        **paths,
+                        "size": size,
+                        "task": task,
+                        "precision": precision,
+                        "batch": batch,
+                        "warmup": warmup,
+                        "steps": steps,
+                        "threads": args.tiny_threads if size == "tiny" else args.threads,
+                        "export": size == "tiny",
+                        "workdir": str(workdir / tag),
+                        "result": str(workdir / f"{tag}.json"),
+                    }
                     runs.append(_spawn(spec, args.worker_timeout))
                     shutil.rmtree(workdir / tag, ignore_errors=True)
     finally:
@@ -489,18 +585,30 @@ def run_driver(args) -> None:
         "date": started.isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "environment": {
-            "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "accelerate": accelerate.__version__, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__,
+            "cpu": cpu_name(),
+            "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
-        },  # fmt: skip
+        },
         "settings": {
             "defaults": {k: {"batch": v[0], "warmup": v[1], "steps": v[2]} for k, v in DEFAULTS.items()},
-            "overrides": {"batch": args.batch, "steps": args.steps, "warmup": args.warmup, "threads": {"tiny": args.tiny_threads or "default", "full": args.threads or "default"}},
-            "precisions": precisions, "optimizer": "AdamW (loop default), lr 1e-5 constant, max_grad_norm 1.0",
+            "overrides": {
+                "batch": args.batch,
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "threads": {"tiny": args.tiny_threads or "default", "full": args.threads or "default"},
+            },
+            "precisions": precisions,
+            "optimizer": "AdamW (loop default), lr 1e-5 constant, max_grad_norm 1.0",
             "timing": "per optimizer step from log.jsonl (log_every=1): batch / samples_per_s; warm-up steps dropped",
-            "full_student": XLMR_LARGE, "full_teacher_text": CLIP_L14_TEXT, "full_teacher_vision": MINIMAL_VISION,
+            "full_student": XLMR_LARGE,
+            "full_teacher_text": CLIP_L14_TEXT,
+            "full_teacher_vision": MINIMAL_VISION,
             "full_contrastive_vision": CLIP_L14_VISION if args.full_contrastive else None,
-        },  # fmt: skip
+        },
         "runs": runs,
         "not_measured": not_measured,
         "markdown": table,
@@ -516,18 +624,27 @@ def run_driver(args) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", choices=["all", "tiny", "full"], default="all", help="which size(s) to run")
     parser.add_argument("--steps", type=int, default=0, help="timed optimizer steps (default: tiny 50, full 5)")
     parser.add_argument("--batch", type=int, default=0, help="batch size (default: tiny 32, full 8)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up steps (default: tiny 5, full 3)")
     parser.add_argument("--precisions", default="fp32,bf16", help="comma list: fp32 (no mixed precision) and/or bf16")
     parser.add_argument("--tasks", default="distill,contrastive", help="comma list: distill and/or contrastive")
-    parser.add_argument("--full-contrastive", action="store_true",
-                        help="also measure contrastive learning at full size (XLM-R large + frozen ViT-L/14 at 224 px)")
+    parser.add_argument(
+        "--full-contrastive",
+        action="store_true",
+        help="also measure contrastive learning at full size (XLM-R large + frozen ViT-L/14 at 224 px)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads, full size (0: torch's default)")
-    parser.add_argument("--tiny-threads", type=int, default=1,
-                        help="torch threads, tiny size (default 1: tiny ops gain nothing from more, and lose a lot on a loaded machine)")
+    parser.add_argument(
+        "--tiny-threads",
+        type=int,
+        default=1,
+        help="torch threads, tiny size (default 1: tiny ops gain nothing from more, and lose a lot on a loaded machine)",
+    )
     parser.add_argument("--worker-timeout", type=int, default=1200, help="seconds before a worker is killed")
     parser.add_argument("--output", help="result JSON path (default benchmarks/results/training-clip-<date>.json)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

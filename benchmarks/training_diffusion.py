@@ -148,8 +148,15 @@ def build_full_pipe():
     vae = AutoencoderKL(**SD14_VAE)
     encoder = AltTextEncoder(text_config_from_dict(dict(XLMR_LARGE_M9)), head="m9").eval()
     scheduler = PNDMScheduler.from_config({k: v for k, v in SCHEDULER_CONFIG.items() if not k.startswith("_")})
-    return AltDiffusionPipeline(tokenizer=real_xlmr_tokenizer(), text_encoder=encoder, unet=unet, vae=vae,
-                                scheduler=scheduler, name="sd14-sized-random-alt", folder=None)  # fmt: skip
+    return AltDiffusionPipeline(
+        tokenizer=real_xlmr_tokenizer(),
+        text_encoder=encoder,
+        unet=unet,
+        vae=vae,
+        scheduler=scheduler,
+        name="sd14-sized-random-alt",
+        folder=None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,7 +181,9 @@ def run_worker(args) -> None:
     rss_after_import = status_kib("VmRSS")
     t0 = time.perf_counter()
     pipe = assemble(spec["base"]) if spec["size"] == "tiny" else build_full_pipe()
-    task = DiffusionTask(pipe, Path(spec["data"]), stage=spec["stage"], align_params="kv", resolution=spec["resolution"])
+    task = DiffusionTask(
+        pipe, Path(spec["data"]), stage=spec["stage"], align_params="kv", resolution=spec["resolution"]
+    )
     build_s = time.perf_counter() - t0
     counts = {
         "unet": sum(p.numel() for p in pipe.unet.parameters()),
@@ -193,10 +202,20 @@ def run_worker(args) -> None:
     out = Path(spec["workdir"]) / "run"
     total = spec["warmup"] + spec["steps"]
     settings = TrainSettings(
-        output_dir=out, steps=total, batch_size=spec["batch"], lr=1e-5, warmup_steps=0, lr_schedule="constant",
-        mixed_precision=PRECISIONS[spec["precision"]], gradient_checkpointing=spec["checkpointing"],
-        save_every=10**9, log_every=1, seed=0, tensorboard=False, progress=False,
-    )  # fmt: skip
+        output_dir=out,
+        steps=total,
+        batch_size=spec["batch"],
+        lr=1e-5,
+        warmup_steps=0,
+        lr_schedule="constant",
+        mixed_precision=PRECISIONS[spec["precision"]],
+        gradient_checkpointing=spec["checkpointing"],
+        save_every=10**9,
+        log_every=1,
+        seed=0,
+        tensorboard=False,
+        progress=False,
+    )
     gc.collect()
     trim_heap()
     build_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -215,23 +234,36 @@ def run_worker(args) -> None:
     timed = step_s[spec["warmup"] :]
     losses = [r["loss"] for r in log]
     report = {
-        **{k: spec[k] for k in ("size", "stage", "precision", "checkpointing", "resolution", "batch", "warmup", "steps")},
+        **{
+            k: spec[k]
+            for k in ("size", "stage", "precision", "checkpointing", "resolution", "batch", "warmup", "steps")
+        },
         "latent_size": spec["resolution"] // (2 ** (len(pipe.vae.config.block_out_channels) - 1)),
-        "torch_threads": torch.get_num_threads(), "params": counts, "trainable_params": n_trainable,
-        "build_s": round(build_s, 2), "train_call_s": round(train_s, 2), "cpu_s_train_call": round(cpu_train, 2),
+        "torch_threads": torch.get_num_threads(),
+        "params": counts,
+        "trainable_params": n_trainable,
+        "build_s": round(build_s, 2),
+        "train_call_s": round(train_s, 2),
+        "cpu_s_train_call": round(cpu_train, 2),
         "step_seconds": [round(x, 4) for x in step_s],
         "samples_per_s": round(spec["batch"] * len(timed) / sum(timed), 4),
         "steps_per_s": round(len(timed) / sum(timed), 4),
         "step_seconds_mean": round(statistics.fmean(timed), 4),
-        "step_seconds_median": round(statistics.median(timed), 4), "step_seconds_min": round(min(timed), 4),
+        "step_seconds_median": round(statistics.median(timed), 4),
+        "step_seconds_min": round(min(timed), 4),
         "warmup_step_seconds": [round(x, 4) for x in step_s[: spec["warmup"]]],
-        "loss_first": losses[0], "loss_last": losses[-1],
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
         "losses_finite": all(x == x and abs(x) != float("inf") for x in losses),
-        "rss_after_import_mib": mib(rss_after_import), "peak_rss_build_mib": mib(build_peak),
-        "rss_before_training_mib": mib(rss_before), "peak_rss_training_mib": mib(peak_training),
-        "rss_increase_training_mib": mib(peak_training - rss_before), "rss_end_of_training_mib": mib(end_of_training["rss"]),
-        "peak_rss_process_mib": mib(max(build_peak, peak_training)), "peak_reset": reset_ok,
-    }  # fmt: skip
+        "rss_after_import_mib": mib(rss_after_import),
+        "peak_rss_build_mib": mib(build_peak),
+        "rss_before_training_mib": mib(rss_before),
+        "peak_rss_training_mib": mib(peak_training),
+        "rss_increase_training_mib": mib(peak_training - rss_before),
+        "rss_end_of_training_mib": mib(end_of_training["rss"]),
+        "peak_rss_process_mib": mib(max(build_peak, peak_training)),
+        "peak_reset": reset_ok,
+    }
     Path(spec["result"]).write_text(json.dumps(report, indent=2) + "\n")
 
 
@@ -251,21 +283,28 @@ def _spawn(spec: dict, timeout: int) -> dict:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"failed": f"worker killed after the {timeout} s worker timeout", "process_wall_s": round(time.perf_counter() - t, 1)}
+        return {
+            "failed": f"worker killed after the {timeout} s worker timeout",
+            "process_wall_s": round(time.perf_counter() - t, 1),
+        }
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
         why = "killed by SIGKILL (out of memory?)" if proc.returncode == -9 else f"exit code {proc.returncode}"
         return {"failed": why, "process_wall_s": round(wall, 1), "stderr_tail": proc.stderr[-1500:]}
     report = json.loads(Path(spec["result"]).read_text())
-    report.update(process_wall_s=round(wall, 1), loadavg_before=[round(x, 2) for x in load_before],
-                  loadavg_after=[round(x, 2) for x in os.getloadavg()])  # fmt: skip
+    report.update(
+        process_wall_s=round(wall, 1),
+        loadavg_before=[round(x, 2) for x in load_before],
+        loadavg_after=[round(x, 2) for x in os.getloadavg()],
+    )
     print(
         f"  {_tag(spec)}: {report['step_seconds_mean']:.3f} s/step, {report['samples_per_s']:.2f} samples/s, "
         f"peak RSS {gib(report['peak_rss_process_mib'])} (training +{gib(report['rss_increase_training_mib'])}), "
         f"process {wall:.0f} s, load {load_before[0]:.1f}",
-        file=sys.stderr, flush=True,
-    )  # fmt: skip
+        file=sys.stderr,
+        flush=True,
+    )
     return report
 
 
@@ -290,15 +329,35 @@ def _markdown(runs: list[dict]) -> str:
 def _configs(size: str, args, batch: int, warmup: int, steps: int, precisions: list[str]) -> list[dict]:
     common = {"size": size, "warmup": warmup, "steps": steps}
     if size == "tiny":
-        return [{**common, "batch": batch if isinstance(batch, int) else batch[px], "resolution": px, "stage": stage, "precision": p, "checkpointing": False}
-                for px in TINY_RESOLUTIONS for stage in ("quality", "align") for p in precisions]  # fmt: skip
+        return [
+            {
+                **common,
+                "batch": batch if isinstance(batch, int) else batch[px],
+                "resolution": px,
+                "stage": stage,
+                "precision": p,
+                "checkpointing": False,
+            }
+            for px in TINY_RESOLUTIONS
+            for stage in ("quality", "align")
+            for p in precisions
+        ]
     # full size: bf16 first, so that a time limit still leaves the main numbers
     order = sorted(precisions, key=lambda p: p != "bf16")
     out = []
     for p in order:
         for stage in ("quality", "align"):
             for ckpt in (False, True):
-                out.append({**common, "batch": batch, "resolution": FULL_RESOLUTION, "stage": stage, "precision": p, "checkpointing": ckpt})
+                out.append(
+                    {
+                        **common,
+                        "batch": batch,
+                        "resolution": FULL_RESOLUTION,
+                        "stage": stage,
+                        "precision": p,
+                        "checkpointing": ckpt,
+                    }
+                )
     return out
 
 
@@ -334,23 +393,41 @@ def run_driver(args) -> None:
                     elapsed = time.perf_counter() - t_start
                     predicted = full_wall or 150
                     if elapsed + predicted > args.budget:
-                        not_measured.append({**config, "why": f"time budget: {elapsed:.0f} s spent, a full-size worker "
-                                             f"takes ~{predicted:.0f} s, --budget {args.budget} s"})  # fmt: skip
+                        not_measured.append(
+                            {
+                                **config,
+                                "why": f"time budget: {elapsed:.0f} s spent, a full-size worker "
+                                f"takes ~{predicted:.0f} s, --budget {args.budget} s",
+                            }
+                        )
                         print(f"  {tag}: skipped (time budget)", file=sys.stderr, flush=True)
                         continue
-                    need = full_estimate_mib(config["stage"], config["precision"], config["batch"], config["checkpointing"])
+                    need = full_estimate_mib(
+                        config["stage"], config["precision"], config["batch"], config["checkpointing"]
+                    )
                     have = mem_available_mib()
                     if need > have - 512 and not args.force:
-                        not_measured.append({**config, "estimated_peak_mib": round(need), "mem_available_mib": round(have),
-                                             "why": f"memory: needs ~{gib(need)} (estimate), {gib(have)} available"})  # fmt: skip
-                        print(f"  {tag}: skipped (needs ~{gib(need)}, {gib(have)} available)", file=sys.stderr, flush=True)
+                        not_measured.append(
+                            {
+                                **config,
+                                "estimated_peak_mib": round(need),
+                                "mem_available_mib": round(have),
+                                "why": f"memory: needs ~{gib(need)} (estimate), {gib(have)} available",
+                            }
+                        )
+                        print(
+                            f"  {tag}: skipped (needs ~{gib(need)}, {gib(have)} available)", file=sys.stderr, flush=True
+                        )
                         continue
                 data = paths["data"][config["resolution"]] if size == "tiny" else paths["data"]
                 spec = {
-                    **config, "base": paths.get("base"), "data": data,
+                    **config,
+                    "base": paths.get("base"),
+                    "data": data,
                     "threads": args.tiny_threads if size == "tiny" else args.threads,
-                    "workdir": str(workdir / tag), "result": str(workdir / f"{tag}.json"),
-                }  # fmt: skip
+                    "workdir": str(workdir / tag),
+                    "result": str(workdir / f"{tag}.json"),
+                }
                 if size == "full":
                     spec["mem_available_mib_before"] = round(mem_available_mib())
                 report = _spawn(spec, args.worker_timeout)
@@ -374,20 +451,41 @@ def run_driver(args) -> None:
         "date": started.isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "environment": {
-            "python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "accelerate": accelerate.__version__, "cpu": cpu_name(),
-            "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__,
+            "cpu": cpu_name(),
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
             "mem_available_mib_at_start": round(mem_available_mib()),
-        },  # fmt: skip
+        },
         "settings": {
-            "defaults": {k: {"batch": v[0] if isinstance(v[0], int) else {str(px): b for px, b in v[0].items()}, "warmup": v[1], "steps": v[2]} for k, v in DEFAULTS.items()},
-            "overrides": {"batch": args.batch, "steps": args.steps, "warmup": args.warmup, "budget_s": args.budget,
-                          "threads": {"tiny": args.tiny_threads or "default", "full": args.threads or "default"}},
-            "precisions": precisions, "optimizer": "AdamW (loop default), lr 1e-5 constant, max_grad_norm 1.0",
+            "defaults": {
+                k: {
+                    "batch": v[0] if isinstance(v[0], int) else {str(px): b for px, b in v[0].items()},
+                    "warmup": v[1],
+                    "steps": v[2],
+                }
+                for k, v in DEFAULTS.items()
+            },
+            "overrides": {
+                "batch": args.batch,
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "budget_s": args.budget,
+                "threads": {"tiny": args.tiny_threads or "default", "full": args.threads or "default"},
+            },
+            "precisions": precisions,
+            "optimizer": "AdamW (loop default), lr 1e-5 constant, max_grad_norm 1.0",
             "timing": "per optimizer step from log.jsonl (log_every=1): batch / samples_per_s; warm-up steps dropped",
-            "align_params": "kv", "caption_dropout": "stage preset (quality 0.1, align 0)",
-            "full_unet": SD14_UNET, "full_vae": SD14_VAE, "full_text_encoder": XLMR_LARGE_M9,
-        },  # fmt: skip
+            "align_params": "kv",
+            "caption_dropout": "stage preset (quality 0.1, align 0)",
+            "full_unet": SD14_UNET,
+            "full_vae": SD14_VAE,
+            "full_text_encoder": XLMR_LARGE_M9,
+        },
         "runs": runs,
         "not_measured": not_measured,
         "markdown": table,
@@ -403,17 +501,29 @@ def run_driver(args) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", choices=["all", "tiny", "full"], default="all", help="which size(s) to run")
     parser.add_argument("--steps", type=int, default=0, help="timed optimizer steps (default: tiny 20, full 2)")
-    parser.add_argument("--batch", type=int, default=0, help="batch size (default: tiny 8 at 32 px and 4 at 64 px, full 1)")
+    parser.add_argument(
+        "--batch", type=int, default=0, help="batch size (default: tiny 8 at 32 px and 4 at 64 px, full 1)"
+    )
     parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up steps (default: tiny 3, full 1)")
     parser.add_argument("--precisions", default="fp32,bf16", help="comma list: fp32 (no mixed precision) and/or bf16")
     parser.add_argument("--threads", type=int, default=0, help="torch threads, full size (0: torch's default)")
-    parser.add_argument("--tiny-threads", type=int, default=1,
-                        help="torch threads, tiny size (default 1: tiny ops gain little from more on a loaded machine)")
-    parser.add_argument("--budget", type=int, default=690, help="seconds for the whole run; later full-size configs are skipped")
-    parser.add_argument("--force", action="store_true", help="run full-size configurations even when memory looks short")
+    parser.add_argument(
+        "--tiny-threads",
+        type=int,
+        default=1,
+        help="torch threads, tiny size (default 1: tiny ops gain little from more on a loaded machine)",
+    )
+    parser.add_argument(
+        "--budget", type=int, default=690, help="seconds for the whole run; later full-size configs are skipped"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="run full-size configurations even when memory looks short"
+    )
     parser.add_argument("--worker-timeout", type=int, default=480, help="seconds before a worker is killed")
     parser.add_argument("--output", help="result JSON path (default benchmarks/results/training-diffusion-<date>.json)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

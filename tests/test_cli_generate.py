@@ -80,9 +80,13 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 
 def _common(model: Path, out: Path, **overrides) -> list[str]:
     options = {
-        "--model": str(model), "--steps": "2", "--seed": "1", "--width": "32", "--height": "32",
+        "--model": str(model),
+        "--steps": "2",
+        "--seed": "1",
+        "--width": "32",
+        "--height": "32",
         "--out": str(out / "out.png"),
-    }  # fmt: skip
+    }
     options.update(overrides)
     args = []
     for key, value in options.items():
@@ -100,15 +104,28 @@ def _bad_cases(model: Path, inputs: dict[str, Path], out_of) -> dict[str, tuple[
         "steps-0": (case("steps-0", **{"--steps": "0"}), ("steps",)),
         "steps-negative": (case("steps-negative", **{"--steps": "-1"}), ("steps",)),
         "guidance-nan": (case("guidance-nan", **{"--guidance": "nan"}), ("guidance",)),
-        "init-not-an-image": (case("init-not-an-image", "--init-image", str(inputs["text_as_png"])), ("init image", "not-an-image.png")),
-        "init-missing": (case("init-missing", "--init-image", str(inputs["missing"])), ("init image", "does-not-exist.png")),
+        "init-not-an-image": (
+            case("init-not-an-image", "--init-image", str(inputs["text_as_png"])),
+            ("init image", "not-an-image.png"),
+        ),
+        "init-missing": (
+            case("init-missing", "--init-image", str(inputs["missing"])),
+            ("init image", "does-not-exist.png"),
+        ),
         "mask-size-mismatch": (
-            case("mask-size-mismatch", "--init-image", str(inputs["init"]), "--mask", str(inputs["small_mask"]), **{"--width": "64", "--height": "64"}),
+            case(
+                "mask-size-mismatch",
+                "--init-image",
+                str(inputs["init"]),
+                "--mask",
+                str(inputs["small_mask"]),
+                **{"--width": "64", "--height": "64"},
+            ),
             ("mask",),
         ),
         "unknown-sampler": (case("unknown-sampler", **{"--sampler": "Euler z"}), ("sampler", "Euler z")),
         "jpg-output": (case("jpg-output", **{"--out": str(out_of("jpg-output") / "x.jpg")}), ("PNG",)),
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +136,21 @@ def runs(model, inputs, tmp_path_factory) -> dict[str, Run]:
         return root / name
 
     good_args = [
-        "--model", str(model), "--negative", NEGATIVE, "--steps", "3", "--seed", "123", "--width", "64",
-        "--height", "64", "--sampler", "Euler a",
-    ]  # fmt: skip
+        "--model",
+        str(model),
+        "--negative",
+        NEGATIVE,
+        "--steps",
+        "3",
+        "--seed",
+        "123",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--sampler",
+        "Euler a",
+    ]
     commands: dict[str, list[str]] = {
         "first": [PROMPT, *good_args, "--out", str(out_of("first") / "x.png"), "--no-progress"],
         "again": [PROMPT, *good_args, "--out", str(out_of("again") / "x.png"), "--no-progress"],
@@ -213,9 +242,16 @@ def test_empty_prompt_is_allowed(runs):
 # ------------------------------------------------------------------------------ user mistakes
 
 BAD = [
-    "width-not-multiple-of-8", "steps-0", "steps-negative", "guidance-nan", "init-not-an-image",
-    "init-missing", "mask-size-mismatch", "unknown-sampler", "jpg-output",
-]  # fmt: skip
+    "width-not-multiple-of-8",
+    "steps-0",
+    "steps-negative",
+    "guidance-nan",
+    "init-not-an-image",
+    "init-missing",
+    "mask-size-mismatch",
+    "unknown-sampler",
+    "jpg-output",
+]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -233,4 +269,6 @@ def test_bad_input_exits_2_with_one_error_line_and_writes_nothing(runs, model, i
 
 
 def test_every_bad_case_is_checked():
-    assert set(BAD) == set(_bad_cases(Path("m"), dict.fromkeys(["init", "small_mask", "text_as_png", "missing"], Path("x")), Path))
+    assert set(BAD) == set(
+        _bad_cases(Path("m"), dict.fromkeys(["init", "small_mask", "text_as_png", "missing"], Path("x")), Path)
+    )

@@ -75,10 +75,30 @@ def cli(folders):
         "info-m9-bf16": ["info", f["m9"], "--dtype", "bf16"],
         "info-clip": ["info", f["clip"]],
         "classify": ["clip", "classify", "--model", f["clip"], "--image", f["image"], "--labels", ",".join(LABELS)],
-        "classify-fullwidth": ["clip", "classify", "--model", f["clip"], "--image", f["image"], "--labels", "猫，狗，汽车", "--top", "2"],
+        "classify-fullwidth": [
+            "clip",
+            "classify",
+            "--model",
+            f["clip"],
+            "--image",
+            f["image"],
+            "--labels",
+            "猫，狗，汽车",
+            "--top",
+            "2",
+        ],
         "dev-tiny": ["dev", "tiny", f["tiny_out"], "--layout", "altdiffusion-m18"],
         "dev-tiny-clip": ["dev", "tiny", f["tiny_clip_out"], "--layout", "altclip-m2"],
-        "missing-image": ["clip", "classify", "--model", f["clip"], "--image", f["image"] + ".missing.jpg", "--labels", "猫,狗"],
+        "missing-image": [
+            "clip",
+            "classify",
+            "--model",
+            f["clip"],
+            "--image",
+            f["image"] + ".missing.jpg",
+            "--labels",
+            "猫,狗",
+        ],
         "not-an-image": ["clip", "classify", "--model", f["clip"], "--image", f["not_an_image"], "--labels", "猫,狗"],
         "one-label": ["clip", "classify", "--model", f["clip"], "--image", f["image"], "--labels", "猫"],
         "info-fp16-cpu": ["info", f["m9"], "--device", "cpu", "--dtype", "fp16"],
@@ -143,7 +163,10 @@ def test_info_on_a_clip_folder(cli, folders):
     assert rows["family"] == "AltCLIP (image-text embeddings)"
     assert rows["model"] == "ac-m9"
     assert rows["languages"] == "unknown"
-    assert rows["text tower"] == f"XLM-R 2 layers x 32, vocab {m.text_model.config.vocab_size:,}; {_params(m.text_model)} params"
+    assert (
+        rows["text tower"]
+        == f"XLM-R 2 layers x 32, vocab {m.text_model.config.vocab_size:,}; {_params(m.text_model)} params"
+    )
     assert rows["vision tower"] == f"ViT 2 layers x 32, 32 px / patch 8; {_params(m.vision_model)} params"
     assert rows["embedding"] == "16-d"
     assert rows["dtype"] == "float32"
@@ -210,8 +233,15 @@ def test_info_with_cuda_unavailable(cli):
 def test_dev_tiny_writes_a_loadable_m18_folder(cli, folders, tmp_path):
     assert _ok(cli["dev-tiny"]).strip() == str(folders["tiny_out"])
     out = folders["tiny_out"]
-    for name in ("model_index.json", "text_encoder/config.json", "text_encoder/pytorch_model.bin", "unet/config.json",
-                 "vae/config.json", "scheduler/scheduler_config.json", "tokenizer/sentencepiece.bpe.model"):  # fmt: skip
+    for name in (
+        "model_index.json",
+        "text_encoder/config.json",
+        "text_encoder/pytorch_model.bin",
+        "unet/config.json",
+        "vae/config.json",
+        "scheduler/scheduler_config.json",
+        "tokenizer/sentencepiece.bpe.model",
+    ):
         assert (out / name).is_file(), name
     pipe = altdiffusion.load_pipeline(out)
     assert pipe.text_encoder.head == "m18"
@@ -233,8 +263,19 @@ def test_dev_tiny_writes_a_loadable_altclip_folder(cli, folders):
 
 def test_python_m_altdiffusion_cli_classify(cli, folders):
     """`python -m altdiffusion.cli` in a fresh interpreter prints what the batch runner printed."""
-    cmd = [sys.executable, "-m", "altdiffusion.cli", "clip", "classify", "--model", str(folders["clip"]),
-           "--image", str(folders["image"]), "--labels", ",".join(LABELS)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "altdiffusion.cli",
+        "clip",
+        "classify",
+        "--model",
+        str(folders["clip"]),
+        "--image",
+        str(folders["image"]),
+        "--labels",
+        ",".join(LABELS),
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr

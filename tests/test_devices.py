@@ -41,9 +41,16 @@ def test_cpu_is_accepted(device):
 
 @pytest.mark.parametrize(
     "dtype, expected",
-    [("bf16", torch.bfloat16), ("bfloat16", torch.bfloat16), ("torch.bfloat16", torch.bfloat16), (torch.bfloat16, torch.bfloat16),
-     ("fp32", torch.float32), ("float32", torch.float32), (torch.float32, torch.float32)],
-)  # fmt: skip
+    [
+        ("bf16", torch.bfloat16),
+        ("bfloat16", torch.bfloat16),
+        ("torch.bfloat16", torch.bfloat16),
+        (torch.bfloat16, torch.bfloat16),
+        ("fp32", torch.float32),
+        ("float32", torch.float32),
+        (torch.float32, torch.float32),
+    ],
+)
 def test_supported_dtypes_on_cpu(dtype, expected):
     assert select_dtype(CPU, dtype) == expected
 

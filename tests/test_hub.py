@@ -222,7 +222,10 @@ def test_a_file_is_not_a_model_folder(tmp_path):
         altdiffusion.load_clip(path)
 
 
-@pytest.mark.parametrize("name", ["{tmp}/no-such-model", "./no-such-model", "models/deep/no-such-model", "~/no-such-model-here", "no such model"])
+@pytest.mark.parametrize(
+    "name",
+    ["{tmp}/no-such-model", "./no-such-model", "models/deep/no-such-model", "~/no-such-model-here", "no such model"],
+)
 def test_missing_local_path_that_is_not_a_hub_id(tmp_path, name):
     name = name.format(tmp=tmp_path)
     with pytest.raises(ModelNotFoundError) as info:

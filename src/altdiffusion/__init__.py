@@ -2,13 +2,12 @@
 
 __version__ = "0.1.0"
 
-from altdiffusion.errors import (  # noqa: E402
+from altdiffusion.errors import (
     AltDiffusionError,
     CheckpointError,
     InvalidInputError,
     ModelNotFoundError,
 )
-
 
 
 def load_clip(name_or_path, device=None, dtype=None):
@@ -27,11 +26,11 @@ def load_pipeline(name_or_path, device=None, dtype=None, *, safety_checker: bool
 
 
 __all__ = [
-    "load_clip",
-    "load_pipeline",
-    "__version__",
     "AltDiffusionError",
     "CheckpointError",
     "InvalidInputError",
     "ModelNotFoundError",
+    "__version__",
+    "load_clip",
+    "load_pipeline",
 ]

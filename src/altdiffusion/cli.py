@@ -30,7 +30,9 @@ def _open_image(path: str, what: str):
     except FileNotFoundError:
         raise InvalidInputError(f"{what} {path!r} does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise InvalidInputError(f"{what} {path!r} is not a readable image ({err}); use a PNG, JPEG or WebP file") from None
+        raise InvalidInputError(
+            f"{what} {path!r} is not a readable image ({err}); use a PNG, JPEG or WebP file"
+        ) from None
 
 
 def _quiet_libraries() -> None:
@@ -66,10 +68,22 @@ def cmd_info(args) -> int:
             ("folder", str(pipe.folder)),
             ("languages", ", ".join(pipe.languages) or "unknown"),
             ("conditioning", pipe.conditioning),
-            ("text encoder", f"XLM-R {te.config.num_hidden_layers} layers x {te.config.hidden_size}, vocab {te.config.vocab_size:,}, -> {te.conditioning_dim}-d; {_millions(_count(te))} params"),
-            ("unet", f"cross-attention {pipe.unet.config.cross_attention_dim}-d; {_millions(_count(pipe.unet))} params"),
-            ("vae", f"{pipe.vae.config.latent_channels} latent channels, /{pipe.vae_scale_factor}; {_millions(_count(pipe.vae))} params"),
-            ("safety checker", f"{_millions(_count(pipe.safety_checker))} params" if pipe.safety_checker is not None else "none"),
+            (
+                "text encoder",
+                f"XLM-R {te.config.num_hidden_layers} layers x {te.config.hidden_size}, vocab {te.config.vocab_size:,}, -> {te.conditioning_dim}-d; {_millions(_count(te))} params",
+            ),
+            (
+                "unet",
+                f"cross-attention {pipe.unet.config.cross_attention_dim}-d; {_millions(_count(pipe.unet))} params",
+            ),
+            (
+                "vae",
+                f"{pipe.vae.config.latent_channels} latent channels, /{pipe.vae_scale_factor}; {_millions(_count(pipe.vae))} params",
+            ),
+            (
+                "safety checker",
+                f"{_millions(_count(pipe.safety_checker))} params" if pipe.safety_checker is not None else "none",
+            ),
             ("scheduler", type(pipe.scheduler).__name__),
             ("default size", f"{pipe.default_size}x{pipe.default_size}"),
             ("dtype", str(pipe.dtype).removeprefix("torch.")),
@@ -85,8 +99,14 @@ def cmd_info(args) -> int:
             ("model", clip.name),
             ("folder", str(folder)),
             ("languages", ", ".join(clip.languages) or "unknown"),
-            ("text tower", f"XLM-R {m.text_model.config.num_hidden_layers} layers x {m.text_model.config.hidden_size}, vocab {m.text_model.config.vocab_size:,}; {_millions(_count(m.text_model))} params"),
-            ("vision tower", f"ViT {m.vision_model.config.num_hidden_layers} layers x {m.vision_model.config.hidden_size}, {m.vision_model.config.image_size} px / patch {m.vision_model.config.patch_size}; {_millions(_count(m.vision_model))} params"),
+            (
+                "text tower",
+                f"XLM-R {m.text_model.config.num_hidden_layers} layers x {m.text_model.config.hidden_size}, vocab {m.text_model.config.vocab_size:,}; {_millions(_count(m.text_model))} params",
+            ),
+            (
+                "vision tower",
+                f"ViT {m.vision_model.config.num_hidden_layers} layers x {m.vision_model.config.hidden_size}, {m.vision_model.config.image_size} px / patch {m.vision_model.config.patch_size}; {_millions(_count(m.vision_model))} params",
+            ),
             ("embedding", f"{m.config.projection_dim}-d"),
             ("dtype", str(clip.dtype).removeprefix("torch.")),
             ("device", str(clip.device)),
@@ -132,11 +152,21 @@ def cmd_generate(args) -> int:
     for lora_path, scale in loras:
         pipe.load_lora(lora_path, scale)
     result = pipe(
-        args.prompt, negative_prompt=args.negative, num_inference_steps=args.steps, guidance_scale=args.guidance,
-        height=args.height, width=args.width, seed=args.seed, num_images_per_prompt=args.batch, image=init,
-        strength=args.strength, mask_image=mask, mask_blur=args.mask_blur, sampler=args.sampler,
+        args.prompt,
+        negative_prompt=args.negative,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        height=args.height,
+        width=args.width,
+        seed=args.seed,
+        num_images_per_prompt=args.batch,
+        image=init,
+        strength=args.strength,
+        mask_image=mask,
+        mask_blur=args.mask_blur,
+        sampler=args.sampler,
         progress=not args.no_progress,
-    )  # fmt: skip
+    )
     paths = output_paths(args.out, len(result.images), seed=result.seeds[0])
     for image, text, path in zip(result.images, result.infotexts, paths):
         write_png(image, path, lora_infotext(text, getattr(pipe, "loras", [])))
@@ -161,8 +191,17 @@ def cmd_serve(args) -> int:
     from altdiffusion.serve.server import _model_arg, serve
 
     models = dict(_model_arg(m) for m in (args.model or ["mini"]))
-    serve(models, args.host, args.port, api_auth=args.api_auth, max_queue=args.max_queue, device=args.device,
-          dtype=args.dtype, safety_checker=not args.no_safety_checker, lora_dir=args.lora_dir)  # fmt: skip
+    serve(
+        models,
+        args.host,
+        args.port,
+        api_auth=args.api_auth,
+        max_queue=args.max_queue,
+        device=args.device,
+        dtype=args.dtype,
+        safety_checker=not args.no_safety_checker,
+        lora_dir=args.lora_dir,
+    )
     return 0
 
 
@@ -184,11 +223,19 @@ def cmd_mini_build(args) -> int:
     from altdiffusion.mini.build import Build
     from altdiffusion.mini.package import install, size_mb
 
-    log = Build(Path(args.out), seed=args.seed, smoke=args.smoke, steps_scale=args.steps_scale, baseline=not args.no_baseline,
-                scratch_segments=args.scratch_segments)()
+    log = Build(
+        Path(args.out),
+        seed=args.seed,
+        smoke=args.smoke,
+        steps_scale=args.steps_scale,
+        baseline=not args.no_baseline,
+        scratch_segments=args.scratch_segments,
+    )()
     print(f"built in {log['total_wall_s']:.0f} s: {log['outputs']}")
     if args.install:
-        dest = install(Path(log["outputs"]["altclip"]), Path(log["outputs"]["altdiffusion"]), Path(args.out) / "build.json")
+        dest = install(
+            Path(log["outputs"]["altclip"]), Path(log["outputs"]["altdiffusion"]), Path(args.out) / "build.json"
+        )
         print(f"installed as the bundled model: {dest} ({size_mb(dest):.1f} MB)")
     return 0
 
@@ -196,8 +243,14 @@ def cmd_mini_build(args) -> int:
 def cmd_mini_report(args) -> int:
     from altdiffusion.mini.report import build_report, markdown, write_report
 
-    report, samples = build_report(args.clip, args.model, scenes=args.scenes, seeds=args.seeds, guidance=args.guidance,
-                                   build_log=Path(args.build_log) if args.build_log else None)  # fmt: skip
+    report, samples = build_report(
+        args.clip,
+        args.model,
+        scenes=args.scenes,
+        seeds=args.seeds,
+        guidance=args.guidance,
+        build_log=Path(args.build_log) if args.build_log else None,
+    )
     write_report(Path(args.out), report, samples)
     print(markdown(report))
     print(f"wrote {args.out}/report.json, report.md, samples.png")
@@ -229,7 +282,9 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="altdiffusion", description="Multilingual text-to-image with AltCLIP and AltDiffusion.")
+    parser = argparse.ArgumentParser(
+        prog="altdiffusion", description="Multilingual text-to-image with AltCLIP and AltDiffusion."
+    )
     parser.add_argument("--version", action="version", version=f"altdiffusion {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -246,17 +301,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=-1, help="-1 picks a random seed (printed and stored in the PNG)")
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--height", type=int, default=None)
-    p.add_argument("--sampler", default=None, help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M Karras' (default: the model's)")
+    p.add_argument(
+        "--sampler", default=None, help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M Karras' (default: the model's)"
+    )
     p.add_argument("--batch", type=_positive_int, default=1, help="images to generate")
     p.add_argument("--out", default="outputs/", help="a .png file or a folder (default outputs/)")
     p.add_argument("--init-image", default=None, help="image-to-image: the starting image")
     p.add_argument("--strength", type=float, default=0.75, help="image-to-image denoising strength, 0..1")
-    p.add_argument("--mask", default=None, help="inpainting: white = repaint, black = keep (same size as the init image)")
+    p.add_argument(
+        "--mask", default=None, help="inpainting: white = repaint, black = keep (same size as the init image)"
+    )
     p.add_argument("--mask-blur", type=int, default=4)
     p.add_argument("--no-safety-checker", action="store_true", help="do not load or run the safety checker")
-    p.add_argument("--lora", action="append", default=None, metavar="FILE[:SCALE]",
-                   help="merge a LoRA (kohya or diffusers .safetensors) at SCALE (default 1); repeatable. "
-                        "FILE:NUMBER always splits at the last ':', so a path that ends in ':NUMBER' needs an explicit :SCALE")  # fmt: skip
+    p.add_argument(
+        "--lora",
+        action="append",
+        default=None,
+        metavar="FILE[:SCALE]",
+        help="merge a LoRA (kohya or diffusers .safetensors) at SCALE (default 1); repeatable. "
+        "FILE:NUMBER always splits at the last ':', so a path that ends in ':NUMBER' needs an explicit :SCALE",
+    )
     p.add_argument("--no-progress", action="store_true")
     device_args(p)
     p.set_defaults(func=cmd_generate)
@@ -279,13 +343,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_clip_classify)
 
     p = sub.add_parser("serve", help="AUTOMATIC1111-compatible HTTP API (/sdapi/v1/) on loopback")
-    p.add_argument("--model", action="append", default=None, metavar="[NAME=]MODEL",
-                   help="model folder, hub id or 'mini'; repeat to offer several (default: mini)")  # fmt: skip
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="[NAME=]MODEL",
+        help="model folder, hub id or 'mini'; repeat to offer several (default: mini)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--api-auth", default=None, metavar="USER:PASSWORD", help="require HTTP Basic credentials")
     p.add_argument("--max-queue", type=int, default=8, help="waiting requests before 429")
-    p.add_argument("--lora-dir", default=None, help="folder of LoRA .safetensors files that prompts may name with <lora:name:weight>")
+    p.add_argument(
+        "--lora-dir",
+        default=None,
+        help="folder of LoRA .safetensors files that prompts may name with <lora:name:weight>",
+    )
     p.add_argument("--no-safety-checker", action="store_true")
     device_args(p)
     p.set_defaults(func=cmd_serve)
@@ -297,9 +370,21 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text, add in (
         ("clip-distill", "AltCLIP stage 1: teacher learning on parallel text", distill.add_arguments),
         ("clip-contrastive", "AltCLIP stage 2: contrastive learning, image tower frozen", contrastive.add_arguments),
-        ("diffusion", "AltDiffusion: assemble SD + AltCLIP text tower, train stage align or quality", diffusion.add_arguments),
-        ("finetune", "fine-tune an AltDiffusion on captioned images (folder or shards)", diffusion.add_finetune_arguments),
-        ("vae", "train an AutoencoderKL (a latent diffusion model's autoencoder) to reconstruct images", vae.add_arguments),
+        (
+            "diffusion",
+            "AltDiffusion: assemble SD + AltCLIP text tower, train stage align or quality",
+            diffusion.add_arguments,
+        ),
+        (
+            "finetune",
+            "fine-tune an AltDiffusion on captioned images (folder or shards)",
+            diffusion.add_finetune_arguments,
+        ),
+        (
+            "vae",
+            "train an AutoencoderKL (a latent diffusion model's autoencoder) to reconstruct images",
+            vae.add_arguments,
+        ),
     ):
         p = stages.add_parser(name, help=help_text)
         add(p)
@@ -319,26 +404,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-root", default=None, help="relative image paths start here (default: the table's folder)")
     p.set_defaults(func=cmd_data_shards)
 
-    mini = sub.add_parser("mini", help="the mini world: rebuild the bundled model, report on it").add_subparsers(dest="mini_command", required=True)
+    mini = sub.add_parser("mini", help="the mini world: rebuild the bundled model, report on it").add_subparsers(
+        dest="mini_command", required=True
+    )
     p = mini.add_parser("build", help="run the whole AltCLIP -> AltDiffusion recipe on the mini world, from a seed")
     p.add_argument("--out", default="build/mini", help="working folder (data, every stage's model, build.json)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="a few steps per stage, to check the recipe runs")
-    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (e.g. 0.5 for a quicker, weaker build)")
-    p.add_argument("--no-baseline", action="store_true", help="skip the from-scratch multilingual CLIP (the report's compute comparison)")
-    p.add_argument("--scratch-segments", type=_positive_int, default=None,
-                   help="carry the from-scratch baseline up to this many 250-step segments (default 4); a rerun continues it")
+    p.add_argument(
+        "--steps-scale",
+        type=float,
+        default=1.0,
+        help="multiply every stage's steps (e.g. 0.5 for a quicker, weaker build)",
+    )
+    p.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the from-scratch multilingual CLIP (the report's compute comparison)",
+    )
+    p.add_argument(
+        "--scratch-segments",
+        type=_positive_int,
+        default=None,
+        help="carry the from-scratch baseline up to this many 250-step segments (default 4); a rerun continues it",
+    )
     p.add_argument("--install", action="store_true", help="make the result the bundled model (`--model mini`)")
     p.set_defaults(func=cmd_mini_build)
-    p = mini.add_parser("report", help="per-language accuracy of AltCLIP-mini and AltDiffusion-mini (JSON, Markdown, PNG)")
+    p = mini.add_parser(
+        "report", help="per-language accuracy of AltCLIP-mini and AltDiffusion-mini (JSON, Markdown, PNG)"
+    )
     p.add_argument("--clip", default="mini", help="AltCLIP folder (default: the bundled AltCLIP-mini)")
     p.add_argument("--model", default="mini", help="AltDiffusion folder (default: the bundled AltDiffusion-mini)")
     p.add_argument("--out", default="reports/mini")
-    p.add_argument("--scenes", type=_positive_int, default=mini_defaults.REPORT_SCENES,
-                   help="one-thing scenes per split and language (128 x 2 seeds: a rate's standard error is about 2.5 points)")
+    p.add_argument(
+        "--scenes",
+        type=_positive_int,
+        default=mini_defaults.REPORT_SCENES,
+        help="one-thing scenes per split and language (128 x 2 seeds: a rate's standard error is about 2.5 points)",
+    )
     p.add_argument("--seeds", type=_positive_int, default=2, help="seeds per scene")
-    p.add_argument("--guidance", type=float, default=mini_defaults.GUIDANCE,
-                   help="classifier-free guidance scale for the generation tests (default: %(default)s, the mini models' own)")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=mini_defaults.GUIDANCE,
+        help="classifier-free guidance scale for the generation tests (default: %(default)s, the mini models' own)",
+    )
     p.add_argument("--build-log", default=None, help="build.json for the compute comparison (default: the bundled one)")
     p.set_defaults(func=cmd_mini_report)
     p = mini.add_parser("data", help="write mini-world webdataset shards (9-language captions and labels)")
@@ -353,9 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = dev.add_parser("tiny", help="write a tiny random checkpoint in a published layout (for tests and demos)")
     p.add_argument("folder")
     p.add_argument(
-        "--layout", default="altdiffusion-m9",
+        "--layout",
+        default="altdiffusion-m9",
         choices=[f"{f}-{v}" for f in ("altclip", "altdiffusion") for v in ("m2", "m9", "m18")],
-    )  # fmt: skip
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_dev_tiny)
     return parser

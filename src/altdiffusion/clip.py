@@ -74,7 +74,7 @@ class CLIP:
         """Labels ranked by probability (CLIP zero-shot: mean of template embeddings per label)."""
         labels = [label.strip() for label in labels if label.strip()]
         if len(labels) < 2:
-            raise InvalidInputError("give at least two labels to choose between, e.g. --labels \"猫,狗,汽车\"")
+            raise InvalidInputError('give at least two labels to choose between, e.g. --labels "猫,狗,汽车"')
         if templates is None:
             templates = templates_for(language or guess_language("".join(labels)))
         for template in templates:
@@ -99,5 +99,10 @@ def load_clip(name_or_path: str | Path, device=None, dtype=None) -> CLIP:
     device = select_device(device)
     model.to(device=device, dtype=select_dtype(device, dtype))
     known = KNOWN_CHECKPOINTS.get(str(name_or_path))
-    return CLIP(model, tokenizer, processor, name=str(name_or_path).split("/")[-1] if known else folder.name,
-                languages=known.languages if known else ())  # fmt: skip
+    return CLIP(
+        model,
+        tokenizer,
+        processor,
+        name=str(name_or_path).split("/")[-1] if known else folder.name,
+        languages=known.languages if known else (),
+    )

@@ -17,9 +17,25 @@ from altdiffusion.errors import ModelNotFoundError
 M2_LANGUAGES = ("en", "zh")
 M9_LANGUAGES = ("en", "zh", "es", "fr", "ru", "ja", "ko", "ar", "it")
 M18_LANGUAGES = (
-    "en", "zh", "ja", "th", "ko", "hi", "uk", "ar", "tr",
-    "vi", "pl", "nl", "pt", "it", "es", "de", "fr", "ru",
-)  # fmt: skip
+    "en",
+    "zh",
+    "ja",
+    "th",
+    "ko",
+    "hi",
+    "uk",
+    "ar",
+    "tr",
+    "vi",
+    "pl",
+    "nl",
+    "pt",
+    "it",
+    "es",
+    "de",
+    "fr",
+    "ru",
+)
 
 
 @dataclass(frozen=True)
@@ -37,8 +53,15 @@ KNOWN_CHECKPOINTS = {
         KnownCheckpoint("BAAI/AltCLIP-m9", "clip", M9_LANGUAGES, "XLM-R large + CLIP ViT-L/14, 768-d"),
         KnownCheckpoint("BAAI/AltCLIP-m18", "clip", M18_LANGUAGES, "XLM-R large + OpenCLIP ViT-H/14, 1024-d"),
         KnownCheckpoint("BAAI/AltDiffusion", "diffusion", M2_LANGUAGES, "SD v1.4 UNet, last-layer conditioning, 768-d"),
-        KnownCheckpoint("BAAI/AltDiffusion-m9", "diffusion", M9_LANGUAGES, "SD v1.4 UNet, last-layer conditioning, 768-d"),
-        KnownCheckpoint("BAAI/AltDiffusion-m18", "diffusion", M18_LANGUAGES, "SD v2.1-base UNet, penultimate-layer conditioning, 1024-d"),
+        KnownCheckpoint(
+            "BAAI/AltDiffusion-m9", "diffusion", M9_LANGUAGES, "SD v1.4 UNet, last-layer conditioning, 768-d"
+        ),
+        KnownCheckpoint(
+            "BAAI/AltDiffusion-m18",
+            "diffusion",
+            M18_LANGUAGES,
+            "SD v2.1-base UNet, penultimate-layer conditioning, 1024-d",
+        ),
     )
 }
 
@@ -100,10 +123,16 @@ def _from_hub(repo_id: str) -> Path:
             f"{repo_id!r} does not exist on the Hugging Face hub (or is private: log in with `hf auth login`)"
         ) from None
     except GatedRepoError:
-        raise ModelNotFoundError(f"{repo_id!r} is gated: accept its licence on the hub and log in with `hf auth login`") from None
+        raise ModelNotFoundError(
+            f"{repo_id!r} is gated: accept its licence on the hub and log in with `hf auth login`"
+        ) from None
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError) as err:
         cache = constants.HF_HUB_CACHE
-        why = "offline mode is on (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else f"the hub cannot be reached ({type(err).__name__})"
+        why = (
+            "offline mode is on (HF_HUB_OFFLINE=1)"
+            if constants.HF_HUB_OFFLINE
+            else f"the hub cannot be reached ({type(err).__name__})"
+        )
         raise ModelNotFoundError(
             f"model {repo_id!r} is not in the Hugging Face cache ({cache}) and {why}. "
             f"On a machine with internet run `hf download {repo_id}` and copy the cache folder here, "

@@ -41,8 +41,11 @@ def test_bundled_weights_are_small_safetensors_in_published_layouts():
     assert index["text_encoder"] == ["alt_diffusion", "RobertaSeriesModelWithTransformation"]
     assert index["unet"] == ["diffusers", "UNet2DConditionModel"] and index["vae"] == ["diffusers", "AutoencoderKL"]
     assert json.loads((WEIGHTS / "AltCLIP-mini/config.json").read_text())["model_type"] == "altclip"
-    for name in ("AltCLIP-mini/model.safetensors", "AltDiffusion-mini/text_encoder/model.safetensors",
-                 "AltDiffusion-mini/unet/diffusion_pytorch_model.safetensors"):  # fmt: skip
+    for name in (
+        "AltCLIP-mini/model.safetensors",
+        "AltDiffusion-mini/text_encoder/model.safetensors",
+        "AltDiffusion-mini/unet/diffusion_pytorch_model.safetensors",
+    ):
         assert (WEIGHTS / name).is_file(), name
     assert json.loads((WEIGHTS / "build.json").read_text())["hashes"]
     # No config carries the builder's machine path.
@@ -92,9 +95,31 @@ def test_cli_generates_a_checkable_image_from_a_chinese_prompt(tmp_path):
     scene = world.scenes_for_eval("seen", 1, 778, 1)[0]
     prompt = world.caption(scene, "zh", 0)
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "altdiffusion.cli", "generate", prompt, "--model", "mini", "--steps", "20",
-                           "--seed", "1", "--guidance", str(GUIDANCE), "--batch", "4", "--out", str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "altdiffusion.cli",
+            "generate",
+            prompt,
+            "--model",
+            "mini",
+            "--steps",
+            "20",
+            "--seed",
+            "1",
+            "--guidance",
+            str(GUIDANCE),
+            "--batch",
+            "4",
+            "--out",
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     from PIL import Image
 
@@ -133,4 +158,6 @@ def test_bundled_tokenizer_reads_captions_as_xlmr_does():
                 # A held-out pair may need a word form no training caption has (Spanish "amarilla"
                 # only ever goes with "estrella": the yellow star); it spells out in shorter pieces.
                 if scene in seen:
-                    assert tokenizer.convert_ids_to_tokens(ids[1:-1]) == full.encode(text, add_special_tokens=False).tokens, (lang, text)
+                    assert (
+                        tokenizer.convert_ids_to_tokens(ids[1:-1]) == full.encode(text, add_special_tokens=False).tokens
+                    ), (lang, text)

@@ -93,13 +93,22 @@ def test_analysis_measures_what_was_drawn():
     assert np.allclose(first.centre, (32, 16), atol=1) and np.allclose(second.centre, (32, 48), atol=1)
     assert 26 <= first.bbox[2] - first.bbox[0] <= 30
     assert first.area > second.area
-    assert check(render(scene), scene) == dict.fromkeys(["background", "count", "colour", "shape", "size", "relation"], True)
+    assert check(render(scene), scene) == dict.fromkeys(
+        ["background", "count", "colour", "shape", "size", "relation"], True
+    )
 
 
 def test_an_empty_picture_fails_everything_but_the_background():
     scene = Scene((Thing("circle", "red", "large"),), "white", position="centre")
     result = check(Image.new("RGB", (64, 64), world.BACKGROUNDS["white"]), scene)
-    assert result == {"background": True, "count": False, "colour": False, "shape": False, "size": False, "position": False}
+    assert result == {
+        "background": True,
+        "count": False,
+        "colour": False,
+        "shape": False,
+        "size": False,
+        "position": False,
+    }
 
 
 def test_perturb_changes_exactly_one_attribute():
@@ -115,13 +124,18 @@ def test_perturb_changes_exactly_one_attribute():
             assert len(wrong.things) != len(scene.things) and wrong.background == scene.background
             continue
         if attribute == "relation":
-            assert wrong.things == scene.things[::-1] or (wrong.things == scene.things and wrong.relation != scene.relation)
+            assert wrong.things == scene.things[::-1] or (
+                wrong.things == scene.things and wrong.relation != scene.relation
+            )
             continue
         changed = {key for key in before if before[key] != after[key]}
         if attribute in ("colour", "shape", "size"):
             assert changed == {"things"}
             differences = [
-                (i, field) for i, (a, b) in enumerate(zip(before["things"], after["things"])) for field in a if a[field] != b[field]
+                (i, field)
+                for i, (a, b) in enumerate(zip(before["things"], after["things"]))
+                for field in a
+                if a[field] != b[field]
             ]
             assert len(differences) == 1 and differences[0][1] == attribute
         else:

@@ -16,12 +16,14 @@ def env() -> dict:
     """Offline, one thread per process (tiny models; two test workers share two cores)."""
     return dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
 
+
 STAGES = {"data", "teacher", "vae", "sd", "distill", "altclip", "align", "quality", "scratch"}
 
 
 def cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "altdiffusion.cli", *args], env=env(), timeout=timeout,
-                          capture_output=True, text=True)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "altdiffusion.cli", *args], env=env(), timeout=timeout, capture_output=True, text=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,19 +98,39 @@ def test_sd_mini_runs_through_our_pipeline(smoke, tmp_path):
 
     pipe = load_pipeline(smoke / "sd/model", device="cpu", dtype="fp32", safety_checker=False)
     assert pipe.text_encoder.head == "sd"
-    first = pipe("a large red circle", num_inference_steps=3, height=64, width=64, seed=3, progress=False, output_type="np")
+    first = pipe(
+        "a large red circle", num_inference_steps=3, height=64, width=64, seed=3, progress=False, output_type="np"
+    )
     pipe.save_pretrained(tmp_path / "copy")
     again = load_pipeline(tmp_path / "copy", device="cpu", dtype="fp32", safety_checker=False)
-    second = again("a large red circle", num_inference_steps=3, height=64, width=64, seed=3, progress=False, output_type="np")
+    second = again(
+        "a large red circle", num_inference_steps=3, height=64, width=64, seed=3, progress=False, output_type="np"
+    )
     assert first.shape == (1, 64, 64, 3)
     assert abs(first - second).max() == 0
 
 
 def test_training_is_deterministic(smoke, tmp_path):
     """The same stage twice from the same seed gives bit-identical weights."""
-    args = ["train", "clip-contrastive", "--model", str(smoke / "init/teacher"), "--shards", str(smoke / "data/train"),
-            "--train-vision", "--languages", "en", "--steps", "3", "--batch-size", "8", "--seed", "5", "--no-progress",
-            "--no-tensorboard"]  # fmt: skip
+    args = [
+        "train",
+        "clip-contrastive",
+        "--model",
+        str(smoke / "init/teacher"),
+        "--shards",
+        str(smoke / "data/train"),
+        "--train-vision",
+        "--languages",
+        "en",
+        "--steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--seed",
+        "5",
+        "--no-progress",
+        "--no-tensorboard",
+    ]
     for run in ("a", "b"):
         done = cli(*args, "--output-dir", str(tmp_path / run))
         assert done.returncode == 0, done.stderr[-2000:]
@@ -123,14 +145,35 @@ def test_report_writes_json_markdown_and_grid(smoke, tmp_path):
     from PIL import Image
 
     out = tmp_path / "report"
-    done = cli("mini", "report", "--clip", str(smoke / "altclip/model"), "--model", str(smoke / "quality/model"),
-               "--build-log", str(smoke / "build.json"), "--scenes", "2", "--seeds", "1", "--out", str(out))  # fmt: skip
+    done = cli(
+        "mini",
+        "report",
+        "--clip",
+        str(smoke / "altclip/model"),
+        "--model",
+        str(smoke / "quality/model"),
+        "--build-log",
+        str(smoke / "build.json"),
+        "--scenes",
+        "2",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert list(report["languages"]) == ["en", "zh", "es", "fr", "ru", "ja", "ko", "ar", "it"]
     for row in report["languages"].values():
-        assert set(row) == {"zero_shot_colour", "zero_shot_shape", "retrieval_r1", "generation_seen", "generation_held_out",
-                            "generation_two_things", "consistency_with_en"}  # fmt: skip
+        assert set(row) == {
+            "zero_shot_colour",
+            "zero_shot_shape",
+            "retrieval_r1",
+            "generation_seen",
+            "generation_held_out",
+            "generation_two_things",
+            "consistency_with_en",
+        }
         assert all(0 <= v <= 1 for v in row.values())
     assert report["languages"]["en"]["consistency_with_en"] == 1.0
     assert report["compute"]["altclip_cpu_s"] > 0 and "target_zh_r1" in report["compute"]

@@ -5,7 +5,10 @@ from altdiffusion.mini.report import compute_summary
 
 
 def build_log(reached: bool) -> dict:
-    curve = [{"steps": 250, "cpu_s": 500.0, "zh_r1": 0.4}, {"steps": 500, "cpu_s": 1000.0, "zh_r1": 0.9 if reached else 0.6}]
+    curve = [
+        {"steps": 250, "cpu_s": 500.0, "zh_r1": 0.4},
+        {"steps": 500, "cpu_s": 1000.0, "zh_r1": 0.9 if reached else 0.6},
+    ]
     scratch = {"target_zh_r1": 0.9, "curve": curve, "done": True} | ({"reached": True} if reached else {})
     stages = {"teacher": {"cpu_s": 900.0}, "distill": {"cpu_s": 150.0}, "altclip": {"cpu_s": 100.0}}
     return {"stages": stages, "scratch": scratch}

@@ -159,7 +159,9 @@ def test_jitter_is_small_and_reproducible():
 
 
 def _one_thing_scenes():
-    for (colour, shape), size, position, background in itertools.product(world.ALL_PAIRS, SIZES, POSITIONS, BACKGROUNDS):
+    for (colour, shape), size, position, background in itertools.product(
+        world.ALL_PAIRS, SIZES, POSITIONS, BACKGROUNDS
+    ):
         yield Scene((Thing(shape, colour, size),), background, position=position)
 
 
@@ -203,7 +205,9 @@ def test_templates_are_parallel_across_languages():
         texts = world.captions(scene, rng)
         assert list(texts) == list(LANGUAGES)
         assert len(set(texts.values())) == len(LANGUAGES)
-        candidates = list(range(n_templates("en", len(scene.things)))) + ([world.SHORT] if len(scene.things) == 1 else [])
+        candidates = list(range(n_templates("en", len(scene.things)))) + (
+            [world.SHORT] if len(scene.things) == 1 else []
+        )
         template = next(t for t in candidates if caption(scene, "en", t) == texts["en"])
         assert texts == {lang: caption(scene, lang, template) for lang in LANGUAGES}
 
@@ -276,10 +280,19 @@ def test_golden_captions_agree_in_gender_number_and_case():
         assert caption(pair, lang, 0) == GOLDEN["pair"][lang]
     above = Scene((Thing("square", "purple", "small"), Thing("star", "yellow", "small")), "black", relation="above")
     assert caption(above, "ru", 0) == "Маленький фиолетовый квадрат над маленькой жёлтой звездой на чёрном фоне."
-    assert caption(above, "ru", 1) == "На чёрном фоне находится маленькая жёлтая звезда, а над ней — маленький фиолетовый квадрат."
+    assert (
+        caption(above, "ru", 1)
+        == "На чёрном фоне находится маленькая жёлтая звезда, а над ней — маленький фиолетовый квадрат."
+    )
     assert caption(above, "ar", 1) == "على خلفية سوداء توجد نجمة صفراء صغيرة، وفوقها مربع بنفسجي صغير."
-    assert caption(above, "es", 1) == "Sobre un fondo negro hay una estrella amarilla pequeña y, encima de ella, un cuadrado morado pequeño."
-    assert caption(above, "en", 1) == "On a black background there is a small yellow star, and above it a small purple square."
+    assert (
+        caption(above, "es", 1)
+        == "Sobre un fondo negro hay una estrella amarilla pequeña y, encima de ella, un cuadrado morado pequeño."
+    )
+    assert (
+        caption(above, "en", 1)
+        == "On a black background there is a small yellow star, and above it a small purple square."
+    )
 
 
 def test_phrases_for_zero_shot_prompts():
@@ -320,7 +333,7 @@ def test_shard_members_follow_the_img2dataset_layout(train_shards):
     members = _members(train_shards[0])
     assert len(members) == 3 * 1000
     assert list(members)[:3] == ["00000000.png", "00000000.txt", "00000000.json"]
-    for name, (info, _) in itertools.islice(members.items(), 30):
+    for info, _ in itertools.islice(members.values(), 30):
         assert (info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode) == (0, 0, 0, "", "", 0o644)
     for key in ("00000000", "00000999"):
         meta = json.loads(members[f"{key}.json"][1].decode("utf-8"))

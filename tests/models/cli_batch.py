@@ -40,8 +40,11 @@ def run_cli_batch(
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve())],
         input=json.dumps([[str(a) for a in argv] for argv in argvs]),
-        capture_output=True, text=True, env=env, timeout=timeout,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"cli batch runner failed ({proc.returncode}):\n{proc.stderr}")
     return [SimpleNamespace(**r) for r in json.loads(proc.stdout)]
@@ -84,14 +87,15 @@ def _child(argv: list[str], out: str, err: str) -> None:
 def _serve() -> None:
     argvs = json.loads(sys.stdin.read())
     # Import everything the commands import lazily, once, before forking.
-    import altdiffusion.cli  # noqa: F401
-    import altdiffusion.clip  # noqa: F401
-    import altdiffusion.pipelines.alt_diffusion  # noqa: F401
-    import altdiffusion.testing.tiny  # noqa: F401
     import diffusers  # noqa: F401
     from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker  # noqa: F401
     from transformers import AltCLIPConfig, AutoTokenizer, CLIPVisionModel, XLMRobertaModel  # noqa: F401
+
+    import altdiffusion.cli
+    import altdiffusion.clip
+    import altdiffusion.pipelines.alt_diffusion
+    import altdiffusion.testing.tiny  # noqa: F401
 
     workers = max(2, os.cpu_count() or 2)
     results: list[dict | None] = [None] * len(argvs)

@@ -50,7 +50,9 @@ def copy_layout(tiny_layouts, tmp_path):
 @pytest.fixture(scope="session")
 def run_cli_batch():
     """``run_cli_batch([argv, ...]) -> [result(returncode, stdout, stderr), ...]``: see cli_batch.py."""
-    spec = importlib.util.spec_from_file_location("_altdiffusion_tests_cli_batch", Path(__file__).with_name("cli_batch.py"))
+    spec = importlib.util.spec_from_file_location(
+        "_altdiffusion_tests_cli_batch", Path(__file__).with_name("cli_batch.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.run_cli_batch

@@ -9,9 +9,9 @@ import pathlib
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -132,20 +132,67 @@ class Case:
 
 
 CASES = [
-    Case("missing-text-weights", "altdiffusion-m9", _missing_text_weights, ("no weights in", "text_encoder", "pytorch_model.bin")),
+    Case(
+        "missing-text-weights",
+        "altdiffusion-m9",
+        _missing_text_weights,
+        ("no weights in", "text_encoder", "pytorch_model.bin"),
+    ),
     Case("missing-unet", "altdiffusion-m9", _missing_unet, ("unet/ folder is missing",)),
-    Case("config-hidden-size", "altdiffusion-m9", _config_hidden_size, ("wrong shape", "roberta.embeddings.LayerNorm.weight", "(32,) != (64,)")),
-    Case("tensor-wrong-shape", "altdiffusion-m9", _tensor_wrong_shape, ("wrong shape", "roberta.encoder.layer.1.attention.self.query.weight", "(32, 31) != (32, 32)")),
-    Case("m18-without-pre-weights", "altdiffusion-m18", _m18_without_pre_weights, ("missing", "pre_LN.weight", "transformation_pre.weight", "has_pre_transformation")),
-    Case("m18-weights-m9-config", "altdiffusion-m18", _m18_weights_m9_config, ("unexpected", "transformation_pre.weight", "has_pre_transformation")),
-    Case("truncated-safetensors", "altdiffusion-m9-safetensors", _truncated_safetensors, ("model.safetensors", "truncated", "corrupt")),
+    Case(
+        "config-hidden-size",
+        "altdiffusion-m9",
+        _config_hidden_size,
+        ("wrong shape", "roberta.embeddings.LayerNorm.weight", "(32,) != (64,)"),
+    ),
+    Case(
+        "tensor-wrong-shape",
+        "altdiffusion-m9",
+        _tensor_wrong_shape,
+        ("wrong shape", "roberta.encoder.layer.1.attention.self.query.weight", "(32, 31) != (32, 32)"),
+    ),
+    Case(
+        "m18-without-pre-weights",
+        "altdiffusion-m18",
+        _m18_without_pre_weights,
+        ("missing", "pre_LN.weight", "transformation_pre.weight", "has_pre_transformation"),
+    ),
+    Case(
+        "m18-weights-m9-config",
+        "altdiffusion-m18",
+        _m18_weights_m9_config,
+        ("unexpected", "transformation_pre.weight", "has_pre_transformation"),
+    ),
+    Case(
+        "truncated-safetensors",
+        "altdiffusion-m9-safetensors",
+        _truncated_safetensors,
+        ("model.safetensors", "truncated", "corrupt"),
+    ),
     Case("pickled-object", "altdiffusion-m9", _pickled_object, ("pytorch_model.bin", "weights_only=True", "refused")),
     Case("invalid-model-index", "altdiffusion-m9", _invalid_model_index, ("model_index.json", "not valid JSON")),
-    Case("altclip-wrong-model-type", "altclip-m9", _altclip_wrong_model_type, ("config.json", "model_type", "'clip'", "'altclip'")),
+    Case(
+        "altclip-wrong-model-type",
+        "altclip-m9",
+        _altclip_wrong_model_type,
+        ("config.json", "model_type", "'clip'", "'altclip'"),
+    ),
     Case("unet-config-cross-attention", "altdiffusion-m9", _unet_config_cross_attention, ("UNet", "unet")),
-    Case("unet-from-other-model", "altdiffusion-m9", _unet_from_other_model, ("48-d", "32-d", "do not belong together")),
-    Case("tokenizer-bigger-than-embedding", "altdiffusion-m9", _tokenizer_bigger_than_embedding, ("250002", "tokenizer", "text encoder")),
-    Case("missing-text-encoder-config", "altdiffusion-m9", _missing_text_encoder_config, ("text_encoder/config.json", "missing")),
+    Case(
+        "unet-from-other-model", "altdiffusion-m9", _unet_from_other_model, ("48-d", "32-d", "do not belong together")
+    ),
+    Case(
+        "tokenizer-bigger-than-embedding",
+        "altdiffusion-m9",
+        _tokenizer_bigger_than_embedding,
+        ("250002", "tokenizer", "text encoder"),
+    ),
+    Case(
+        "missing-text-encoder-config",
+        "altdiffusion-m9",
+        _missing_text_encoder_config,
+        ("text_encoder/config.json", "missing"),
+    ),
 ]
 
 

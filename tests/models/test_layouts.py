@@ -90,7 +90,7 @@ def test_pipeline_layout_encodes_chinese_english_and_mixed_prompts(tiny_layouts,
         outputs[lang] = (cond, uncond)
     # The unconditional branch is the empty prompt whatever the prompt is.
     empty, _ = pipe.encode_prompt("")
-    for cond, uncond in outputs.values():
+    for _cond, uncond in outputs.values():
         torch.testing.assert_close(uncond, empty, atol=0, rtol=0)
     # Different prompts condition differently, and differently from the empty prompt.
     conds = [c for c, _ in outputs.values()] + [empty]
@@ -134,12 +134,14 @@ def test_m18_conditioning_is_pre_ln_of_penultimate_layer_then_transformation_pre
             out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
             penultimate = out.hidden_states[-2]
             assert len(out.hidden_states) == config["num_hidden_layers"] + 1
-            normed = F.layer_norm(penultimate, (config["hidden_size"],), heads["pre_LN.weight"], heads["pre_LN.bias"], eps)
+            normed = F.layer_norm(
+                penultimate, (config["hidden_size"],), heads["pre_LN.weight"], heads["pre_LN.bias"], eps
+            )
             expected = F.linear(normed, heads["transformation_pre.weight"], heads["transformation_pre.bias"])
             last_layer = F.linear(out.last_hidden_state, heads["transformation.weight"], heads["transformation.bias"])
             no_ln = F.linear(penultimate, heads["transformation_pre.weight"], heads["transformation_pre.bias"])
         cond, _ = pipe.encode_prompt(text)
-        torch.testing.assert_close(cond, expected, atol=1e-6, rtol=0, msg=lambda m: f"{lang}: {m}")
+        torch.testing.assert_close(cond, expected, atol=1e-6, rtol=0, msg=lambda m, lang=lang: f"{lang}: {m}")
         assert expected.shape == (1, 77, 48)
         assert (cond - last_layer).abs().max() > 1e-3, f"{lang}: m18 conditioning equals the last-layer path"
         assert (cond - no_ln).abs().max() > 1e-3, f"{lang}: m18 conditioning skips pre_LN"
@@ -162,7 +164,7 @@ def test_m2_m9_conditioning_is_transformation_of_last_layer_without_ln(
             unmasked = model(input_ids=batch.input_ids).last_hidden_state
             unmasked = F.linear(unmasked, heads["transformation.weight"], heads["transformation.bias"])
         cond, _ = pipe.encode_prompt(text)
-        torch.testing.assert_close(cond, expected, atol=1e-6, rtol=0, msg=lambda m: f"{lang}: {m}")
+        torch.testing.assert_close(cond, expected, atol=1e-6, rtol=0, msg=lambda m, lang=lang: f"{lang}: {m}")
         assert (cond - penultimate).abs().max() > 1e-3
         # use_attention_mask: true -> padding is masked out (it changes the padded positions).
         assert (cond - unmasked).abs().max() > 1e-4

@@ -105,7 +105,9 @@ def test_altclip_features_equal_transformers_altclipmodel(tiny_layouts, prompts,
     assert (per_text - out.logits_per_text).abs().max() <= 1e-4
 
 
-def test_folder_saved_by_transformers_5_loads_with_identical_outputs(tiny_layouts, prompts, transformers_altclip, tmp_path):
+def test_folder_saved_by_transformers_5_loads_with_identical_outputs(
+    tiny_layouts, prompts, transformers_altclip, tmp_path
+):
     from safetensors import safe_open
 
     source = tiny_layouts["altclip-m18"]
@@ -117,7 +119,13 @@ def test_folder_saved_by_transformers_5_loads_with_identical_outputs(tiny_layout
     assert any(k.startswith("vision_model.encoder.layer.0.") for k in keys)
     assert not any(k.startswith("vision_model.encoder.layers.") for k in keys)
     assert not (saved / "pytorch_model.bin").exists()
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model", "preprocessor_config.json"):
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "sentencepiece.bpe.model",
+        "preprocessor_config.json",
+    ):
         if (source / name).exists():
             shutil.copy(source / name, saved / name)
 
@@ -125,7 +133,11 @@ def test_folder_saved_by_transformers_5_loads_with_identical_outputs(tiny_layout
     reloaded = altdiffusion.load_clip(saved)
     texts = list(prompts.values())
     images = _images()
-    torch.testing.assert_close(reloaded.embed_text(texts, normalize=False), original.embed_text(texts, normalize=False), atol=1e-6, rtol=0)
-    torch.testing.assert_close(reloaded.embed_image(images, normalize=False), original.embed_image(images, normalize=False), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        reloaded.embed_text(texts, normalize=False), original.embed_text(texts, normalize=False), atol=1e-6, rtol=0
+    )
+    torch.testing.assert_close(
+        reloaded.embed_image(images, normalize=False), original.embed_image(images, normalize=False), atol=1e-6, rtol=0
+    )
     for name, tensor in original.model.state_dict().items():
         torch.testing.assert_close(reloaded.model.state_dict()[name], tensor, atol=0, rtol=0, msg=name)

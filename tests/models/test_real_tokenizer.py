@@ -94,10 +94,14 @@ def test_real_ids_give_the_same_conditioning_as_diffusers(pipe, real_folders, xl
     )
 
     te = real_folders["altdiffusion-m18"] / "text_encoder"
-    reference = RobertaSeriesModelWithTransformation(RobertaSeriesConfig.from_dict(json.loads((te / "config.json").read_text())))
+    reference = RobertaSeriesModelWithTransformation(
+        RobertaSeriesConfig.from_dict(json.loads((te / "config.json").read_text()))
+    )
     reference.load_state_dict(torch.load(te / "pytorch_model.bin", weights_only=True), strict=False)
     reference.eval()
-    batch = xlmr_tokenizer(list(PROMPTS.values()), padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+    batch = xlmr_tokenizer(
+        list(PROMPTS.values()), padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    )
     with torch.no_grad():
         expected = reference(input_ids=batch.input_ids, attention_mask=batch.attention_mask).projection_state
     for i, text in enumerate(PROMPTS.values()):

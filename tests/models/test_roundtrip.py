@@ -24,8 +24,12 @@ def test_saved_folder_holds_only_safetensors_weights(round_trip):
     _, _, saved, _, _ = round_trip
     files = [p.relative_to(saved).as_posix() for p in saved.rglob("*") if p.is_file()]
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))], files
-    for name in ("text_encoder/model.safetensors", "unet/diffusion_pytorch_model.safetensors",
-                 "vae/diffusion_pytorch_model.safetensors", "safety_checker/model.safetensors"):  # fmt: skip
+    for name in (
+        "text_encoder/model.safetensors",
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+        "safety_checker/model.safetensors",
+    ):
         assert name in files, files
     assert not [f for f in files if f.endswith(".tmp") or "/." in f or f.startswith(".")], files  # no temp leftovers
     index = json.loads((saved / "model_index.json").read_text())

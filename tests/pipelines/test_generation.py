@@ -43,7 +43,6 @@ NEGATIVE = "一张狗的照片"
 # ------------------------------------------------------------------------------ fixtures
 
 
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-generation")
@@ -124,30 +123,48 @@ def max_diff(a, b) -> float:
 @pytest.mark.parametrize("language", list(PROMPTS))
 def test_parity_with_diffusers_default_scheduler(pipes, reference_text_encoders, variant, language):
     pipe = pipes[variant]
-    ref = reference_pipeline(pipe, reference_text_encoders[variant], type(pipe.scheduler).from_config(pipe.scheduler.config))
+    ref = reference_pipeline(
+        pipe, reference_text_encoders[variant], type(pipe.scheduler).from_config(pipe.scheduler.config)
+    )
     prompt, seed = PROMPTS[language], 1234
     ids = pipe.tokenizer(prompt).input_ids
     assert len(ids) <= 77, "parity covers prompts of at most 75 tokens"
     assert pipe.tokenizer.unk_token_id not in ids, "the tiny tokenizer should know every word of the prompt"
 
     expected = ref(
-        prompt, negative_prompt=NEGATIVE, num_inference_steps=STEPS, guidance_scale=7.5, height=PARITY_H,
-        width=PARITY_W, generator=torch.Generator("cpu").manual_seed(seed), output_type="np",
-    ).images  # fmt: skip
-    ours = run_np(pipe, prompt, negative_prompt=NEGATIVE, guidance_scale=7.5, height=PARITY_H, width=PARITY_W, seed=seed)
+        prompt,
+        negative_prompt=NEGATIVE,
+        num_inference_steps=STEPS,
+        guidance_scale=7.5,
+        height=PARITY_H,
+        width=PARITY_W,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        output_type="np",
+    ).images
+    ours = run_np(
+        pipe, prompt, negative_prompt=NEGATIVE, guidance_scale=7.5, height=PARITY_H, width=PARITY_W, seed=seed
+    )
     assert ours.shape == expected.shape == (1, PARITY_H, PARITY_W, 3)
     assert max_diff(ours, expected) <= PARITY_TOL
 
 
-@pytest.mark.parametrize(("variant", "sampler"), [("m9", "Euler"), ("m18", "Euler"), ("m9", "Euler a"), ("m9", "DPM++ 2M")])
+@pytest.mark.parametrize(
+    ("variant", "sampler"), [("m9", "Euler"), ("m18", "Euler"), ("m9", "Euler a"), ("m9", "DPM++ 2M")]
+)
 def test_parity_with_diffusers_other_samplers(pipes, reference_text_encoders, variant, sampler):
     pipe = pipes[variant]
     ref = reference_pipeline(pipe, reference_text_encoders[variant], make_scheduler(sampler, pipe.scheduler.config))
     prompt, seed = PROMPTS["mixed"], 99
     expected = ref(
-        prompt, negative_prompt=NEGATIVE, num_inference_steps=STEPS, guidance_scale=7.5, height=PARITY_H,
-        width=PARITY_W, generator=torch.Generator("cpu").manual_seed(seed), output_type="np",
-    ).images  # fmt: skip
+        prompt,
+        negative_prompt=NEGATIVE,
+        num_inference_steps=STEPS,
+        guidance_scale=7.5,
+        height=PARITY_H,
+        width=PARITY_W,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        output_type="np",
+    ).images
     ours = run_np(pipe, prompt, negative_prompt=NEGATIVE, height=PARITY_H, width=PARITY_W, seed=seed, sampler=sampler)
     assert max_diff(ours, expected) <= PARITY_TOL
     default = run_np(pipe, prompt, negative_prompt=NEGATIVE, height=PARITY_H, width=PARITY_W, seed=seed)
@@ -162,7 +179,9 @@ def test_parity_tolerance_is_meaningful(pipes, variant):
     base = run_np(pipe, PROMPTS["zh"], negative_prompt=NEGATIVE, **kw)
     assert max_diff(base, run_np(pipe, PROMPTS["en"], negative_prompt=NEGATIVE, **kw)) > 10 * PARITY_TOL
     assert max_diff(base, run_np(pipe, PROMPTS["zh"], **kw)) > 10 * PARITY_TOL
-    assert max_diff(base, run_np(pipe, PROMPTS["zh"], negative_prompt=NEGATIVE, **{**kw, "seed": 1235})) > 10 * PARITY_TOL
+    assert (
+        max_diff(base, run_np(pipe, PROMPTS["zh"], negative_prompt=NEGATIVE, **{**kw, "seed": 1235})) > 10 * PARITY_TOL
+    )
 
 
 # ------------------------------------------------------------------------------ reproducibility
@@ -243,7 +262,12 @@ def test_random_seed_is_recorded_and_reproduces_the_image(pipe, seed):
 @pytest.mark.parametrize("sampler", available_samplers())
 def test_every_sampler_runs_three_steps(pipe, sampler):
     calls = []
-    images = run_np(pipe, seed=7, sampler=sampler, callback=lambda step, total, latents: calls.append((step, total, latents.clone())))
+    images = run_np(
+        pipe,
+        seed=7,
+        sampler=sampler,
+        callback=lambda step, total, latents: calls.append((step, total, latents.clone())),
+    )
     assert images.shape == (1, SIZE, SIZE, 3)
     assert np.isfinite(images).all()
     assert images.std() > 1e-3, "a constant image"
@@ -316,7 +340,9 @@ def test_img2img_strength_1_differs_from_the_round_trip(pipe, init_image, vae_ro
 def test_inpainting_keeps_pixels_under_the_black_mask(pipe, init_image, strength):
     mask = np.zeros((SIZE, SIZE), np.uint8)
     mask[:, SIZE // 2 :] = 255  # right half white: repaint; left half black: keep
-    result = run_pil(pipe, image=init_image, mask_image=Image.fromarray(mask, "L"), mask_blur=0, strength=strength, seed=11)
+    result = run_pil(
+        pipe, image=init_image, mask_image=Image.fromarray(mask, "L"), mask_blur=0, strength=strength, seed=11
+    )
     out = np.asarray(result.images[0]).astype(int)
     init = np.asarray(init_image).astype(int)
     keep = mask == 0
@@ -334,8 +360,16 @@ def test_inpainting_keeps_pixels_under_the_black_mask(pipe, init_image, strength
 
 def test_callback_once_per_step(pipe):
     calls = []
-    pipe("一只可爱的猫", num_inference_steps=STEPS, height=SIZE, width=SIZE, seed=1, sampler="Euler", progress=False,
-         callback=lambda step, total, latents: calls.append((step, total, tuple(latents.shape))))  # fmt: skip
+    pipe(
+        "一只可爱的猫",
+        num_inference_steps=STEPS,
+        height=SIZE,
+        width=SIZE,
+        seed=1,
+        sampler="Euler",
+        progress=False,
+        callback=lambda step, total, latents: calls.append((step, total, tuple(latents.shape))),
+    )
     assert calls == [(i, STEPS, (1, 4, SIZE // 2, SIZE // 2)) for i in range(1, STEPS + 1)]
 
 
@@ -347,8 +381,17 @@ def test_should_stop_after_one_step_interrupts(pipe):
         return len(asked) > 1  # False before the first step, True before the second
 
     with pytest.raises(GenerationInterrupted):
-        pipe("一只可爱的猫", num_inference_steps=STEPS, height=SIZE, width=SIZE, seed=1, sampler="Euler", progress=False,
-             callback=lambda step, total, latents: calls.append(step), should_stop=should_stop)  # fmt: skip
+        pipe(
+            "一只可爱的猫",
+            num_inference_steps=STEPS,
+            height=SIZE,
+            width=SIZE,
+            seed=1,
+            sampler="Euler",
+            progress=False,
+            callback=lambda step, total, latents: calls.append(step),
+            should_stop=should_stop,
+        )
     assert calls == [1]
     assert len(asked) == 2
 

@@ -52,7 +52,7 @@ def test_exact_text_with_chinese_prompt_and_quoted_value():
         "一只猫坐在窗台上，油画\n"
         "Negative prompt: 模糊, low quality\n"
         "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, "
-        'Size: 512x768, Model hash: 0123456789, Model: AltDiffusion-m9, Denoising strength: 0.75, '
+        "Size: 512x768, Model hash: 0123456789, Model: AltDiffusion-m9, Denoising strength: 0.75, "
         'Lora hashes: "a: 1, b: 2", Styles: "oil painting, warm light"'
     )
 
@@ -80,7 +80,7 @@ def test_parse_a1111_text():
     text = (
         "masterpiece, 1girl\nsecond line\n"
         "Negative prompt: lowres, bad hands\nmore negative\n"
-        'Steps: 30, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 512x768, Time taken: 1:05, '
+        "Steps: 30, Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 512x768, Time taken: 1:05, "
         'Lora hashes: "x: abc, y: def"'
     )
     prompt, negative, params = parse_infotext(text)
@@ -103,7 +103,9 @@ def test_parse_without_parameters_line():
     line = "photo, style: anime, light: soft, mood: calm"
     assert parse_infotext(line) == (line, "", {})
     assert parse_infotext("a cat\r\nNegative prompt: dog\r\nSteps: 1, Seed: 2, Size: 8x8\r\n") == (
-        "a cat", "dog", {"Steps": "1", "Seed": "2", "Size": "8x8"}
+        "a cat",
+        "dog",
+        {"Steps": "1", "Seed": "2", "Size": "8x8"},
     )
 
 
@@ -256,9 +258,7 @@ def test_non_png_extension_rejected(tmp_path, out):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(
-    "prefix", ["../", "..\\", "/etc/", "a/b", "C:", "x\0y", "..", f"..{os.sep}evil-"]
-)
+@pytest.mark.parametrize("prefix", ["../", "..\\", "/etc/", "a/b", "C:", "x\0y", "..", f"..{os.sep}evil-"])
 def test_prefix_path_escape_rejected(tmp_path, prefix):
     with pytest.raises(InvalidInputError, match="prefix"):
         output_paths(tmp_path, 1, seed=1, prefix=prefix)

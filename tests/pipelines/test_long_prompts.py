@@ -59,7 +59,6 @@ LONG_MIXED = (
 VARIANTS = ["m9", "m18"]
 
 
-
 @pytest.fixture(scope="module")
 def pipes(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-long-prompts")

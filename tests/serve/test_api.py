@@ -20,9 +20,10 @@ from PIL import Image
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
+from running import RunningServer  # noqa: E402
+
 from altdiffusion.pipelines.infotext import parse_infotext  # noqa: E402
 from altdiffusion.serve import create_app  # noqa: E402
-from running import RunningServer  # noqa: E402
 from altdiffusion.testing.tiny import write_tiny_altdiffusion  # noqa: E402
 
 API = "/sdapi/v1"
@@ -80,8 +81,15 @@ def assert_served(client) -> None:
 
 
 def test_txt2img_png_carries_parameters_of_the_request(client):
-    req = {"prompt": "a photo of a cat", "negative_prompt": "blurry", "seed": 1234, "sampler_name": "Euler a",
-           "cfg_scale": 6.5, "batch_size": 2, **SMALL}  # fmt: skip
+    req = {
+        "prompt": "a photo of a cat",
+        "negative_prompt": "blurry",
+        "seed": 1234,
+        "sampler_name": "Euler a",
+        "cfg_scale": 6.5,
+        "batch_size": 2,
+        **SMALL,
+    }
     r = client.post(f"{API}/txt2img", json=req)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -97,9 +105,25 @@ def test_txt2img_png_carries_parameters_of_the_request(client):
     echo = body["parameters"]
     assert echo["prompt"] == "a photo of a cat" and echo["seed"] == 1234 and echo["steps"] == 2
     info = json.loads(body["info"])
-    for key in ("prompt", "all_prompts", "negative_prompt", "all_negative_prompts", "seed", "all_seeds", "width",
-                "height", "sampler_name", "cfg_scale", "steps", "batch_size", "sd_model_name", "sd_model_hash",
-                "infotexts", "clip_skip", "denoising_strength"):  # fmt: skip
+    for key in (
+        "prompt",
+        "all_prompts",
+        "negative_prompt",
+        "all_negative_prompts",
+        "seed",
+        "all_seeds",
+        "width",
+        "height",
+        "sampler_name",
+        "cfg_scale",
+        "steps",
+        "batch_size",
+        "sd_model_name",
+        "sd_model_hash",
+        "infotexts",
+        "clip_skip",
+        "denoising_strength",
+    ):
         assert key in info, key
     assert info["all_seeds"] == [1234, 1235] and info["seed"] == 1234
     assert info["all_prompts"] == ["a photo of a cat"] * 2
@@ -112,10 +136,23 @@ def test_txt2img_png_carries_parameters_of_the_request(client):
 
 
 def test_txt2img_defaults_a1111_extras_and_unknown_fields(client):
-    req = {"prompt": "a red car", "seed": 10, "n_iter": 2, "styles": ["x"], "subseed": 5, "subseed_strength": 0.2,
-           "restore_faces": False, "tiling": False, "override_settings": {"CLIP_stop_at_last_layers": 2},
-           "alwayson_scripts": {}, "sampler_index": "Euler", "send_images": True, "save_images": False,
-           "some_unknown_field": {"nested": 1}, **SMALL}  # fmt: skip
+    req = {
+        "prompt": "a red car",
+        "seed": 10,
+        "n_iter": 2,
+        "styles": ["x"],
+        "subseed": 5,
+        "subseed_strength": 0.2,
+        "restore_faces": False,
+        "tiling": False,
+        "override_settings": {"CLIP_stop_at_last_layers": 2},
+        "alwayson_scripts": {},
+        "sampler_index": "Euler",
+        "send_images": True,
+        "save_images": False,
+        "some_unknown_field": {"nested": 1},
+        **SMALL,
+    }
     r = client.post(f"{API}/txt2img", json=req)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -125,8 +162,10 @@ def test_txt2img_defaults_a1111_extras_and_unknown_fields(client):
     assert info["cfg_scale"] == 7.0
     assert "some_unknown_field" not in body["parameters"]
 
-    r = client.post(f"{API}/txt2img", json={"prompt": "x", "send_images": False, "scheduler": "Karras",
-                                             "sampler_name": "DPM++ 2M", **SMALL})  # fmt: skip
+    r = client.post(
+        f"{API}/txt2img",
+        json={"prompt": "x", "send_images": False, "scheduler": "Karras", "sampler_name": "DPM++ 2M", **SMALL},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["images"] == []
     infotext = json.loads(r.json()["info"])["infotexts"][0]
@@ -140,8 +179,15 @@ def test_img2img_with_base64_init_image_and_mask(client):
     init = Image.new("RGB", (64, 64), (200, 30, 30))
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (24, 24, 40, 40))  # repaint the centre only
-    req = {"prompt": "a dog", "init_images": [b64_png(init)], "mask": "data:image/png;base64," + b64_png(mask),
-           "denoising_strength": 0.5, "seed": 7, **SMALL, "steps": 4}  # fmt: skip
+    req = {
+        "prompt": "a dog",
+        "init_images": [b64_png(init)],
+        "mask": "data:image/png;base64," + b64_png(mask),
+        "denoising_strength": 0.5,
+        "seed": 7,
+        **SMALL,
+        "steps": 4,
+    }
     r = client.post(f"{API}/img2img", json=req)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -225,7 +271,9 @@ def test_samplers_schedulers_memory_png_info(client):
     assert set(memory["ram"]) == {"free", "used", "total"} and memory["ram"]["total"] > 0
     assert "cuda" in memory
 
-    image = client.post(f"{API}/txt2img", json={"prompt": "a cat", "negative_prompt": "ugly", "seed": 42, **SMALL}).json()["images"][0]
+    image = client.post(
+        f"{API}/txt2img", json={"prompt": "a cat", "negative_prompt": "ugly", "seed": 42, **SMALL}
+    ).json()["images"][0]
     info = client.post(f"{API}/png-info", json={"image": "data:image/png;base64," + image}).json()
     assert info["info"].startswith("a cat\nNegative prompt: ugly\nSteps: 2")
     assert info["items"]["parameters"] == info["info"]
@@ -238,9 +286,22 @@ def test_samplers_schedulers_memory_png_info(client):
 
 def test_openapi_and_docs(client):
     schema = client.get("/openapi.json").json()
-    for path in ("txt2img", "img2img", "options", "sd-models", "samplers", "schedulers", "progress",
-                 "interrupt", "skip", "png-info", "memory", "refresh-checkpoints", "unload-checkpoint",
-                 "reload-checkpoint"):  # fmt: skip
+    for path in (
+        "txt2img",
+        "img2img",
+        "options",
+        "sd-models",
+        "samplers",
+        "schedulers",
+        "progress",
+        "interrupt",
+        "skip",
+        "png-info",
+        "memory",
+        "refresh-checkpoints",
+        "unload-checkpoint",
+        "reload-checkpoint",
+    ):
         assert f"{API}/{path}" in schema["paths"], path
     assert client.get("/docs").status_code == 200
 
@@ -262,7 +323,12 @@ def _wait_for_progress(client, *, job_no=0, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         p = client.get(f"{API}/progress", params={"skip_current_image": "false"}).json()
-        if 0 < p["progress"] < 1 and p["current_image"] and p["state"]["job_no"] == job_no and p["state"]["sampling_step"] < 20:
+        if (
+            0 < p["progress"] < 1
+            and p["current_image"]
+            and p["state"]["job_no"] == job_no
+            and p["state"]["sampling_step"] < 20
+        ):
             return p
         time.sleep(0.03)
     raise AssertionError("never saw the job in progress")
@@ -276,8 +342,16 @@ def test_progress_preview_then_interrupt_returns_partial_image(client, base_url)
     try:
         p = _wait_for_progress(client)
         assert set(p) >= {"progress", "eta_relative", "state", "current_image", "textinfo"}
-        assert set(p["state"]) == {"skipped", "interrupted", "job", "job_count", "job_timestamp", "job_no",
-                                   "sampling_step", "sampling_steps"}  # fmt: skip
+        assert set(p["state"]) == {
+            "skipped",
+            "interrupted",
+            "job",
+            "job_count",
+            "job_timestamp",
+            "job_no",
+            "sampling_step",
+            "sampling_steps",
+        }
         assert p["state"]["job"] == "txt2img" and p["state"]["sampling_steps"] == 30 and p["state"]["job_count"] == 1
         assert open_b64(p["current_image"]).size == (64, 64)
         assert p["eta_relative"] >= 0
@@ -378,7 +452,9 @@ def test_oversized_body_is_413(client, base_url):
             yield payload[i : i + 65536]
 
     try:
-        r = httpx.post(f"{base_url}{API}/img2img", content=chunks(), headers={"content-type": "application/json"}, timeout=30)
+        r = httpx.post(
+            f"{base_url}{API}/img2img", content=chunks(), headers={"content-type": "application/json"}, timeout=30
+        )
     except httpx.TransportError:  # the server may close before the client finished sending
         pass
     else:
@@ -441,7 +517,12 @@ def test_bounded_queue_under_concurrent_load(base_url):
 
 def test_override_settings_model_for_one_job(client):
     models = {m["model_name"]: m for m in client.get(f"{API}/sd-models").json()}
-    req = {"prompt": "a cat", "seed": 3, **SMALL, "override_settings": {"sd_model_checkpoint": models["tiny2"]["title"]}}
+    req = {
+        "prompt": "a cat",
+        "seed": 3,
+        **SMALL,
+        "override_settings": {"sd_model_checkpoint": models["tiny2"]["title"]},
+    }
     r = client.post(f"{API}/txt2img", json=req)
     assert r.status_code == 200, r.text
     assert json.loads(r.json()["info"])["sd_model_name"] == "tiny2"
@@ -462,6 +543,6 @@ def test_legacy_sampler_index_and_module_entry_point(client, monkeypatch):
     calls = []
     monkeypatch.setattr(server_module, "serve", lambda *a, **k: calls.append((a, k)))
     assert server_module.main(["--model", "a=/models/x", "--model", "mini", "--api-auth", "u:p", "--port", "7861"]) == 0
-    (args, kwargs), = calls
+    ((args, kwargs),) = calls
     assert args == ({"a": "/models/x", "mini": "mini"}, "127.0.0.1", 7861)
     assert kwargs["api_auth"] == "u:p" and kwargs["max_queue"] == 8

@@ -22,8 +22,8 @@ from PIL import Image
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from altdiffusion.serve.process import ServerProcess  # noqa: E402
-from altdiffusion.testing.tiny import write_tiny_altdiffusion  # noqa: E402
+from altdiffusion.serve.process import ServerProcess
+from altdiffusion.testing.tiny import write_tiny_altdiffusion
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's RSS from /proc")
 
@@ -112,7 +112,9 @@ def test_concurrent_load_is_bounded_and_memory_returns(server):
 
         after = _settled_rss(server, client)
         growth = after - baseline
-        assert growth < RSS_MARGIN, f"RSS grew by {growth / 2**20:.0f} MiB ({baseline / 2**20:.0f} -> {after / 2**20:.0f} MiB)"
+        assert growth < RSS_MARGIN, (
+            f"RSS grew by {growth / 2**20:.0f} MiB ({baseline / 2**20:.0f} -> {after / 2**20:.0f} MiB)"
+        )
 
         r = _generate(client, "still serving", seed=5)
         assert r.status_code == 200 and len(r.json()["images"]) == 1

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from running import RunningServer
 from safetensors.torch import save_file
 
 from altdiffusion.pipelines.infotext import parse_infotext
@@ -16,7 +17,6 @@ from altdiffusion.pipelines.lora import LoraLayer, layers_to_kohya
 from altdiffusion.serve import create_app
 from altdiffusion.serve.loras import extract_tags
 from altdiffusion.testing.tiny import write_tiny_altdiffusion
-from running import RunningServer
 
 API = "/sdapi/v1"
 BODY = {"width": 64, "height": 64, "steps": 2, "seed": 11, "sampler_name": "Euler"}
@@ -36,7 +36,9 @@ def server(tmp_path_factory):
     for name, module in unet.named_modules():
         if name.endswith(("attn2.to_k", "attn2.to_v", "attn1.to_q")):
             out_f, in_f = module.weight.shape
-            layers.append(LoraLayer("unet", name, torch.randn(4, in_f, generator=g), torch.randn(out_f, 4, generator=g), 4.0))
+            layers.append(
+                LoraLayer("unet", name, torch.randn(4, in_f, generator=g), torch.randn(out_f, 4, generator=g), 4.0)
+            )
     tensors, metadata = layers_to_kohya(layers)
     save_file(tensors, str(loras / "ink.safetensors"), metadata=metadata)
     running = RunningServer(create_app({"tiny": model}, default="tiny", safety_checker=False, lora_dir=loras))
@@ -77,5 +79,9 @@ def test_unknown_lora_and_bad_weight_are_422(server):
     assert missing.status_code == 422 and "nope" in missing.text and "ink" in missing.text
     bad = httpx.post(server + f"{API}/txt2img", json={**BODY, "prompt": "x <lora:ink:lots>"}, timeout=60)
     assert bad.status_code == 422 and "not a number" in bad.text
-    path = httpx.post(server + f"{API}/txt2img", json={**BODY, "prompt": "x <lora:../tiny/unet/diffusion_pytorch_model:1>"}, timeout=60)
+    path = httpx.post(
+        server + f"{API}/txt2img",
+        json={**BODY, "prompt": "x <lora:../tiny/unet/diffusion_pytorch_model:1>"},
+        timeout=60,
+    )
     assert path.status_code == 422

@@ -20,13 +20,22 @@ from PIL import Image
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
-from altdiffusion.serve import create_app  # noqa: E402
 from running import RunningServer  # noqa: E402
+
+from altdiffusion.serve import create_app  # noqa: E402
 from altdiffusion.testing.tiny import write_tiny_altdiffusion  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 PROMPT = "穿着唐装的老人在古建筑前，国画风格"
 
@@ -66,8 +75,16 @@ def test_page_and_assets_are_served_offline(base_url):
         for text in ("唐装", "国画", "古建筑"):
             assert text in js
         # Only files directly in static/ by name: no traversal, no other folders.
-        for path in ("/static/../app.py", "/static/..%2fapp.py", "/static/%2e%2e%2fui.py", "/static/ui.py",
-                     "/static/", "/static/..%2f..%2f..%2fpyproject.toml", "/static/%2fetc%2fpasswd", "/app.py"):  # fmt: skip
+        for path in (
+            "/static/../app.py",
+            "/static/..%2fapp.py",
+            "/static/%2e%2e%2fui.py",
+            "/static/ui.py",
+            "/static/",
+            "/static/..%2f..%2f..%2fpyproject.toml",
+            "/static/%2fetc%2fpasswd",
+            "/app.py",
+        ):
             r = c.get(path)
             assert r.status_code == 404, path
             assert "import" not in r.text and "root:" not in r.text, path
@@ -167,8 +184,12 @@ def test_generate_in_headless_chromium(base_url):
             page.fill("#batch", "2")
             page.click("#generate")
             page.wait_for_function("() => document.querySelectorAll('#gallery img').length >= 2")
-            page.wait_for_function("() => [...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth > 0)")
-            sizes = page.eval_on_selector_all("#gallery img", "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])")
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth > 0)"
+            )
+            sizes = page.eval_on_selector_all(
+                "#gallery img", "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])"
+            )
             assert sizes == [[64, 64], [64, 64]]
             assert "seed 7" in page.inner_text("#gallery") and "seed 8" in page.inner_text("#gallery")
             assert PROMPT in page.inner_text("#infotext")
@@ -190,14 +211,21 @@ def test_generate_in_headless_chromium(base_url):
             page.click("#pnginfo-send")  # parameters back into the txt2img form
             assert page.get_attribute("#tab-txt2img", "aria-selected") == "true"
             assert page.input_value("#prompt") == PROMPT and page.input_value("#negative") == "模糊"
-            assert (page.input_value("#seed"), page.input_value("#steps"), page.input_value("#width")) == ("7", "2", "64")
+            assert (page.input_value("#seed"), page.input_value("#steps"), page.input_value("#width")) == (
+                "7",
+                "2",
+                "64",
+            )
 
             # img2img: a gallery image as the init image, an uploaded mask, a denoising strength.
             page.click("#tab-txt2img")
             page.click("#gallery figure:first-child button[title^='use as the init image']")
             assert page.get_attribute("#tab-img2img", "aria-selected") == "true"
             page.wait_for_selector("#init-preview", state="visible")
-            page.set_input_files("#mask-image", files=[{"name": "mask.png", "mimeType": "image/png", "buffer": _png(Image.new("L", (64, 64), 255))}])
+            page.set_input_files(
+                "#mask-image",
+                files=[{"name": "mask.png", "mimeType": "image/png", "buffer": _png(Image.new("L", (64, 64), 255))}],
+            )
             page.wait_for_selector("#mask-preview", state="visible")
             page.locator("#denoise").evaluate("el => { el.value = '0.6'; el.dispatchEvent(new Event('input')); }")
             assert page.inner_text("#denoise-out") == "0.60"

@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import grammar  # noqa: E402
+import grammar
 
 
 @pytest.fixture(scope="session")
@@ -19,4 +19,10 @@ def distill_world(tmp_path_factory):
     write_tiny_xlmr(root / "student", corpus, seed=0, width=64, layers=2)
     train, held = grammar.split()
     grammar.write_tsv(root / "train.tsv", train)
-    return {"root": root, "teacher": root / "teacher", "student": root / "student", "train": root / "train.tsv", "held": held}
+    return {
+        "root": root,
+        "teacher": root / "teacher",
+        "student": root / "student",
+        "train": root / "train.tsv",
+        "held": held,
+    }

@@ -3,7 +3,16 @@
 import itertools
 import random
 
-COLORS = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "black": "黑色", "white": "白色", "purple": "紫色", "orange": "橙色"}
+COLORS = {
+    "red": "红色",
+    "green": "绿色",
+    "blue": "蓝色",
+    "yellow": "黄色",
+    "black": "黑色",
+    "white": "白色",
+    "purple": "紫色",
+    "orange": "橙色",
+}
 SHAPES = {"circle": "圆形", "square": "正方形", "triangle": "三角形", "star": "星星", "heart": "爱心"}
 SIZES = {"small": "小", "big": "大"}
 PLACES = {"left": "左边", "right": "右边", "top": "上面", "bottom": "下面", "center": "中间"}
@@ -44,8 +53,16 @@ def write_tsv(path, scene_list):
     return path
 
 
-RGB = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (30, 60, 220), "yellow": (240, 220, 30),
-       "black": (10, 10, 10), "white": (250, 250, 250), "purple": (140, 40, 170), "orange": (250, 140, 20)}
+RGB = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 60),
+    "blue": (30, 60, 220),
+    "yellow": (240, 220, 30),
+    "black": (10, 10, 10),
+    "white": (250, 250, 250),
+    "purple": (140, 40, 170),
+    "orange": (250, 140, 20),
+}
 
 
 def render(size, color, shape, place, px=32):
@@ -55,7 +72,13 @@ def render(size, color, shape, place, px=32):
     image = Image.new("RGB", (px, px), (128, 128, 128))
     draw = ImageDraw.Draw(image)
     r = px * (0.22 if size == "big" else 0.12)
-    cx, cy = {"left": (0.25, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.25), "bottom": (0.5, 0.75), "center": (0.5, 0.5)}[place]
+    cx, cy = {
+        "left": (0.25, 0.5),
+        "right": (0.75, 0.5),
+        "top": (0.5, 0.25),
+        "bottom": (0.5, 0.75),
+        "center": (0.5, 0.5),
+    }[place]
     cx, cy = cx * px, cy * px
     box = (cx - r, cy - r, cx + r, cy + r)
     fill = RGB[color]
@@ -92,11 +115,18 @@ def write_shards(folder, scene_list, per_shard=200, corrupt=0):
             for i, (kind, scene) in enumerate(samples[start : start + per_shard]):
                 key = f"{shard:05d}{i:04d}"
                 if kind == "corrupt":
-                    writer.write({"__key__": key, "jpg": b"\xff\xd8\xff\xe0 not really a jpeg",
-                                  "json": json.dumps({"captions": {"en": "broken", "zh": "坏的"}})})
+                    writer.write(
+                        {
+                            "__key__": key,
+                            "jpg": b"\xff\xd8\xff\xe0 not really a jpeg",
+                            "json": json.dumps({"captions": {"en": "broken", "zh": "坏的"}}),
+                        }
+                    )
                     continue
                 buf = io.BytesIO()
                 render(*scene).save(buf, format="PNG")
                 caps = {"en": english(*scene), "zh": chinese(*scene)}
-                writer.write({"__key__": key, "png": buf.getvalue(), "json": json.dumps({"captions": caps}, ensure_ascii=False)})
+                writer.write(
+                    {"__key__": key, "png": buf.getvalue(), "json": json.dumps({"captions": caps}, ensure_ascii=False)}
+                )
     return folder

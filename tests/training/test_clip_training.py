@@ -38,8 +38,17 @@ def distilled(distill_world, tmp_path_factory):
     teacher = Teacher(distill_world["teacher"])
     student, tokenizer = build_student(distill_world["student"], teacher.width)
     task = DistillTask(teacher, student, tokenizer, read_parallel_text([distill_world["train"]]), loss="mse")
-    settings = TrainSettings(output_dir=out, steps=DISTILL_STEPS, batch_size=32, lr=1e-3, warmup_steps=20,
-                             log_every=20, save_every=10**6, progress=False, tensorboard=False)  # fmt: skip
+    settings = TrainSettings(
+        output_dir=out,
+        steps=DISTILL_STEPS,
+        batch_size=32,
+        lr=1e-3,
+        warmup_steps=20,
+        log_every=20,
+        save_every=10**6,
+        progress=False,
+        tensorboard=False,
+    )
     folder = train(task, settings)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     return {"folder": folder, "log": log, "teacher": teacher}
@@ -92,8 +101,17 @@ def test_contrastive_stage_raises_retrieval_and_skips_corrupt_images(distill_wor
     shards = grammar.write_shards(tmp_path / "shards", train_scenes, per_shard=150, corrupt=3)
     task = ContrastiveTask(distilled["folder"], str(shards), seed=0)
     frozen_before = {k: v.clone() for k, v in task.clip.vision_model.state_dict().items()}
-    settings = TrainSettings(output_dir=tmp_path / "run", steps=400, batch_size=32, lr=2e-3, warmup_steps=20,
-                             log_every=10, save_every=10**6, progress=False, tensorboard=False)  # fmt: skip
+    settings = TrainSettings(
+        output_dir=tmp_path / "run",
+        steps=400,
+        batch_size=32,
+        lr=2e-3,
+        warmup_steps=20,
+        log_every=10,
+        save_every=10**6,
+        progress=False,
+        tensorboard=False,
+    )
     folder = train(task, settings)
     before = _image_text_r1(load_clip(distilled["folder"]), held)
     after_clip = load_clip(folder)

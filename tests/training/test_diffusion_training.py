@@ -34,7 +34,9 @@ def world(tmp_path_factory):
 
 
 def _settings(out, **kw):
-    base = dict(output_dir=out, steps=4, batch_size=4, lr=1e-3, log_every=1, save_every=10**6, progress=False, tensorboard=False)
+    base = dict(
+        output_dir=out, steps=4, batch_size=4, lr=1e-3, log_every=1, save_every=10**6, progress=False, tensorboard=False
+    )
     base.update(kw)
     return TrainSettings(**base)
 
@@ -53,13 +55,23 @@ def test_stage_changes_exactly_the_intended_parameters(world, tmp_path, stage, a
         marker = (".attn2.to_k.", ".attn2.to_v.") if align == "kv" else (".attn2.",)
         assert intended == {k for k in before if any(m in k for m in marker)}
     assert changed == intended
-    assert all(torch.equal(v, pipe.text_encoder.state_dict()[k]) for k, v in text_before.items()), "text encoder must stay frozen"
+    assert all(torch.equal(v, pipe.text_encoder.state_dict()[k]) for k, v in text_before.items()), (
+        "text encoder must stay frozen"
+    )
 
 
 def _generated_latent_mean(pipe, seeds=(1, 2, 3)) -> torch.Tensor:
     captured = []
-    pipe("左边有一个大的红色圆形", num_inference_steps=10, height=PX, width=PX, seed=seeds[0], num_images_per_prompt=len(seeds),
-         progress=False, callback=lambda i, n, latents: captured.append(latents) if i == n else None)  # fmt: skip
+    pipe(
+        "左边有一个大的红色圆形",
+        num_inference_steps=10,
+        height=PX,
+        width=PX,
+        seed=seeds[0],
+        num_images_per_prompt=len(seeds),
+        progress=False,
+        callback=lambda i, n, latents: captured.append(latents) if i == n else None,
+    )
     return captured[-1].mean(dim=(0, 2, 3))
 
 
@@ -68,8 +80,12 @@ def test_training_lowers_the_loss_and_moves_samples_toward_the_data(world, tmp_p
     channel of generated samples versus that of the training images' latents."""
     pipe = assemble(world["base"])
     task = DiffusionTask(pipe, world["data"], stage="quality", resolution=PX, caption_dropout=0.1)
-    images = torch.stack([crop_pixels(__import__("PIL.Image", fromlist=["Image"]).open(p).convert("RGB"), PX)
-                          for p in sorted(world["data"].glob("*.png"))])  # fmt: skip
+    images = torch.stack(
+        [
+            crop_pixels(__import__("PIL.Image", fromlist=["Image"]).open(p).convert("RGB"), PX)
+            for p in sorted(world["data"].glob("*.png"))
+        ]
+    )
     with torch.no_grad():
         target = (pipe.vae.encode(images).latent_dist.mode() * pipe.vae.config.scaling_factor).mean(dim=(0, 2, 3))
     before = (_generated_latent_mean(pipe) - target).norm().item()
@@ -80,15 +96,38 @@ def test_training_lowers_the_loss_and_moves_samples_toward_the_data(world, tmp_p
     after = (_generated_latent_mean(trained) - target).norm().item()
     artifacts = Path(__file__).resolve().parents[2] / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
-    (artifacts / "diffusion-training.json").write_text(json.dumps(
-        {"loss_first_last": [losses[0], losses[-1]], "mean_latent_distance_before_after": [before, after]}, indent=2))
+    (artifacts / "diffusion-training.json").write_text(
+        json.dumps(
+            {"loss_first_last": [losses[0], losses[-1]], "mean_latent_distance_before_after": [before, after]}, indent=2
+        )
+    )
     assert after < 0.5 * before, f"distance of the mean latent to the data: {before:.3f} -> {after:.3f}"
 
 
 def _finetune_cmd(world, out, *extra, launcher=None):
-    args = ["train", "finetune", "--model", str(world["base"]), "--data", str(world["data"]), "--output-dir", str(out),
-            "--resolution", str(PX), "--steps", "16", "--batch-size", "4", "--lr", "1e-3", "--log-every", "2",
-            "--no-progress", "--no-tensorboard", *extra]  # fmt: skip
+    args = [
+        "train",
+        "finetune",
+        "--model",
+        str(world["base"]),
+        "--data",
+        str(world["data"]),
+        "--output-dir",
+        str(out),
+        "--resolution",
+        str(PX),
+        "--steps",
+        "16",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-3",
+        "--log-every",
+        "2",
+        "--no-progress",
+        "--no-tensorboard",
+        *extra,
+    ]
     return [*(launcher or [sys.executable]), "-m", "altdiffusion.cli", *args]
 
 
@@ -158,7 +197,9 @@ def test_ema_is_what_gets_exported_and_follows_the_unet_to_its_device(world, tmp
     last = task.model.unet.state_dict()
     # decay min(0.5, (1 + n) / (10 + n)): the average sits between the start and the last step
     moved = [k for k in start if not torch.equal(start[k], last[k])]
-    assert moved and all(not torch.equal(exported[k], last[k]) and not torch.equal(exported[k], start[k]) for k in moved)
+    assert moved and all(
+        not torch.equal(exported[k], last[k]) and not torch.equal(exported[k], start[k]) for k in moved
+    )
     # accelerate puts the UNet on the GPU after the EMA copy exists; the step must follow it there
     # ("meta" stands in for "cuda" on a machine without one: mixing devices fails the same way).
     task.model.unet.to("meta")

@@ -26,8 +26,16 @@ COMMON = ["--resolution", "64", "--batch-size", "2", "--no-tensorboard", "--no-p
 
 
 def _sample(pipe, seed=7):
-    return pipe(INSTANCE_PROMPT, num_inference_steps=3, guidance_scale=7.5, seed=seed, height=64, width=64,
-                output_type="np", progress=False)  # fmt: skip
+    return pipe(
+        INSTANCE_PROMPT,
+        num_inference_steps=3,
+        guidance_scale=7.5,
+        seed=seed,
+        height=64,
+        width=64,
+        output_type="np",
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +59,47 @@ def world(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(loop, "train", spy)
-        rc = main(["train", "dreambooth", "--model", str(model), "--instance-images", str(instances),
-                   "--instance-prompt", INSTANCE_PROMPT, "--class-prompt", "一张画", "--class-images", str(root / "class"),
-                   "--num-class-images", "2", "--class-steps", "2", "--lora-rank", "4", "--lora-alpha", "4",
-                   "--steps", "20", "--lr", "1e-3", "--lr-schedule", "constant", "--output-dir", str(root / "out"),
-                   *COMMON])  # fmt: skip
+        rc = main(
+            [
+                "train",
+                "dreambooth",
+                "--model",
+                str(model),
+                "--instance-images",
+                str(instances),
+                "--instance-prompt",
+                INSTANCE_PROMPT,
+                "--class-prompt",
+                "一张画",
+                "--class-images",
+                str(root / "class"),
+                "--num-class-images",
+                "2",
+                "--class-steps",
+                "2",
+                "--lora-rank",
+                "4",
+                "--lora-alpha",
+                "4",
+                "--steps",
+                "20",
+                "--lr",
+                "1e-3",
+                "--lr-schedule",
+                "constant",
+                "--output-dir",
+                str(root / "out"),
+                *COMMON,
+            ]
+        )
     assert rc == 0
-    return {"root": root, "model": model, "instances": instances, "out": root / "out" / "model", "task": captured["task"]}
+    return {
+        "root": root,
+        "model": model,
+        "instances": instances,
+        "out": root / "out" / "model",
+        "task": captured["task"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +162,9 @@ def test_lora_loads_from_both_formats_changes_output_and_unloads_exactly(world, 
     pipe.unload_lora()
     assert np.abs(from_peft - from_kohya).max() <= 1e-5
     change = np.abs(from_peft - base)
-    assert change.max() > 1e-3 and change.mean() > 1e-4, f"the trained LoRA should change the image (mean {change.mean():.2g})"
+    assert change.max() > 1e-3 and change.mean() > 1e-4, (
+        f"the trained LoRA should change the image (mean {change.mean():.2g})"
+    )
     assert np.array_equal(_sample(pipe), base)
     assert pipe.loras == []
 
@@ -167,9 +211,31 @@ def test_parse_lora_arg():
 
 def test_generate_cli_with_lora(world, tmp_path, capsys):
     out = tmp_path / "img.png"
-    cmd = [sys.executable, "-m", "altdiffusion.cli", "generate", INSTANCE_PROMPT, "--model", str(world["model"]),
-           "--steps", "2", "--seed", "3", "--width", "64", "--height", "64", "--no-safety-checker", "--no-progress",
-           "--device", "cpu", "--lora", f"{world['out'] / 'out.safetensors'}:0.5", "--out", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "altdiffusion.cli",
+        "generate",
+        INSTANCE_PROMPT,
+        "--model",
+        str(world["model"]),
+        "--steps",
+        "2",
+        "--seed",
+        "3",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--no-safety-checker",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--lora",
+        f"{world['out'] / 'out.safetensors'}:0.5",
+        "--out",
+        str(out),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     text = read_infotext(out)
@@ -178,8 +244,22 @@ def test_generate_cli_with_lora(world, tmp_path, capsys):
     bad = tmp_path / "random.safetensors"
     save_file({"foo.bar": torch.randn(3, 3), "baz": torch.randn(2)}, str(bad))
     capsys.readouterr()
-    args = ["generate", "x", "--model", str(world["model"]), "--steps", "1", "--no-safety-checker", "--no-progress",
-            "--device", "cpu", "--lora", str(bad), "--out", str(tmp_path / "never.png")]  # fmt: skip
+    args = [
+        "generate",
+        "x",
+        "--model",
+        str(world["model"]),
+        "--steps",
+        "1",
+        "--no-safety-checker",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--lora",
+        str(bad),
+        "--out",
+        str(tmp_path / "never.png"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "foo.bar" in err[0]
@@ -187,9 +267,24 @@ def test_generate_cli_with_lora(world, tmp_path, capsys):
 
 
 def test_full_unet_dreambooth_smoke(world, tmp_path):
-    rc = main(["train", "dreambooth", "--model", str(world["model"]), "--instance-images", str(world["instances"]),
-               "--instance-prompt", INSTANCE_PROMPT, "--full", "--steps", "2", "--output-dir", str(tmp_path / "full"),
-               *COMMON])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            "dreambooth",
+            "--model",
+            str(world["model"]),
+            "--instance-images",
+            str(world["instances"]),
+            "--instance-prompt",
+            INSTANCE_PROMPT,
+            "--full",
+            "--steps",
+            "2",
+            "--output-dir",
+            str(tmp_path / "full"),
+            *COMMON,
+        ]
+    )
     assert rc == 0
     trained = load_pipeline(tmp_path / "full" / "model", device="cpu", dtype="fp32", safety_checker=False)
     image = _sample(trained)

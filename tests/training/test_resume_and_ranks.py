@@ -14,10 +14,28 @@ STEPS = 40
 
 def _distill_cmd(world, out: Path, *extra: str, launcher=None) -> list[str]:
     args = [
-        "train", "clip-distill", "--teacher", str(world["teacher"]), "--student", str(world["student"]),
-        "--data", str(world["train"]), "--output-dir", str(out), "--steps", str(STEPS), "--batch-size", "8",
-        "--lr", "1e-3", "--log-every", "2", "--no-progress", "--no-tensorboard", *extra,
-    ]  # fmt: skip
+        "train",
+        "clip-distill",
+        "--teacher",
+        str(world["teacher"]),
+        "--student",
+        str(world["student"]),
+        "--data",
+        str(world["train"]),
+        "--output-dir",
+        str(out),
+        "--steps",
+        str(STEPS),
+        "--batch-size",
+        "8",
+        "--lr",
+        "1e-3",
+        "--log-every",
+        "2",
+        "--no-progress",
+        "--no-tensorboard",
+        *extra,
+    ]
     if launcher is None:
         return [sys.executable, "-m", "altdiffusion.cli", *args]
     return [*launcher, "-m", "altdiffusion.cli", *args]

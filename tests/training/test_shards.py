@@ -17,7 +17,9 @@ def _table(tmp_path, rows, suffix=".tsv"):
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     else:
         sep = "\t" if suffix == ".tsv" else ","
-        lines = [sep.join(["image", "caption", "language"])] + [sep.join([r["image"], r["caption"], r.get("language", "")]) for r in rows]
+        lines = [sep.join(["image", "caption", "language"])] + [
+            sep.join([r["image"], r["caption"], r.get("language", "")]) for r in rows
+        ]
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -51,7 +53,14 @@ def test_corrupt_missing_and_empty_are_skipped_and_counted(tmp_path):
     assert not list((tmp_path / "out").glob(".*tmp"))
     with tarfile.open(tmp_path / "out" / "00000.tar") as tar:
         members = sorted(m.name for m in tar.getmembers())
-    assert members == ["000000000.json", "000000000.png", "000000000.txt", "000000001.json", "000000001.png", "000000001.txt"]
+    assert members == [
+        "000000000.json",
+        "000000000.png",
+        "000000000.txt",
+        "000000001.json",
+        "000000001.png",
+        "000000001.txt",
+    ]
 
 
 def test_shards_read_back_with_captions_and_languages(tmp_path):
@@ -83,9 +92,15 @@ def test_multilingual_json_caption_sampling_is_seeded():
 
 def test_cli_shards_reports_counts(tmp_path):
     good = _images(tmp_path, 2)
-    rows = [{"image": name, "caption": grammar.english(*scene)} for name, scene in good] + [{"image": "nope.png", "caption": "x"}]
+    rows = [{"image": name, "caption": grammar.english(*scene)} for name, scene in good] + [
+        {"image": "nope.png", "caption": "x"}
+    ]
     table = _table(tmp_path, rows, ".csv")
-    done = subprocess.run([sys.executable, "-m", "altdiffusion.cli", "data", "shards", str(table), "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "altdiffusion.cli", "data", "shards", str(table), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "wrote 2 samples in 1 shards" in done.stdout and "1 missing image" in done.stdout

@@ -27,25 +27,53 @@ TEACHER = {"width": 128, "layers": 4, "projection_dim": 64, "image_size": 64}
 # English 120; three training seeds of the quality stage).
 STUDENT = {"width": 128, "layers": 4, "real_vocabulary": True}
 VAE = {
-    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [16, 32, 64],
-    "down_block_types": ["DownEncoderBlock2D"] * 3, "up_block_types": ["UpDecoderBlock2D"] * 3,
-    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 1, "norm_num_groups": 16,
-    "sample_size": 64, "scaling_factor": 1.0,
-}  # fmt: skip
+    "_class_name": "AutoencoderKL",
+    "act_fn": "silu",
+    "block_out_channels": [16, 32, 64],
+    "down_block_types": ["DownEncoderBlock2D"] * 3,
+    "up_block_types": ["UpDecoderBlock2D"] * 3,
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 1,
+    "norm_num_groups": 16,
+    "sample_size": 64,
+    "scaling_factor": 1.0,
+}
 UNET = {
-    "_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 4, "block_out_channels": [64, 64, 128],
-    "center_input_sample": False, "cross_attention_dim": TEACHER["width"],
+    "_class_name": "UNet2DConditionModel",
+    "act_fn": "silu",
+    "attention_head_dim": 4,
+    "block_out_channels": [64, 64, 128],
+    "center_input_sample": False,
+    "cross_attention_dim": TEACHER["width"],
     # No attention at 16x16: it doubled a training step on CPU; text enters at 8x8, 4x4 and the middle.
     "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], "downsample_padding": 1,
-    "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
-    "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "sample_size": 16,
-}  # fmt: skip
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 1,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "sample_size": 16,
+}
 SCHEDULER = {  # Stable Diffusion 1.x's
-    "_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
-    "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
-    "trained_betas": None, "clip_sample": False, "prediction_type": "epsilon",
-}  # fmt: skip
+    "_class_name": "PNDMScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+    "clip_sample": False,
+    "prediction_type": "epsilon",
+}
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -86,13 +114,20 @@ def write_sd_init(folder: Path, teacher: Path, vae: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     UNet2DConditionModel.from_config(UNET).save_pretrained(str(folder / "unet"), safe_serialization=True)
     write_json(folder / "scheduler" / "scheduler_config.json", SCHEDULER)
-    write_json(folder / "model_index.json", {
-        "_class_name": "StableDiffusionPipeline", "scheduler": ["diffusers", "PNDMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
-        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
-        "safety_checker": [None, None], "feature_extractor": [None, None],
-        "_altdiffusion": {"name": "SD-mini", "languages": ["en"]},
-    })  # fmt: skip
+    write_json(
+        folder / "model_index.json",
+        {
+            "_class_name": "StableDiffusionPipeline",
+            "scheduler": ["diffusers", "PNDMScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+            "safety_checker": [None, None],
+            "feature_extractor": [None, None],
+            "_altdiffusion": {"name": "SD-mini", "languages": ["en"]},
+        },
+    )
     return folder
 
 
@@ -108,10 +143,17 @@ def write_scratch_altclip_init(folder: Path, student: Path, teacher: Path, seed:
     torch.manual_seed(seed + 1)
     from transformers import CLIPVisionConfig
 
-    vision = CLIPVisionModel(CLIPVisionConfig(**{k: v for k, v in ref.vision_config.items() if k in CLIPVisionConfig().to_dict()}))
+    vision = CLIPVisionModel(
+        CLIPVisionConfig(**{k: v for k, v in ref.vision_config.items() if k in CLIPVisionConfig().to_dict()})
+    )
     projection = torch.nn.Linear(ref.vision_config["hidden_size"], ref.projection_dim, bias=False)
     text_projection = torch.nn.Linear(ref.width, ref.projection_dim, bias=False)
     extra = {"vision_model." + k.removeprefix("vision_model."): v for k, v in vision.state_dict().items()}
-    extra.update({"visual_projection.weight": projection.weight.detach(), "text_projection.weight": text_projection.weight.detach(),
-                  "logit_scale": torch.tensor(2.6592)})  # fmt: skip
+    extra.update(
+        {
+            "visual_projection.weight": projection.weight.detach(),
+            "text_projection.weight": text_projection.weight.detach(),
+            "logit_scale": torch.tensor(2.6592),
+        }
+    )
     return export_altclip(text, tokenizer, ref, folder, extra_state=extra)

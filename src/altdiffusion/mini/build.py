@@ -79,10 +79,26 @@ class Build:
     def train_argv(self, command: str, *args: str, output: Path, steps: int, batch: int, lr: float) -> list[str]:
         """`altdiffusion train COMMAND ARGS` with the settings every stage shares (smoke: batch <= 16)."""
         return [
-            sys.executable, "-m", "altdiffusion.cli", "train", command, *args, "--output-dir", str(output),
-            "--steps", str(steps), "--batch-size", str(min(batch, 16) if self.smoke else batch), "--lr", str(lr),
-            "--seed", str(self.seed), "--log-every", "50", "--no-tensorboard",
-        ] + ([] if sys.stdout.isatty() else ["--no-progress"])  # fmt: skip
+            sys.executable,
+            "-m",
+            "altdiffusion.cli",
+            "train",
+            command,
+            *args,
+            "--output-dir",
+            str(output),
+            "--steps",
+            str(steps),
+            "--batch-size",
+            str(min(batch, 16) if self.smoke else batch),
+            "--lr",
+            str(lr),
+            "--seed",
+            str(self.seed),
+            "--log-every",
+            "50",
+            "--no-tensorboard",
+        ] + ([] if sys.stdout.isatty() else ["--no-progress"])
 
     def run(self, stage: str, argv: list[str]) -> None:
         print(f"[mini build] {stage}: {' '.join(argv[3:])}", flush=True)
@@ -90,7 +106,9 @@ class Build:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         done = subprocess.run(argv, env=env)
         if done.returncode:
-            raise AltDiffusionError(f"mini build: stage {stage!r} failed (exit {done.returncode}); fix it and rerun to continue")
+            raise AltDiffusionError(
+                f"mini build: stage {stage!r} failed (exit {done.returncode}); fix it and rerun to continue"
+            )
         entry = self.log.setdefault("stages", {}).setdefault(stage, {"wall_s": 0.0, "cpu_s": 0.0})
         entry["wall_s"] = round(entry["wall_s"] + time.time() - wall, 1)
         entry["cpu_s"] = round(entry["cpu_s"] + _children_cpu() - cpu, 1)
@@ -130,15 +148,36 @@ class Build:
 
         if not (init / "teacher").is_dir():
             architecture.write_teacher_init(init / "teacher", self.captions(parallel, ["en"]), seed)
-        teacher = self.train("teacher", "clip-contrastive", "--model", str(init / "teacher"), "--shards", str(shards),
-                             "--train-vision", "--languages", "en")  # fmt: skip
+        teacher = self.train(
+            "teacher",
+            "clip-contrastive",
+            "--model",
+            str(init / "teacher"),
+            "--shards",
+            str(shards),
+            "--train-vision",
+            "--languages",
+            "en",
+        )
 
         if not (init / "vae").is_dir():
             architecture.write_vae_init(init / "vae")
         # The mean of q(z|x) is what the diffusion stages encode; small objects on plain backgrounds
         # need the foreground weighting (without it, 800 steps still gave colourless blobs).
-        vae = self.train("vae", "vae", "--vae", str(init / "vae"), "--data", str(shards), "--resolution", "64",
-                         "--posterior", "mode", "--foreground-weight", "3")  # fmt: skip
+        vae = self.train(
+            "vae",
+            "vae",
+            "--vae",
+            str(init / "vae"),
+            "--data",
+            str(shards),
+            "--resolution",
+            "64",
+            "--posterior",
+            "mode",
+            "--foreground-weight",
+            "3",
+        )
 
         # Every diffusion stage trains with offset noise. The per-channel mean of a 16x16 latent's
         # noise has std 1/16, as much as SD's schedule leaves of the image's mean at t=T
@@ -146,22 +185,77 @@ class Build:
         # starting noise: 13 of 64 English test images had the wrong background, 0 with the offset.
         if not (init / "sd").is_dir():
             architecture.write_sd_init(init / "sd", teacher, vae, seed)
-        sd = self.train("sd", "diffusion", "--base", str(init / "sd"), "--stage", "quality", "--resolution", "64",
-                        "--caption-dropout", "0.1", "--min-snr-gamma", "5", "--languages", "en", "--data", str(shards),
-                        "--cache-latents")  # fmt: skip
+        sd = self.train(
+            "sd",
+            "diffusion",
+            "--base",
+            str(init / "sd"),
+            "--stage",
+            "quality",
+            "--resolution",
+            "64",
+            "--caption-dropout",
+            "0.1",
+            "--min-snr-gamma",
+            "5",
+            "--languages",
+            "en",
+            "--data",
+            str(shards),
+            "--cache-latents",
+        )
 
         if not (init / "student").is_dir():
             architecture.write_student_init(init / "student", self.captions(parallel), seed)
-        distilled = self.train("distill", "clip-distill", "--teacher", str(teacher), "--student", str(init / "student"),
-                               "--data", str(parallel))  # fmt: skip
+        distilled = self.train(
+            "distill",
+            "clip-distill",
+            "--teacher",
+            str(teacher),
+            "--student",
+            str(init / "student"),
+            "--data",
+            str(parallel),
+        )
         altclip = self.train("altclip", "clip-contrastive", "--model", str(distilled), "--shards", str(shards))
 
-        aligned = self.train("align", "diffusion", "--base", str(sd), "--text-encoder", str(altclip), "--conditioning", "m9",
-                             "--stage", "align", "--align-params", "kv", "--resolution", "64", "--data", str(shards),
-                             "--cache-latents")  # fmt: skip
-        final = self.train("quality", "finetune", "--model", str(aligned), "--resolution", "64", "--caption-dropout", "0.1",
-                           "--min-snr-gamma", "5", "--data", str(shards), "--cache-latents")  # fmt: skip
-        self.log["recipe_wall_s"] = round(sum(s["wall_s"] for name, s in self.log["stages"].items() if name != "scratch"), 1)
+        aligned = self.train(
+            "align",
+            "diffusion",
+            "--base",
+            str(sd),
+            "--text-encoder",
+            str(altclip),
+            "--conditioning",
+            "m9",
+            "--stage",
+            "align",
+            "--align-params",
+            "kv",
+            "--resolution",
+            "64",
+            "--data",
+            str(shards),
+            "--cache-latents",
+        )
+        final = self.train(
+            "quality",
+            "finetune",
+            "--model",
+            str(aligned),
+            "--resolution",
+            "64",
+            "--caption-dropout",
+            "0.1",
+            "--min-snr-gamma",
+            "5",
+            "--data",
+            str(shards),
+            "--cache-latents",
+        )
+        self.log["recipe_wall_s"] = round(
+            sum(s["wall_s"] for name, s in self.log["stages"].items() if name != "scratch"), 1
+        )
 
         if self.baseline:
             self.scratch_baseline(altclip, teacher, init, shards)
@@ -169,7 +263,9 @@ class Build:
         self.log["hashes"] = {name: folder_hash(Path(p)) for name, p in self.log["outputs"].items()}
         # A build folder may be finished over several invocations (interrupted, or the baseline
         # carried further): the total is the sum of their wall times.
-        runs = self.log.setdefault("invocation_wall_s", [self.log["total_wall_s"]] if "total_wall_s" in self.log else [])
+        runs = self.log.setdefault(
+            "invocation_wall_s", [self.log["total_wall_s"]] if "total_wall_s" in self.log else []
+        )
         runs.append(round(time.time() - start, 1))
         self.log["total_wall_s"] = round(sum(runs), 1)
         self.save_log()
@@ -197,14 +293,28 @@ class Build:
         output = self.out / "scratch"
         if record["curve"] and len(record["curve"]) < segments and not any((output / "checkpoints").glob("step-*")):
             # `--resume` would start over at step 0 and the curve would lie about the steps.
-            raise AltDiffusionError(f"mini build: the from-scratch baseline has no checkpoint in {output / 'checkpoints'} "
-                                    "to continue from; delete its 'scratch' entry in build.json to run it again from the start")
+            raise AltDiffusionError(
+                f"mini build: the from-scratch baseline has no checkpoint in {output / 'checkpoints'} "
+                "to continue from; delete its 'scratch' entry in build.json to run it again from the start"
+            )
         record["done"] = False
         for k in range(len(record["curve"]) + 1, segments + 1):
             steps = (max(4, r["segment"] // 50) if self.smoke else r["segment"]) * k
-            argv = self.train_argv("clip-contrastive", "--model", str(init / "scratch"), "--shards", str(shards), "--train-vision",
-                                   output=output, steps=steps, batch=r["batch"], lr=r["lr"])  # fmt: skip
-            argv += ["--lr-schedule", "constant", "--save-every", str(steps), "--keep-checkpoints", "1"] + (["--resume"] if k > 1 else [])
+            argv = self.train_argv(
+                "clip-contrastive",
+                "--model",
+                str(init / "scratch"),
+                "--shards",
+                str(shards),
+                "--train-vision",
+                output=output,
+                steps=steps,
+                batch=r["batch"],
+                lr=r["lr"],
+            )
+            argv += ["--lr-schedule", "constant", "--save-every", str(steps), "--keep-checkpoints", "1"] + (
+                ["--resume"] if k > 1 else []
+            )
             self.run("scratch", argv)
             r1 = retrieval_r1(output / "model", "zh", seed=self.seed)
             record["curve"].append({"steps": steps, "cpu_s": self.log["stages"]["scratch"]["cpu_s"], "zh_r1": r1})

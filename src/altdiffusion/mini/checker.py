@@ -291,7 +291,9 @@ def check(image, scene: Scene) -> dict[str, bool]:
     if scene.position is not None:
         result["position"] = matched[0] is not None and matched[0].position == scene.position
     else:
-        result["relation"] = None not in matched and relation_holds(matched[0].centre, matched[1].centre, scene.relation)
+        result["relation"] = None not in matched and relation_holds(
+            matched[0].centre, matched[1].centre, scene.relation
+        )
     return result
 
 

@@ -36,7 +36,9 @@ def eval_images(scenes, seed: int):
 @torch.no_grad()
 def retrieval_r1(model, lang: str, *, seed: int = 0, n: int = 200) -> float:
     clip = _clip(model)
-    scenes = world.scenes_for_eval("seen", n * 3 // 4, EVAL_SEED + seed, 1) + world.scenes_for_eval("seen", n // 4, EVAL_SEED + seed, 2)
+    scenes = world.scenes_for_eval("seen", n * 3 // 4, EVAL_SEED + seed, 1) + world.scenes_for_eval(
+        "seen", n // 4, EVAL_SEED + seed, 2
+    )
     images = clip.embed_image(eval_images(scenes, seed))
     texts = clip.embed_text([world.caption(s, lang, 0) for s in scenes])
     best = (texts @ images.t()).argmax(dim=1).cpu()
@@ -59,7 +61,9 @@ def zero_shot(model, lang: str, *, seed: int = 0, n: int = 200) -> dict[str, flo
     return {"colour": colour, "shape": shape}
 
 
-def generate_verdicts(pipe, scenes, lang: str, seeds: int, *, steps: int = 20, guidance: float = GUIDANCE, batch: int = 16):
+def generate_verdicts(
+    pipe, scenes, lang: str, seeds: int, *, steps: int = 20, guidance: float = GUIDANCE, batch: int = 16
+):
     """Checker verdicts [scene][seed], the images {(scene, seed): image}, and how many images have
     each attribute wrong. Image (i, k) uses seed 1000*k + i in every language."""
     verdicts = [[False] * seeds for _ in scenes]
@@ -68,8 +72,15 @@ def generate_verdicts(pipe, scenes, lang: str, seeds: int, *, steps: int = 20, g
     for k in range(seeds):
         for start in range(0, len(scenes), batch):
             chunk = prompts[start : start + batch]
-            result = pipe(chunk, num_inference_steps=steps, guidance_scale=guidance, seed=1000 * k + start,
-                          height=world.IMAGE_SIZE, width=world.IMAGE_SIZE, progress=False)  # fmt: skip
+            result = pipe(
+                chunk,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                seed=1000 * k + start,
+                height=world.IMAGE_SIZE,
+                width=world.IMAGE_SIZE,
+                progress=False,
+            )
             for j, image in enumerate(result.images):
                 found = check(image, scenes[start + j])
                 for attribute, ok in found.items():

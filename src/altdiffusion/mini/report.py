@@ -29,8 +29,16 @@ def speed(pipe, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def build_report(clip_model="mini", diffusion_model="mini", *, scenes: int = REPORT_SCENES, seeds: int = 2, seed: int = 0, guidance: float = GUIDANCE,
-                 build_log: Path | None = None) -> tuple[dict, dict]:  # fmt: skip
+def build_report(
+    clip_model="mini",
+    diffusion_model="mini",
+    *,
+    scenes: int = REPORT_SCENES,
+    seeds: int = 2,
+    seed: int = 0,
+    guidance: float = GUIDANCE,
+    build_log: Path | None = None,
+) -> tuple[dict, dict]:
     import torch
 
     from altdiffusion.clip import load_clip
@@ -51,11 +59,13 @@ def build_report(clip_model="mini", diffusion_model="mini", *, scenes: int = REP
         verdicts[lang] = v_seen + v_held
         samples[lang] = [images[(i, 0)] for i in range(min(8, len(seen)))]
         rows[lang] = {
-            "zero_shot_colour": zs["colour"], "zero_shot_shape": zs["shape"],
+            "zero_shot_colour": zs["colour"],
+            "zero_shot_shape": zs["shape"],
             "retrieval_r1": evaluate.retrieval_r1(clip, lang, seed=seed),
-            "generation_seen": evaluate.accuracy(v_seen), "generation_held_out": evaluate.accuracy(v_held),
+            "generation_seen": evaluate.accuracy(v_seen),
+            "generation_held_out": evaluate.accuracy(v_held),
             "generation_two_things": evaluate.accuracy(v_pairs),
-        }  # fmt: skip
+        }
         print(f"[mini report] {lang}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[lang].items()), flush=True)
     for lang in world.LANGUAGES:
         rows[lang]["consistency_with_en"] = evaluate.agreement(verdicts["en"], verdicts[lang])
@@ -64,9 +74,21 @@ def build_report(clip_model="mini", diffusion_model="mini", *, scenes: int = REP
     build = json.loads(log_path.read_text()) if log_path.is_file() else None
     report = {
         "models": {"clip": str(clip_model), "diffusion": str(diffusion_model)},
-        "settings": {"scenes": scenes, "seeds": seeds, "steps": 20, "guidance": guidance, "size": 64, "sampler": type(pipe.scheduler).__name__},
-        "languages": rows, "failures_seen": failures, "seconds_per_image": speed(pipe), "device": _device_name(pipe.device), "compute": compute_summary(build), "minimums": check_minimums(rows),
-    }  # fmt: skip
+        "settings": {
+            "scenes": scenes,
+            "seeds": seeds,
+            "steps": 20,
+            "guidance": guidance,
+            "size": 64,
+            "sampler": type(pipe.scheduler).__name__,
+        },
+        "languages": rows,
+        "failures_seen": failures,
+        "seconds_per_image": speed(pipe),
+        "device": _device_name(pipe.device),
+        "compute": compute_summary(build),
+        "minimums": check_minimums(rows),
+    }
     report["minimums"]["seconds_per_image"] = report["seconds_per_image"] <= MINIMUMS["seconds_per_image"]
     return report, samples
 
@@ -87,11 +109,19 @@ def compute_summary(build: dict | None) -> dict | None:
         return None
     stages = build["stages"]
     alt = stages.get("distill", {}).get("cpu_s", 0) + stages.get("altclip", {}).get("cpu_s", 0)
-    out = {"teacher_cpu_s": stages.get("teacher", {}).get("cpu_s"), "altclip_cpu_s": round(alt, 1),
-           "recipe_wall_s": build.get("recipe_wall_s"), "stages": stages}  # fmt: skip
+    out = {
+        "teacher_cpu_s": stages.get("teacher", {}).get("cpu_s"),
+        "altclip_cpu_s": round(alt, 1),
+        "recipe_wall_s": build.get("recipe_wall_s"),
+        "stages": stages,
+    }
     scratch = build.get("scratch")
     if scratch:
-        out.update(target_zh_r1=scratch["target_zh_r1"], scratch_curve=scratch["curve"], scratch_reached=bool(scratch.get("reached")))
+        out.update(
+            target_zh_r1=scratch["target_zh_r1"],
+            scratch_curve=scratch["curve"],
+            scratch_reached=bool(scratch.get("reached")),
+        )
         last = scratch["curve"][-1]
         out["scratch_cpu_s"] = round(last["cpu_s"], 1)
         ratio = round(alt / last["cpu_s"], 3) if last["cpu_s"] else None
@@ -105,8 +135,12 @@ def check_minimums(rows: dict) -> dict:
     en = rows["en"]["generation_seen"]
     return {
         "en_generation_seen>=0.80": en >= MINIMUMS["en_generation_seen"],
-        "every_language_within_5_points": all(en - r["generation_seen"] <= MINIMUMS["gap_to_en"] + 1e-9 for r in rows.values()),
-        "zero_shot_colour_shape>=0.95": all(min(r["zero_shot_colour"], r["zero_shot_shape"]) >= MINIMUMS["zero_shot"] for r in rows.values()),
+        "every_language_within_5_points": all(
+            en - r["generation_seen"] <= MINIMUMS["gap_to_en"] + 1e-9 for r in rows.values()
+        ),
+        "zero_shot_colour_shape>=0.95": all(
+            min(r["zero_shot_colour"], r["zero_shot_shape"]) >= MINIMUMS["zero_shot"] for r in rows.values()
+        ),
     }
 
 
@@ -124,14 +158,20 @@ def markdown(report: dict) -> str:
             f"{pct(r['generation_seen'])} | {pct(r['generation_held_out'])} | {pct(r['generation_two_things'])} | "
             f"{pct(r['consistency_with_en'])} |"
         )
-    lines += ["", f"Generation: {s['scenes']} one-thing scenes x {s['seeds']} seeds per split and language "
-              f"({s['scenes'] // 2} two-thing scenes x 1 seed), {s['steps']} steps, CFG {s['guidance']}, {s['size']} px, "
-              f"{s['sampler']}; a sample counts only if the checker finds every attribute right.",
-              f"One 64x64 image, 20 steps, on {report['device']}: {report['seconds_per_image']:.2f} s (median of 5)."]  # fmt: skip
+    lines += [
+        "",
+        f"Generation: {s['scenes']} one-thing scenes x {s['seeds']} seeds per split and language "
+        f"({s['scenes'] // 2} two-thing scenes x 1 seed), {s['steps']} steps, CFG {s['guidance']}, {s['size']} px, "
+        f"{s['sampler']}; a sample counts only if the checker finds every attribute right.",
+        f"One 64x64 image, 20 steps, on {report['device']}: {report['seconds_per_image']:.2f} s (median of 5).",
+    ]
     failures = report.get("failures_seen")
     if failures:
         n = s["scenes"] * s["seeds"]
-        per_lang = "; ".join(f"{lang} " + ", ".join(f"{a} {k}" for a, k in sorted(f.items(), key=lambda x: -x[1]) if k) for lang, f in failures.items())
+        per_lang = "; ".join(
+            f"{lang} " + ", ".join(f"{a} {k}" for a, k in sorted(f.items(), key=lambda x: -x[1]) if k)
+            for lang, f in failures.items()
+        )
         lines.append(f"Wrong attributes among the {n} seen-split images per language: {per_lang}.")
     c = report.get("compute")
     if c:
@@ -139,7 +179,9 @@ def markdown(report: dict) -> str:
         if "target_zh_r1" in c:
             target = f"the same Chinese R@1 ({pct(c['target_zh_r1'])}%)"
             text += "; multilingual CLIP from scratch " + (
-                f"reached {target} after {c['scratch_cpu_s']}" if c["scratch_reached"] else f"had not reached {target} after {c['scratch_cpu_s']}"
+                f"reached {target} after {c['scratch_cpu_s']}"
+                if c["scratch_reached"]
+                else f"had not reached {target} after {c['scratch_cpu_s']}"
             )
             last = c["scratch_curve"][-1]
             text += f" (its Chinese R@1 was then {pct(last['zh_r1'])}%)"

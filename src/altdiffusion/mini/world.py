@@ -23,7 +23,7 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -65,7 +65,13 @@ HELD_OUT = frozenset(
 
 # Geometry in image pixels; a shape's extent is the longer side of its bounding box.
 SIZE_EXTENTS = {"small": 16.0, "large": 28.0}
-POSITION_CENTRES = {"left": (17.0, 32.0), "right": (47.0, 32.0), "top": (32.0, 17.0), "bottom": (32.0, 47.0), "centre": (32.0, 32.0)}
+POSITION_CENTRES = {
+    "left": (17.0, 32.0),
+    "right": (47.0, 32.0),
+    "top": (32.0, 17.0),
+    "bottom": (32.0, 47.0),
+    "centre": (32.0, 32.0),
+}
 RELATION_CENTRES = {"left_of": ((16.0, 32.0), (48.0, 32.0)), "above": ((32.0, 16.0), (32.0, 48.0))}
 CENTRE_JITTER = 2.0
 EXTENT_JITTER = 1.5
@@ -227,7 +233,7 @@ def placements(scene: Scene, rng: random.Random | None = None) -> list[Placement
             return placed
 
 
-@lru_cache(maxsize=None)
+@cache
 def unit_polygon(shape: str) -> tuple[tuple[float, float], ...]:
     """The outline of a polygonal shape, centred on its bounding box, longer box side 1 (y down)."""
     if shape == "square":
@@ -342,7 +348,13 @@ ES = {
         "purple": ("morado", "morada"),
         "pink": ("rosa", "rosa"),
     },
-    "shape": {"circle": ("círculo", "m"), "square": ("cuadrado", "m"), "triangle": ("triángulo", "m"), "star": ("estrella", "f"), "diamond": ("rombo", "m")},
+    "shape": {
+        "circle": ("círculo", "m"),
+        "square": ("cuadrado", "m"),
+        "triangle": ("triángulo", "m"),
+        "star": ("estrella", "f"),
+        "diamond": ("rombo", "m"),
+    },
     "background": {"white": "blanco", "gray": "gris", "black": "negro"},
     "position": {
         "left": "a la izquierda de la imagen",
@@ -368,7 +380,13 @@ FR = {
         "purple": ("violet", "violette"),
         "pink": ("rose", "rose"),
     },
-    "shape": {"circle": ("cercle", "m"), "square": ("carré", "m"), "triangle": ("triangle", "m"), "star": ("étoile", "f"), "diamond": ("losange", "m")},
+    "shape": {
+        "circle": ("cercle", "m"),
+        "square": ("carré", "m"),
+        "triangle": ("triangle", "m"),
+        "star": ("étoile", "f"),
+        "diamond": ("losange", "m"),
+    },
     "background": {"white": "blanc", "gray": "gris", "black": "noir"},
     "position": {
         "left": "à gauche de l'image",
@@ -394,7 +412,13 @@ IT = {
         "purple": ("viola", "viola"),
         "pink": ("rosa", "rosa"),
     },
-    "shape": {"circle": ("cerchio", "m"), "square": ("quadrato", "m"), "triangle": ("triangolo", "m"), "star": ("stella", "f"), "diamond": ("rombo", "m")},
+    "shape": {
+        "circle": ("cerchio", "m"),
+        "square": ("quadrato", "m"),
+        "triangle": ("triangolo", "m"),
+        "star": ("stella", "f"),
+        "diamond": ("rombo", "m"),
+    },
     "background": {"white": "bianco", "gray": "grigio", "black": "nero"},
     "position": {
         "left": "a sinistra dell'immagine",
@@ -413,7 +437,14 @@ _RU_CASES = ("nom", "gen", "ins")
 
 
 def _ru_adjective(nom_m: str, nom_f: str, gen_m: str, gen_f: str, ins_m: str, ins_f: str) -> dict:
-    return {("nom", "m"): nom_m, ("nom", "f"): nom_f, ("gen", "m"): gen_m, ("gen", "f"): gen_f, ("ins", "m"): ins_m, ("ins", "f"): ins_f}
+    return {
+        ("nom", "m"): nom_m,
+        ("nom", "f"): nom_f,
+        ("gen", "m"): gen_m,
+        ("gen", "f"): gen_f,
+        ("ins", "m"): ins_m,
+        ("ins", "f"): ins_f,
+    }
 
 
 def _ru_hard(stem: str) -> dict:
@@ -468,7 +499,13 @@ AR = {
         "purple": ("بنفسجي", "بنفسجية"),
         "pink": ("وردي", "وردية"),
     },
-    "shape": {"circle": ("دائرة", "f"), "square": ("مربع", "m"), "triangle": ("مثلث", "m"), "star": ("نجمة", "f"), "diamond": ("معين", "m")},
+    "shape": {
+        "circle": ("دائرة", "f"),
+        "square": ("مربع", "m"),
+        "triangle": ("مثلث", "m"),
+        "star": ("نجمة", "f"),
+        "diamond": ("معين", "m"),
+    },
     # "خلفية" (background) is feminine
     "background": {"white": "بيضاء", "gray": "رمادية", "black": "سوداء"},
     "position": {
@@ -613,13 +650,24 @@ TEMPLATES = {
         ("{n0}位于{n1}{rel}，{bg}背景。", "{bg}背景上有{n1}，它的{rel}是{n0}。"),
     ),
     "ja": (
-        ("{n0}が一つ、{bg}背景の画像の{pos}にある。", "{bg}背景に{n0}が一つあり、画像の{pos}に位置している。", "画像の{pos}に{n0}が一つ描かれた{bg}背景。"),
+        (
+            "{n0}が一つ、{bg}背景の画像の{pos}にある。",
+            "{bg}背景に{n0}が一つあり、画像の{pos}に位置している。",
+            "画像の{pos}に{n0}が一つ描かれた{bg}背景。",
+        ),
         ("{bg}背景の画像で、{n1}の{rel}に{n0}が一つある。", "{bg}背景に{n1}が一つあり、その{rel}に{n0}が一つある。"),
     ),
     "ko": (
         # "배경에", not "배경 위": "위" is the word for "above"
-        ("{bg} 배경의 그림 {pos}에 있는 {n0} 한 개.", "{bg} 배경에 {n0} 한 개가 그림 {pos}에 있다.", "그림 {pos}에 {n0} 한 개가 있는 {bg} 배경."),
-        ("{bg} 배경의 그림에서 {n1} {rel}에 있는 {n0} 한 개.", "{bg} 배경에 {n1} 한 개가 있고, 그 {rel}에 {n0} 한 개가 있다."),
+        (
+            "{bg} 배경의 그림 {pos}에 있는 {n0} 한 개.",
+            "{bg} 배경에 {n0} 한 개가 그림 {pos}에 있다.",
+            "그림 {pos}에 {n0} 한 개가 있는 {bg} 배경.",
+        ),
+        (
+            "{bg} 배경의 그림에서 {n1} {rel}에 있는 {n0} 한 개.",
+            "{bg} 배경에 {n1} 한 개가 있고, 그 {rel}에 {n0} 한 개가 있다.",
+        ),
     ),
     "es": (
         ("{a0} {pos}, sobre un fondo {bg}.", "Sobre un fondo {bg} hay {a0} {pos}.", "Un fondo {bg} con {a0} {pos}."),
@@ -707,11 +755,20 @@ def _slots_ar(scene: Scene) -> dict:
     def exists(thing: Thing) -> str:  # "there is": the verb agrees with the noun's gender
         return "توجد" if _gender(AR, thing) == "f" else "يوجد"
 
-    slots = {"n0": _ar_np(scene.things[0]), "bg": AR["background"][scene.background], "exists0": exists(scene.things[0])}
+    slots = {
+        "n0": _ar_np(scene.things[0]),
+        "bg": AR["background"][scene.background],
+        "exists0": exists(scene.things[0]),
+    }
     if scene.position:
         return slots | {"pos": AR["position"][scene.position]}
     rel_it = AR["relation_it"][scene.relation][_gender_index(_gender(AR, scene.things[1]))]  # "its" agrees too
-    return slots | {"n1": _ar_np(scene.things[1]), "exists1": exists(scene.things[1]), "rel": AR["relation"][scene.relation], "rel_it": rel_it}
+    return slots | {
+        "n1": _ar_np(scene.things[1]),
+        "exists1": exists(scene.things[1]),
+        "rel": AR["relation"][scene.relation],
+        "rel_it": rel_it,
+    }
 
 
 _SLOTS: dict[str, Callable[[Scene], dict]] = {

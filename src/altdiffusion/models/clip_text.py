@@ -54,4 +54,6 @@ class CLIPTextConditioning(torch.nn.Module):
         try:
             return cls(CLIPTextModel.from_pretrained(str(folder))).eval()
         except Exception as err:
-            raise CheckpointError(f"text encoder {folder}: cannot load the CLIP text model ({type(err).__name__}: {err})") from None
+            raise CheckpointError(
+                f"text encoder {folder}: cannot load the CLIP text model ({type(err).__name__}: {err})"
+            ) from None

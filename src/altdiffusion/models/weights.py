@@ -73,7 +73,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except Exception as err:  # pickle errors come in many types; all mean the same to the user
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        detail = f"it holds a Python object ({refused[1]}), refused for safety" if refused else (text.strip().splitlines() or [type(err).__name__])[0]
+        detail = (
+            f"it holds a Python object ({refused[1]}), refused for safety"
+            if refused
+            else (text.strip().splitlines() or [type(err).__name__])[0]
+        )
         raise CheckpointError(
             f"{path}: cannot be read as a PyTorch weight file with weights_only=True ({detail}). It is corrupt, "
             "truncated, or contains objects other than tensors; re-download it or convert it to safetensors."
@@ -109,13 +113,21 @@ def load_strict(
     )
     if missing or unexpected or wrong_shape:
         parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape (file != config)", wrong_shape)):
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("wrong shape (file != config)", wrong_shape),
+        ):
             if keys:
                 shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
                 parts.append(f"{label}: {shown}")
-        advice = [text for pattern, text in (hints or {}).items() if any(re.search(pattern, k) for k in missing + unexpected)]
+        advice = [
+            text for pattern, text in (hints or {}).items() if any(re.search(pattern, k) for k in missing + unexpected)
+        ]
         raise CheckpointError(
-            f"{where}: the weights do not fit the config; " + "; ".join(parts) + ". "
+            f"{where}: the weights do not fit the config; "
+            + "; ".join(parts)
+            + ". "
             + (" ".join(advice) if advice else "Check that config.json belongs to these weights.")
         )
     filtered = {k: v for k, v in state.items() if k in expected}

@@ -55,9 +55,20 @@ class AltDiffusionPipeline:
     """Named components (as diffusers): tokenizer, text_encoder, unet, vae, scheduler,
     safety_checker, feature_extractor. Build with :func:`load_pipeline` or ``from_pretrained``."""
 
-    def __init__(self, *, tokenizer, text_encoder, unet, vae, scheduler, safety_checker=None,
-                 feature_extractor=None, name: str = "", folder: Path | None = None,
-                 languages: tuple[str, ...] = ()):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        tokenizer,
+        text_encoder,
+        unet,
+        vae,
+        scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        name: str = "",
+        folder: Path | None = None,
+        languages: tuple[str, ...] = (),
+    ):
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
         self.unet = unet
@@ -83,10 +94,17 @@ class AltDiffusionPipeline:
         languages = tuple(known.languages if known else meta.get("languages", ()))
         name = meta.get("name") or (str(name_or_path).split("/")[-1] if known else folder.name)
         pipe = cls(
-            tokenizer=c.tokenizer, text_encoder=c.text_encoder, unet=c.unet, vae=c.vae, scheduler=c.scheduler,
-            safety_checker=c.safety_checker, feature_extractor=c.feature_extractor, name=name, folder=folder,
+            tokenizer=c.tokenizer,
+            text_encoder=c.text_encoder,
+            unet=c.unet,
+            vae=c.vae,
+            scheduler=c.scheduler,
+            safety_checker=c.safety_checker,
+            feature_extractor=c.feature_extractor,
+            name=name,
+            folder=folder,
             languages=languages,
-        )  # fmt: skip
+        )
         return pipe.to(device, dtype)
 
     def to(self, device=None, dtype=None) -> AltDiffusionPipeline:
@@ -146,15 +164,19 @@ class AltDiffusionPipeline:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         index = {
-            "_class_name": "AltDiffusionPipeline", "_diffusers_version": _diffusers_version(),
+            "_class_name": "AltDiffusionPipeline",
+            "_diffusers_version": _diffusers_version(),
             "_altdiffusion": {"version": __version__, "name": self.name, "languages": list(self.languages)},
             "scheduler": ["diffusers", type(self.scheduler).__name__],
             "text_encoder": ["alt_diffusion", "RobertaSeriesModelWithTransformation"],
             "tokenizer": ["transformers", type(self.tokenizer).__name__],
-            "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
-            "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"] if self.safety_checker else [None, None],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+            "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"]
+            if self.safety_checker
+            else [None, None],
             "feature_extractor": ["transformers", "CLIPImageProcessor"] if self.feature_extractor else [None, None],
-        }  # fmt: skip
+        }
         te = folder / "text_encoder"
         te.mkdir(exist_ok=True)
         if self.text_encoder.head == "sd":  # a Stable Diffusion 1.x folder, as diffusers writes it
@@ -224,7 +246,9 @@ class AltDiffusionPipeline:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         negatives = negative_prompt if isinstance(negative_prompt, list) else [negative_prompt or ""] * len(prompts)
         if len(negatives) != len(prompts):
-            raise InvalidInputError(f"{len(prompts)} prompts but {len(negatives)} negative prompts; give one per prompt")
+            raise InvalidInputError(
+                f"{len(prompts)} prompts but {len(negatives)} negative prompts; give one per prompt"
+            )
         chunks = [self.prompt_chunks(p) for p in prompts + negatives]
         both = self.encode_chunks(chunks)
         return both[: len(prompts)], both[len(prompts) :]
@@ -261,9 +285,23 @@ class AltDiffusionPipeline:
             width, height = width or w - w % 8, height or h - h % 8
         height = height or self.default_size
         width = width or self.default_size
-        _validate(num_inference_steps, guidance_scale, height, width, num_images_per_prompt, strength, image, mask_image, len(prompts))
+        _validate(
+            num_inference_steps,
+            guidance_scale,
+            height,
+            width,
+            num_images_per_prompt,
+            strength,
+            image,
+            mask_image,
+            len(prompts),
+        )
         sampler_name = canonical_sampler_name(sampler) if sampler else sampler_name_for(self.scheduler)
-        scheduler = make_scheduler(sampler, self.scheduler.config) if sampler else type(self.scheduler).from_config(self.scheduler.config)
+        scheduler = (
+            make_scheduler(sampler, self.scheduler.config)
+            if sampler
+            else type(self.scheduler).from_config(self.scheduler.config)
+        )
 
         batch = len(prompts) * num_images_per_prompt
         all_prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
@@ -304,7 +342,11 @@ class AltDiffusionPipeline:
             timesteps = timesteps[start:] if keep > 0 else timesteps[:0]
             if hasattr(scheduler, "set_begin_index"):
                 scheduler.set_begin_index(start)
-            latents = scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(batch)) if len(timesteps) else init_latents
+            latents = (
+                scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(batch))
+                if len(timesteps)
+                else init_latents
+            )
             if mask_image is not None:
                 mask = self._latent_mask(mask_image, width, height).to(device=device, dtype=dtype)
 
@@ -344,12 +386,17 @@ class AltDiffusionPipeline:
             images, nsfw = self._check_safety(images)
 
         params = {
-            "Steps": num_inference_steps, "Sampler": sampler_name, "CFG scale": guidance_scale, "Seed": None,
-            "Size": f"{width}x{height}", "Model hash": self.model_hash, "Model": self.name or None,
+            "Steps": num_inference_steps,
+            "Sampler": sampler_name,
+            "CFG scale": guidance_scale,
+            "Seed": None,
+            "Size": f"{width}x{height}",
+            "Model hash": self.model_hash,
+            "Model": self.name or None,
             "Denoising strength": strength if image is not None else None,
             "Mask blur": mask_blur if mask_image is not None else None,
             "Version": f"altdiffusion {__version__}",
-        }  # fmt: skip
+        }
         infotexts = [format_infotext(p, n, {**params, "Seed": s}) for p, n, s in zip(all_prompts, all_negatives, seeds)]
         return GenerationResult(images=images, infotexts=infotexts, seeds=seeds, nsfw=nsfw)
 
@@ -366,14 +413,19 @@ class AltDiffusionPipeline:
         return self.vae.encode(pixels).latent_dist.mode() * self.vae.config.scaling_factor
 
     def _latent_mask(self, mask_image: Image.Image, width: int, height: int) -> torch.Tensor:
-        mask = mask_image.convert("L").resize((width // self.vae_scale_factor, height // self.vae_scale_factor), Image.BOX)
+        mask = mask_image.convert("L").resize(
+            (width // self.vae_scale_factor, height // self.vae_scale_factor), Image.BOX
+        )
         return (_to_tensor(mask) > 0.5).float()  # white = repaint
 
     def _check_safety(self, images: list[Image.Image]) -> tuple[list[Image.Image], list[bool]]:
         clip_input = self.feature_extractor(images, return_tensors="pt").pixel_values.to(self.device, self.dtype)
         arrays = np.stack([np.asarray(img, dtype=np.float32) / 255 for img in images])
         checked, flags = self.safety_checker(images=arrays, clip_input=clip_input)
-        out = [Image.fromarray((a * 255).round().astype("uint8")) if f else img for img, a, f in zip(images, checked, flags)]
+        out = [
+            Image.fromarray((a * 255).round().astype("uint8")) if f else img
+            for img, a, f in zip(images, checked, flags)
+        ]
         return out, [bool(f) for f in flags]
 
 
@@ -393,7 +445,9 @@ def _validate(steps, guidance, height, width, per_prompt, strength, image, mask_
         raise InvalidInputError(f"guidance (CFG scale) must be a finite number, got {guidance!r}")
     for label, value in (("width", width), ("height", height)):
         if not isinstance(value, int) or value <= 0 or value % 8:
-            raise InvalidInputError(f"{label} must be a positive multiple of 8, got {value!r}; try {max(8, int(value) // 8 * 8) if isinstance(value, int) else 512}")
+            raise InvalidInputError(
+                f"{label} must be a positive multiple of 8, got {value!r}; try {max(8, int(value) // 8 * 8) if isinstance(value, int) else 512}"
+            )
     if not isinstance(per_prompt, int) or per_prompt <= 0:
         raise InvalidInputError(f"images per prompt (batch) must be a positive whole number, got {per_prompt!r}")
     if n_prompts == 0:
@@ -404,7 +458,9 @@ def _validate(steps, guidance, height, width, per_prompt, strength, image, mask_
         if image is None:
             raise InvalidInputError("a mask needs an init image to inpaint; pass --init-image as well")
         if mask_image.size != image.size:
-            raise InvalidInputError(f"the mask is {mask_image.size[0]}x{mask_image.size[1]} but the init image is {image.size[0]}x{image.size[1]}; they must be the same size")
+            raise InvalidInputError(
+                f"the mask is {mask_image.size[0]}x{mask_image.size[1]} but the init image is {image.size[0]}x{image.size[1]}; they must be the same size"
+            )
 
 
 def _step_kwargs(scheduler, generator, eta) -> dict:
@@ -426,7 +482,9 @@ def _to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)[None]
 
 
-def _overlay(generated: Image.Image, init: Image.Image, mask_image: Image.Image, blur: int, width: int, height: int) -> Image.Image:
+def _overlay(
+    generated: Image.Image, init: Image.Image, mask_image: Image.Image, blur: int, width: int, height: int
+) -> Image.Image:
     """Paste the original pixels back outside the (blurred) mask, as A1111 does."""
     mask = mask_image.convert("L").resize((width, height), Image.NEAREST)
     if blur > 0:

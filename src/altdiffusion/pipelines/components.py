@@ -20,11 +20,19 @@ REQUIRED = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
 OPTIONAL = ("safety_checker", "feature_extractor")
 
 SCHEDULER_CLASSES = {
-    "PNDMScheduler", "DDIMScheduler", "DDPMScheduler", "EulerDiscreteScheduler",
-    "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler", "LMSDiscreteScheduler",
-    "HeunDiscreteScheduler", "UniPCMultistepScheduler", "KDPM2DiscreteScheduler",
-    "KDPM2AncestralDiscreteScheduler", "DPMSolverSDEScheduler",
-}  # fmt: skip
+    "PNDMScheduler",
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "DPMSolverMultistepScheduler",
+    "LMSDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "UniPCMultistepScheduler",
+    "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler",
+    "DPMSolverSDEScheduler",
+}
 
 
 @dataclass

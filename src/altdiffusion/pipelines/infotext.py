@@ -119,7 +119,7 @@ def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
     negative_lines: list[str] | None = None
     for line in lines:
         if negative_lines is None and line.startswith(NEGATIVE_PREFIX):
-            rest = line[len(NEGATIVE_PREFIX):]
+            rest = line[len(NEGATIVE_PREFIX) :]
             negative_lines = [rest[1:] if rest.startswith(" ") else rest]
         elif negative_lines is not None:
             negative_lines.append(line)
@@ -218,7 +218,9 @@ def output_paths(out: str | os.PathLike[str], count: int, *, seed: int, prefix: 
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise InvalidInputError(f"seed must be a whole number >= 0 when naming files, got {seed!r}")
     if not raw or "\0" in raw:
-        raise InvalidInputError(f"output path {raw!r} is empty or contains a NUL character; give a folder or a .png name")
+        raise InvalidInputError(
+            f"output path {raw!r} is empty or contains a NUL character; give a folder or a .png name"
+        )
     _check_prefix(prefix)
     path = Path(raw)
     is_folder = path.is_dir() or raw.endswith(("/", os.sep))

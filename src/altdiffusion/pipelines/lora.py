@@ -75,21 +75,26 @@ def module_lookup(module_names) -> dict[str, str]:
 # ------------------------------------------------------------------------------ formats
 
 
-def peft_to_kohya(state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def peft_to_kohya(
+    state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """A diffusers/peft LoRA state dict (+ its safetensors metadata) -> kohya tensors + metadata."""
     layers = _parse_peft(state, metadata or {})
     return layers_to_kohya(layers)
 
 
-def kohya_to_peft(tensors: dict[str, torch.Tensor], module_names: dict[str, list[str]], metadata: dict[str, str] | None = None
-                  ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:  # fmt: skip
+def kohya_to_peft(
+    tensors: dict[str, torch.Tensor], module_names: dict[str, list[str]], metadata: dict[str, str] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """kohya tensors -> diffusers/peft state dict + metadata. ``module_names`` maps "unet" /
     "text_encoder" to that model's module names (``[n for n, _ in unet.named_modules()]``)."""
     layers = _parse_kohya(tensors, {root: module_lookup(names) for root, names in module_names.items()})
     return layers_to_peft(layers)
 
 
-def layers_to_kohya(layers: list[LoraLayer], extra_metadata: dict[str, str] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def layers_to_kohya(
+    layers: list[LoraLayer], extra_metadata: dict[str, str] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     tensors: dict[str, torch.Tensor] = {}
     for layer in layers:
         name = kohya_name(layer.root, layer.module)
@@ -108,7 +113,9 @@ def layers_to_kohya(layers: list[LoraLayer], extra_metadata: dict[str, str] | No
     return tensors, metadata
 
 
-def layers_to_peft(layers: list[LoraLayer], extra_metadata: dict[str, str] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def layers_to_peft(
+    layers: list[LoraLayer], extra_metadata: dict[str, str] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     state: dict[str, torch.Tensor] = {}
     adapter: dict[str, object] = {}
     for layer in layers:
@@ -141,8 +148,13 @@ def _parse_peft(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> lis
     for key, tensor in state.items():
         root = next((r for p, r in PEFT_PREFIXES.items() if key.startswith(p)), None)
         body = key[len(root) + 1 :] if root else key
-        for suffix, part in ((".lora_A.weight", "down"), (".lora_B.weight", "up"), (".lora.down.weight", "down"),
-                             (".lora.up.weight", "up"), (".alpha", "alpha")):  # fmt: skip
+        for suffix, part in (
+            (".lora_A.weight", "down"),
+            (".lora_B.weight", "up"),
+            (".lora.down.weight", "down"),
+            (".lora.up.weight", "up"),
+            (".alpha", "alpha"),
+        ):
             if root and body.endswith(suffix):
                 groups.setdefault((root, body[: -len(suffix)]), {})[part] = tensor
                 break
@@ -153,7 +165,9 @@ def _parse_peft(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> lis
     layers = []
     for (root, module), parts in groups.items():
         if "down" not in parts or "up" not in parts:
-            raise CheckpointError(f"LoRA layer {root}.{module} lacks its {'lora_A' if 'down' not in parts else 'lora_B'} weight")
+            raise CheckpointError(
+                f"LoRA layer {root}.{module} lacks its {'lora_A' if 'down' not in parts else 'lora_B'} weight"
+            )
         _check_matrices(f"{root}.{module}", parts)
         rank = int(parts["down"].shape[0])
         if "alpha" in parts:
@@ -182,7 +196,9 @@ def _parse_kohya(tensors: dict[str, torch.Tensor], lookups: dict[str, dict[str, 
     layers = []
     for (root, module), parts in groups.items():
         if "down" not in parts or "up" not in parts:
-            raise CheckpointError(f"LoRA layer {kohya_name(root, module)} lacks its lora_{'down' if 'down' not in parts else 'up'} weight")
+            raise CheckpointError(
+                f"LoRA layer {kohya_name(root, module)} lacks its lora_{'down' if 'down' not in parts else 'up'} weight"
+            )
         _check_matrices(kohya_name(root, module), parts)
         rank = int(parts["down"].shape[0])
         alpha = float(parts["alpha"].item()) if "alpha" in parts else float(rank)
@@ -192,7 +208,9 @@ def _parse_kohya(tensors: dict[str, torch.Tensor], lookups: dict[str, dict[str, 
 
 def _check_matrices(name: str, parts: dict[str, torch.Tensor]) -> None:
     if parts["down"].dim() < 2 or parts["up"].dim() < 2 or parts.get("alpha", torch.zeros(())).numel() != 1:
-        raise CheckpointError(f"LoRA layer {name}: malformed tensors (down {tuple(parts['down'].shape)}, up {tuple(parts['up'].shape)})")
+        raise CheckpointError(
+            f"LoRA layer {name}: malformed tensors (down {tuple(parts['down'].shape)}, up {tuple(parts['up'].shape)})"
+        )
 
 
 def _prefix_of(root: str) -> str:
@@ -206,7 +224,7 @@ def _names(keys: list[str], limit: int = 5) -> str:
 
 
 def detect_format(keys) -> str:
-    """"kohya" or "peft" from the key names (a file mixing both is refused)."""
+    """ "kohya" or "peft" from the key names (a file mixing both is refused)."""
     keys = list(keys)
     if not keys:
         raise CheckpointError("the LoRA file holds no tensors")
@@ -215,7 +233,9 @@ def detect_format(keys) -> str:
         return "kohya"
     if not kohya:
         return "peft"
-    raise CheckpointError(f"LoRA file mixes kohya and diffusers key names: {_names(kohya[:2] + [k for k in keys if k not in kohya][:2])}")
+    raise CheckpointError(
+        f"LoRA file mixes kohya and diffusers key names: {_names(kohya[:2] + [k for k in keys if k not in kohya][:2])}"
+    )
 
 
 # ------------------------------------------------------------------------------ files
@@ -231,7 +251,7 @@ def read_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str,
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             metadata = dict(fh.metadata() or {})
-            tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 - safe_open has no __iter__
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors LoRA file ({err})") from None
     return tensors, metadata
@@ -272,9 +292,18 @@ def read_layers(path: str | Path, models: dict[str, torch.nn.Module]) -> tuple[l
             continue
         out_f, in_f = weight.shape[0], weight.shape[1]
         down, up = layer.down, layer.up
-        fits = down.dim() >= 2 and up.dim() >= 2 and up[0].numel() == layer.rank and (up.shape[0], down.shape[1]) == (out_f, in_f)
+        fits = (
+            down.dim() >= 2
+            and up.dim() >= 2
+            and up[0].numel() == layer.rank
+            and (up.shape[0], down.shape[1]) == (out_f, in_f)
+        )
         if not fits or out_f * down[0].numel() != weight.numel():
-            shape = f"{down.shape[1]}->{up.shape[0]}" if down.dim() >= 2 and up.dim() >= 2 else f"{tuple(down.shape)}, {tuple(up.shape)}"
+            shape = (
+                f"{down.shape[1]}->{up.shape[0]}"
+                if down.dim() >= 2 and up.dim() >= 2
+                else f"{tuple(down.shape)}, {tuple(up.shape)}"
+            )
             bad.append(f"{layer.root}.{layer.module} (LoRA {shape}, layer {in_f}->{out_f})")
     if missing:
         raise CheckpointError(f"{path}: LoRA layers that match no layer of this model: {_names(missing)}")
@@ -311,8 +340,14 @@ def load_lora(pipe, path: str | Path, scale: float = 1.0) -> dict:
             backup[key] = weight.detach().clone()
         merged = weight.detach().to(torch.float32) + float(scale) * _delta(layer, weight)
         weight.copy_(merged.to(weight.dtype))
-    info = {"name": Path(path).stem, "path": str(path), "hash": lora_hash(path), "scale": float(scale),
-            "format": fmt, "layers": len(layers)}  # fmt: skip
+    info = {
+        "name": Path(path).stem,
+        "path": str(path),
+        "hash": lora_hash(path),
+        "scale": float(scale),
+        "format": fmt,
+        "layers": len(layers),
+    }
     pipe.__dict__.setdefault("loras", []).append(info)
     return info
 

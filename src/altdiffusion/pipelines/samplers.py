@@ -72,50 +72,73 @@ def _spec(scheduler: str, description: str, *aliases: str, requires: tuple[str, 
 
 # Aliases are A1111's own (k_...) plus the usual short spellings; matching ignores case,
 # spaces, '_' and '-', and "++" equals "pp" (see _key).
-SAMPLERS: Mapping[str, SamplerSpec] = MappingProxyType({
-    "Euler": _spec("EulerDiscreteScheduler", "Euler method; deterministic", "k_euler"),
-    "Euler a": _spec(
-        "EulerAncestralDiscreteScheduler", "Euler ancestral; adds fresh noise every step",
-        "k_euler_a", "k_euler_ancestral",
-    ),
-    "DPM++ 2M": _spec("DPMSolverMultistepScheduler", "DPM-Solver++ second-order multistep", "k_dpmpp_2m"),
-    "DPM++ 2M Karras": _spec(
-        "DPMSolverMultistepScheduler", "DPM++ 2M on the Karras noise schedule",
-        "k_dpmpp_2m_ka", use_karras_sigmas=True,
-    ),
-    "DPM++ SDE": _spec(
-        "DPMSolverSDEScheduler", "DPM++ stochastic (Brownian-tree noise); second order",
-        "k_dpmpp_sde", requires=("torchsde",),
-    ),
-    "DPM++ 2M SDE": _spec(
-        "DPMSolverMultistepScheduler", "DPM++ 2M with stochastic (SDE) steps",
-        "k_dpmpp_2m_sde", algorithm_type="sde-dpmsolver++",
-    ),
-    "DDIM": _spec("DDIMScheduler", "DDIM; deterministic", "ddim", clip_sample=False, set_alpha_to_one=False),
-    "PLMS": _spec("PNDMScheduler", "pseudo linear multistep (the published default)", "plms", "pndm",
-                  skip_prk_steps=True, set_alpha_to_one=False),
-    "LMS": _spec("LMSDiscreteScheduler", "linear multistep", "k_lms", requires=("scipy",)),
-    "LMS Karras": _spec(
-        "LMSDiscreteScheduler", "LMS on the Karras noise schedule",
-        "k_lms_ka", requires=("scipy",), use_karras_sigmas=True,
-    ),
-    "Heun": _spec("HeunDiscreteScheduler", "Heun's method; 2 model calls per step", "k_heun"),
-    "DPM2": _spec("KDPM2DiscreteScheduler", "DPM-Solver-2; 2 model calls per step", "k_dpm_2"),
-    "DPM2 a": _spec(
-        "KDPM2AncestralDiscreteScheduler", "DPM-Solver-2 ancestral; 2 model calls per step",
-        "k_dpm_2_a", "dpm2_ancestral",
-    ),
-    "UniPC": _spec("UniPCMultistepScheduler", "UniPC predictor-corrector multistep", "unipc"),
-})
+SAMPLERS: Mapping[str, SamplerSpec] = MappingProxyType(
+    {
+        "Euler": _spec("EulerDiscreteScheduler", "Euler method; deterministic", "k_euler"),
+        "Euler a": _spec(
+            "EulerAncestralDiscreteScheduler",
+            "Euler ancestral; adds fresh noise every step",
+            "k_euler_a",
+            "k_euler_ancestral",
+        ),
+        "DPM++ 2M": _spec("DPMSolverMultistepScheduler", "DPM-Solver++ second-order multistep", "k_dpmpp_2m"),
+        "DPM++ 2M Karras": _spec(
+            "DPMSolverMultistepScheduler",
+            "DPM++ 2M on the Karras noise schedule",
+            "k_dpmpp_2m_ka",
+            use_karras_sigmas=True,
+        ),
+        "DPM++ SDE": _spec(
+            "DPMSolverSDEScheduler",
+            "DPM++ stochastic (Brownian-tree noise); second order",
+            "k_dpmpp_sde",
+            requires=("torchsde",),
+        ),
+        "DPM++ 2M SDE": _spec(
+            "DPMSolverMultistepScheduler",
+            "DPM++ 2M with stochastic (SDE) steps",
+            "k_dpmpp_2m_sde",
+            algorithm_type="sde-dpmsolver++",
+        ),
+        "DDIM": _spec("DDIMScheduler", "DDIM; deterministic", "ddim", clip_sample=False, set_alpha_to_one=False),
+        "PLMS": _spec(
+            "PNDMScheduler",
+            "pseudo linear multistep (the published default)",
+            "plms",
+            "pndm",
+            skip_prk_steps=True,
+            set_alpha_to_one=False,
+        ),
+        "LMS": _spec("LMSDiscreteScheduler", "linear multistep", "k_lms", requires=("scipy",)),
+        "LMS Karras": _spec(
+            "LMSDiscreteScheduler",
+            "LMS on the Karras noise schedule",
+            "k_lms_ka",
+            requires=("scipy",),
+            use_karras_sigmas=True,
+        ),
+        "Heun": _spec("HeunDiscreteScheduler", "Heun's method; 2 model calls per step", "k_heun"),
+        "DPM2": _spec("KDPM2DiscreteScheduler", "DPM-Solver-2; 2 model calls per step", "k_dpm_2"),
+        "DPM2 a": _spec(
+            "KDPM2AncestralDiscreteScheduler",
+            "DPM-Solver-2 ancestral; 2 model calls per step",
+            "k_dpm_2_a",
+            "dpm2_ancestral",
+        ),
+        "UniPC": _spec("UniPCMultistepScheduler", "UniPC predictor-corrector multistep", "unipc"),
+    }
+)
 
 # A1111 "Schedule type" -> extra scheduler settings (None: needs no class support).
-SCHEDULE_TYPES: Mapping[str, tuple[str | None, dict[str, object]]] = MappingProxyType({
-    "Automatic": (None, {}),
-    "Karras": ("use_karras_sigmas", {"use_karras_sigmas": True}),
-    "Exponential": ("use_exponential_sigmas", {"use_exponential_sigmas": True}),
-    "Uniform": ("timestep_spacing", {"timestep_spacing": "linspace"}),  # k-diffusion's default
-    "SGM Uniform": ("timestep_spacing", {"timestep_spacing": "trailing"}),
-})
+SCHEDULE_TYPES: Mapping[str, tuple[str | None, dict[str, object]]] = MappingProxyType(
+    {
+        "Automatic": (None, {}),
+        "Karras": ("use_karras_sigmas", {"use_karras_sigmas": True}),
+        "Exponential": ("use_exponential_sigmas", {"use_exponential_sigmas": True}),
+        "Uniform": ("timestep_spacing", {"timestep_spacing": "linspace"}),  # k-diffusion's default
+        "SGM Uniform": ("timestep_spacing", {"timestep_spacing": "trailing"}),
+    }
+)
 
 
 def _key(name: str) -> str:
@@ -175,9 +198,7 @@ def _schedule_kwargs(canonical: str, spec: SamplerSpec, schedule_type: str | Non
     if schedule_type is None or schedule == "Automatic":
         return {}
     if schedule is None:
-        raise InvalidInputError(
-            f"unknown schedule type {schedule_type!r}; use one of: {', '.join(SCHEDULE_TYPES)}"
-        )
+        raise InvalidInputError(f"unknown schedule type {schedule_type!r}; use one of: {', '.join(SCHEDULE_TYPES)}")
     needed, extra = SCHEDULE_TYPES[schedule]
     if spec.kwargs.get("use_karras_sigmas") and schedule != "Karras":
         base = canonical.removesuffix(" Karras")

@@ -12,6 +12,7 @@ then scales the hidden states by those weights and restores their mean (see
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from dataclasses import dataclass
 
@@ -56,10 +57,8 @@ def _vocab_facts(tokenizer) -> tuple[frozenset[int], int | None]:
     vocab = tokenizer.get_vocab()
     commas = frozenset(i for tok, i in vocab.items() if tok.replace(_SPM_SPACE, "") in COMMA_TEXTS)
     facts = (commas, vocab.get(_SPM_SPACE))
-    try:
+    with contextlib.suppress(TypeError):  # not weak-referenceable: just rescan next time
         _tokenizer_cache[tokenizer] = facts
-    except TypeError:  # not weak-referenceable: just rescan next time
-        pass
     return facts
 
 
@@ -117,9 +116,7 @@ def _weighted_tokens(prompt: str, tokenizer) -> list[tuple[int, float] | None]:
     return out
 
 
-def tokenize_prompt(
-    prompt: str, tokenizer, chunk_length: int = 75, comma_backtrack: int = 20
-) -> list[PromptChunk]:
+def tokenize_prompt(prompt: str, tokenizer, chunk_length: int = 75, comma_backtrack: int = 20) -> list[PromptChunk]:
     """Cut a prompt into A1111 chunks of at most ``chunk_length`` content tokens.
 
     When a chunk is full and a comma sits among its last ``comma_backtrack`` tokens, the

@@ -51,5 +51,7 @@ def templates_for(language: str) -> tuple[str, ...]:
     from altdiffusion.errors import InvalidInputError
 
     if language not in TEMPLATES:
-        raise InvalidInputError(f"no prompt templates for language {language!r}; known: {', '.join(TEMPLATES)} (or pass --template)")
+        raise InvalidInputError(
+            f"no prompt templates for language {language!r}; known: {', '.join(TEMPLATES)} (or pass --template)"
+        )
     return TEMPLATES[language]

@@ -53,7 +53,6 @@ from altdiffusion import __version__
 from altdiffusion.errors import AltDiffusionError, InvalidInputError
 from altdiffusion.pipelines.infotext import format_infotext, parse_infotext, parse_size
 from altdiffusion.pipelines.lora import lora_infotext
-from altdiffusion.serve.loras import LoraRegistry, extract_tags
 from altdiffusion.pipelines.samplers import (
     SAMPLERS,
     SCHEDULE_TYPES,
@@ -62,6 +61,7 @@ from altdiffusion.pipelines.samplers import (
     make_scheduler,
 )
 from altdiffusion.serve.images import BadImage, decode_image, encode_png, text_chunks
+from altdiffusion.serve.loras import LoraRegistry, extract_tags
 from altdiffusion.serve.middleware import BasicAuthMiddleware, BodyLimitMiddleware, parse_credentials
 from altdiffusion.serve.runner import JobState, QueueFull, Worker
 from altdiffusion.serve.schemas import (
@@ -127,7 +127,9 @@ class ModelRegistry:
 
     def hash_in_background(self) -> threading.Thread:
         """Hash every model's UNet in a daemon thread, so ``sd-models`` answers quickly later."""
-        thread = threading.Thread(target=lambda: [self.sha256(n) for n in self.sources], name="altdiffusion-hash", daemon=True)
+        thread = threading.Thread(
+            target=lambda: [self.sha256(n) for n in self.sources], name="altdiffusion-hash", daemon=True
+        )
         thread.start()
         return thread
 
@@ -161,10 +163,16 @@ class ModelRegistry:
         out = []
         for name in self.sources:
             sha = self.sha256(name)
-            out.append({
-                "title": self.title(name), "model_name": name, "hash": sha[:10] if sha else None,
-                "sha256": sha, "filename": name, "config": None,
-            })  # fmt: skip
+            out.append(
+                {
+                    "title": self.title(name),
+                    "model_name": name,
+                    "hash": sha[:10] if sha else None,
+                    "sha256": sha,
+                    "filename": name,
+                    "config": None,
+                }
+            )
         return out
 
     def lookup(self, text: str) -> str | None:
@@ -262,16 +270,18 @@ class _Server:
     def plan(self, kind: str, req: GenerationRequest, init_images=(), mask=None) -> Plan:
         if req.width * req.height > self.max_pixels:
             raise _field_error(
-                "width", f"{req.width}x{req.height} is {req.width * req.height} pixels; this server allows at most "
-                f"{self.max_pixels} (width x height), e.g. {int(self.max_pixels ** 0.5) // 8 * 8}x{int(self.max_pixels ** 0.5) // 8 * 8}",
-            )  # fmt: skip
+                "width",
+                f"{req.width}x{req.height} is {req.width * req.height} pixels; this server allows at most "
+                f"{self.max_pixels} (width x height), e.g. {int(self.max_pixels**0.5) // 8 * 8}x{int(self.max_pixels**0.5) // 8 * 8}",
+            )
         if req.steps > self.max_steps:
             raise _field_error("steps", f"steps is {req.steps}; this server allows at most {self.max_steps}")
         if req.batch_size * req.n_iter > self.max_batch:
             raise _field_error(
-                "batch_size", f"batch_size x n_iter is {req.batch_size * req.n_iter}; this server allows at most "
+                "batch_size",
+                f"batch_size x n_iter is {req.batch_size * req.n_iter}; this server allows at most "
                 f"{self.max_batch} images per request",
-            )  # fmt: skip
+            )
         if req.seed > MAX_SEED:
             raise _field_error("seed", f"seed must be at most {MAX_SEED} (or -1 for random)")
         # A1111: sampler_name wins; the legacy sampler_index counts only when sampler_name is not sent.
@@ -347,7 +357,19 @@ class _Server:
 
     def progress(self, skip_current_image: bool) -> dict[str, Any]:
         snap = self.state.snapshot()
-        state = {k: snap[k] for k in ("skipped", "interrupted", "job", "job_count", "job_timestamp", "job_no", "sampling_step", "sampling_steps")}  # fmt: skip
+        state = {
+            k: snap[k]
+            for k in (
+                "skipped",
+                "interrupted",
+                "job",
+                "job_count",
+                "job_timestamp",
+                "job_no",
+                "sampling_step",
+                "sampling_steps",
+            )
+        }
         if not snap["job"]:
             return {"progress": 0.0, "eta_relative": 0.0, "state": state, "current_image": None, "textinfo": None}
         per_iter = snap["sampling_step"] / snap["sampling_steps"] if snap["sampling_steps"] else 0.0
@@ -370,7 +392,7 @@ class _Server:
                     pixels = pipe.decode_latents(latents[:1])
                 image = Image.fromarray((pixels[0] * 255).round().astype("uint8"))
                 encoded = encode_png(image)
-            except Exception as exc:  # noqa: BLE001 - a preview must never break progress
+            except Exception as exc:
                 logger.debug("preview failed: %s", exc)
                 encoded = None
             self._preview = (version, encoded)
@@ -415,7 +437,10 @@ class _Server:
                 if len(plan.init_images) <= 1:
                     units = [(first, batch, plan.init_images[0] if plan.init_images else None)]
                 else:  # A1111: image i of a batch starts from init_images[i % n]
-                    units = [((first + i) % (MAX_SEED + 1), 1, plan.init_images[i % len(plan.init_images)]) for i in range(batch)]
+                    units = [
+                        ((first + i) % (MAX_SEED + 1), 1, plan.init_images[i % len(plan.init_images)])
+                        for i in range(batch)
+                    ]
                 for unit_seed, count, init in units:
                     state.next_unit()
                     try:
@@ -449,23 +474,45 @@ class _Server:
             timestamp = state.snapshot()["job_timestamp"]
         finally:
             state.end()
-        return self._response(plan, pipe, seed, images, infotexts, seeds, nsfw, partial, steps_done,
-                              interrupted, skipped_iterations, timestamp)  # fmt: skip
+        return self._response(
+            plan,
+            pipe,
+            seed,
+            images,
+            infotexts,
+            seeds,
+            nsfw,
+            partial,
+            steps_done,
+            interrupted,
+            skipped_iterations,
+            timestamp,
+        )
 
     def _call(self, pipe, plan: Plan, seed: int, count: int, init):
         req = plan.req
         kwargs = dict(
-            prompt=plan.prompt, negative_prompt=req.negative_prompt, num_inference_steps=req.steps,
-            guidance_scale=float(req.cfg_scale), height=req.height, width=req.width, seed=seed,
-            num_images_per_prompt=count, sampler=plan.sampler, eta=req.eta or 0.0, progress=False,
+            prompt=plan.prompt,
+            negative_prompt=req.negative_prompt,
+            num_inference_steps=req.steps,
+            guidance_scale=float(req.cfg_scale),
+            height=req.height,
+            width=req.width,
+            seed=seed,
+            num_images_per_prompt=count,
+            sampler=plan.sampler,
+            eta=req.eta or 0.0,
+            progress=False,
             callback=lambda step, total, latents: self.state.step(step, total, latents.detach().clone()),
             should_stop=self.state.should_stop,
-        )  # fmt: skip
+        )
         if init is not None:
             mask = plan.mask
             if mask is not None and mask.size != init.size:
                 mask = mask.resize(init.size, Image.NEAREST)
-            kwargs.update(image=init.convert("RGB"), strength=float(plan.strength), mask_image=mask, mask_blur=plan.mask_blur)
+            kwargs.update(
+                image=init.convert("RGB"), strength=float(plan.strength), mask_image=mask, mask_blur=plan.mask_blur
+            )
         if plan.schedule is None:
             return pipe(**kwargs)
         # The pipeline takes a sampler name only; a schedule type needs a scheduler built here.
@@ -492,35 +539,80 @@ class _Server:
     def _infotext(self, pipe, plan: Plan, seed: int) -> str:
         req = plan.req
         params = {
-            "Steps": req.steps, "Sampler": plan.sampler, "Schedule type": plan.schedule,
-            "CFG scale": float(req.cfg_scale), "Seed": seed, "Size": f"{req.width}x{req.height}",
-            "Model hash": pipe.model_hash, "Model": pipe.name or None, "Denoising strength": plan.strength,
-            "Mask blur": plan.mask_blur if plan.mask is not None else None, "Version": f"altdiffusion {__version__}",
-        }  # fmt: skip
+            "Steps": req.steps,
+            "Sampler": plan.sampler,
+            "Schedule type": plan.schedule,
+            "CFG scale": float(req.cfg_scale),
+            "Seed": seed,
+            "Size": f"{req.width}x{req.height}",
+            "Model hash": pipe.model_hash,
+            "Model": pipe.name or None,
+            "Denoising strength": plan.strength,
+            "Mask blur": plan.mask_blur if plan.mask is not None else None,
+            "Version": f"altdiffusion {__version__}",
+        }
         return lora_infotext(format_infotext(req.prompt, req.negative_prompt, params), plan.lora_infos)
 
-    def _response(self, plan, pipe, seed, images, infotexts, seeds, nsfw, partial, steps_done,
-                  interrupted, skipped_iterations, timestamp) -> dict[str, Any]:  # fmt: skip
+    def _response(
+        self,
+        plan,
+        pipe,
+        seed,
+        images,
+        infotexts,
+        seeds,
+        nsfw,
+        partial,
+        steps_done,
+        interrupted,
+        skipped_iterations,
+        timestamp,
+    ) -> dict[str, Any]:
         req = plan.req
         total = req.batch_size * req.n_iter
         all_seeds = [(seed + i) % (MAX_SEED + 1) for i in range(total)]
         info = {
-            "prompt": req.prompt, "all_prompts": [req.prompt] * total,
-            "negative_prompt": req.negative_prompt, "all_negative_prompts": [req.negative_prompt] * total,
-            "seed": seed, "all_seeds": all_seeds, "subseed": -1, "all_subseeds": [-1] * total,
-            "subseed_strength": 0, "width": req.width, "height": req.height,
-            "sampler_name": plan.sampler, "scheduler": plan.schedule or "Automatic",
-            "cfg_scale": req.cfg_scale, "steps": req.steps, "batch_size": req.batch_size, "n_iter": req.n_iter,
-            "restore_faces": False, "face_restoration_model": None,
-            "sd_model_name": pipe.name, "sd_model_hash": pipe.model_hash, "sd_vae_name": None, "sd_vae_hash": None,
-            "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": plan.strength,
+            "prompt": req.prompt,
+            "all_prompts": [req.prompt] * total,
+            "negative_prompt": req.negative_prompt,
+            "all_negative_prompts": [req.negative_prompt] * total,
+            "seed": seed,
+            "all_seeds": all_seeds,
+            "subseed": -1,
+            "all_subseeds": [-1] * total,
+            "subseed_strength": 0,
+            "width": req.width,
+            "height": req.height,
+            "sampler_name": plan.sampler,
+            "scheduler": plan.schedule or "Automatic",
+            "cfg_scale": req.cfg_scale,
+            "steps": req.steps,
+            "batch_size": req.batch_size,
+            "n_iter": req.n_iter,
+            "restore_faces": False,
+            "face_restoration_model": None,
+            "sd_model_name": pipe.name,
+            "sd_model_hash": pipe.model_hash,
+            "sd_vae_name": None,
+            "sd_vae_hash": None,
+            "seed_resize_from_w": -1,
+            "seed_resize_from_h": -1,
+            "denoising_strength": plan.strength,
             "extra_generation_params": {"Mask blur": plan.mask_blur} if plan.mask is not None else {},
-            "index_of_first_image": 0, "infotexts": infotexts, "styles": req.styles or [],
-            "job_timestamp": timestamp, "clip_skip": 1, "is_using_inpainting_conditioning": False,
+            "index_of_first_image": 0,
+            "infotexts": infotexts,
+            "styles": req.styles or [],
+            "job_timestamp": timestamp,
+            "clip_skip": 1,
+            "is_using_inpainting_conditioning": False,
             "version": f"altdiffusion {__version__}",
-            "image_seeds": seeds, "nsfw": nsfw, "partial": partial, "sampling_steps_done": steps_done,
-            "interrupted": interrupted, "skipped_iterations": skipped_iterations,
-        }  # fmt: skip
+            "image_seeds": seeds,
+            "nsfw": nsfw,
+            "partial": partial,
+            "sampling_steps_done": steps_done,
+            "interrupted": interrupted,
+            "skipped_iterations": skipped_iterations,
+        }
         encoded = [encode_png(img, text) for img, text in zip(images, infotexts)] if req.send_images else []
         echo = req.model_dump()
         echo["sampler_name"] = plan.sampler
@@ -540,7 +632,7 @@ def _memory() -> dict[str, Any]:
 
         vm = psutil.virtual_memory()
         ram = {"free": vm.available, "used": vm.total - vm.available, "total": vm.total}
-    except Exception:  # noqa: BLE001 - psutil is optional
+    except Exception:
         try:
             page = os.sysconf("SC_PAGE_SIZE")
             total, free = page * os.sysconf("SC_PHYS_PAGES"), page * os.sysconf("SC_AVPHYS_PAGES")
@@ -554,13 +646,25 @@ def _memory() -> dict[str, Any]:
         stats = torch.cuda.memory_stats()
         cuda = {
             "system": {"free": free, "used": total - free, "total": total},
-            "active": {"current": stats.get("active_bytes.all.current", 0), "peak": stats.get("active_bytes.all.peak", 0)},
-            "allocated": {"current": stats.get("allocated_bytes.all.current", 0), "peak": stats.get("allocated_bytes.all.peak", 0)},
-            "reserved": {"current": stats.get("reserved_bytes.all.current", 0), "peak": stats.get("reserved_bytes.all.peak", 0)},
-            "inactive": {"current": stats.get("inactive_split_bytes.all.current", 0), "peak": stats.get("inactive_split_bytes.all.peak", 0)},
+            "active": {
+                "current": stats.get("active_bytes.all.current", 0),
+                "peak": stats.get("active_bytes.all.peak", 0),
+            },
+            "allocated": {
+                "current": stats.get("allocated_bytes.all.current", 0),
+                "peak": stats.get("allocated_bytes.all.peak", 0),
+            },
+            "reserved": {
+                "current": stats.get("reserved_bytes.all.current", 0),
+                "peak": stats.get("reserved_bytes.all.peak", 0),
+            },
+            "inactive": {
+                "current": stats.get("inactive_split_bytes.all.current", 0),
+                "peak": stats.get("inactive_split_bytes.all.peak", 0),
+            },
             "events": {"retries": stats.get("num_alloc_retries", 0), "oom": stats.get("num_ooms", 0)},
-        }  # fmt: skip
-    except Exception as exc:  # noqa: BLE001
+        }
+    except Exception as exc:
         cuda = {"error": str(exc)}
     return {"ram": ram, "cuda": cuda}
 
@@ -602,8 +706,13 @@ def create_app(
     ``ui`` serves the web UI at ``/`` (static files calling the same API).
     ``lora_dir`` holds the LoRA files prompts may name with ``<lora:name:weight>``.
     """
-    for label, value in (("max_queue", max_queue), ("max_pixels", max_pixels), ("max_steps", max_steps),
-                         ("max_batch", max_batch), ("max_body_bytes", max_body_bytes)):  # fmt: skip
+    for label, value in (
+        ("max_queue", max_queue),
+        ("max_pixels", max_pixels),
+        ("max_steps", max_steps),
+        ("max_batch", max_batch),
+        ("max_body_bytes", max_body_bytes),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{label} must be a whole number >= 1, got {value!r}")
     credentials = parse_credentials(api_auth) if api_auth is not None else None
@@ -612,7 +721,9 @@ def create_app(
     if preload:
         registry.load(default)
     loras = LoraRegistry(lora_dir)
-    server = _Server(registry, max_queue=max_queue, max_pixels=max_pixels, max_steps=max_steps, max_batch=max_batch, loras=loras)
+    server = _Server(
+        registry, max_queue=max_queue, max_pixels=max_pixels, max_steps=max_steps, max_batch=max_batch, loras=loras
+    )
     server.worker = Worker(max_queue)
     registry.hash_in_background()
 
@@ -641,7 +752,9 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         names = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
-        return _error(exc.status_code, names.get(exc.status_code, "HTTPException"), exc.detail, getattr(exc, "headers", None))
+        return _error(
+            exc.status_code, names.get(exc.status_code, "HTTPException"), exc.detail, getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(QueueFull)
     async def _queue_full(request: Request, exc: QueueFull):
@@ -706,10 +819,14 @@ def create_app(
     def get_options():
         name = registry.current
         return {
-            "sd_model_checkpoint": registry.title(name), "sd_checkpoint_hash": registry.sha256(name),
-            "samples_format": "png", "live_previews_enable": True, "CLIP_stop_at_last_layers": 1,
-            "eta_noise_seed_delta": 0, "sd_checkpoints_limit": 1,
-        }  # fmt: skip
+            "sd_model_checkpoint": registry.title(name),
+            "sd_checkpoint_hash": registry.sha256(name),
+            "samples_format": "png",
+            "live_previews_enable": True,
+            "CLIP_stop_at_last_layers": 1,
+            "eta_noise_seed_delta": 0,
+            "sd_checkpoints_limit": 1,
+        }
 
     @app.post(f"{prefix}/options", tags=["options"])
     async def set_options(request: Request, options: dict[str, Any] = Body(...)):
@@ -757,17 +874,26 @@ def create_app(
     @app.get(f"{prefix}/samplers", response_model=list[SamplerItem], tags=["models"])
     def samplers():
         return [
-            {"name": name, "aliases": list(SAMPLERS[name].aliases), "options": {k: str(v) for k, v in SAMPLERS[name].kwargs.items()}}
+            {
+                "name": name,
+                "aliases": list(SAMPLERS[name].aliases),
+                "options": {k: str(v) for k, v in SAMPLERS[name].kwargs.items()},
+            }
             for name in available_samplers()
-        ]  # fmt: skip
+        ]
 
     @app.get(f"{prefix}/schedulers", response_model=list[SchedulerItem], tags=["models"])
     def schedulers():
         return [
-            {"name": label.lower().replace(" ", "_"), "label": label, "aliases": None,
-             "default_rho": 7.0 if label == "Karras" else -1, "need_inner_model": label in ("Uniform", "SGM Uniform")}
+            {
+                "name": label.lower().replace(" ", "_"),
+                "label": label,
+                "aliases": None,
+                "default_rho": 7.0 if label == "Karras" else -1,
+                "need_inner_model": label in ("Uniform", "SGM Uniform"),
+            }
             for label in SCHEDULE_TYPES
-        ]  # fmt: skip
+        ]
 
     # ------------------------------------------------------------------ utilities
     @app.post(f"{prefix}/png-info", response_model=PNGInfoResponse, tags=["utilities"])

@@ -36,7 +36,7 @@ def decode_image(data: str, *, max_pixels: int, label: str = "image") -> Image.I
     text = data.strip()
     match = _DATA_URL.match(text)
     if match:
-        text = text[match.end():]
+        text = text[match.end() :]
     elif _URL.match(text) or text.lower().startswith(("file:", "data:")):
         raise BadImage(
             f"{label} looks like a URL ({text[:40]!r}); this server does not fetch URLs, send the image itself as base64"
@@ -63,7 +63,7 @@ def decode_image(data: str, *, max_pixels: int, label: str = "image") -> Image.I
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImage(f"{label} is too large to decode; send a smaller image") from None
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken files
+    except Exception as exc:
         raise BadImage(
             f"{label} is not a readable image ({type(exc).__name__}: {exc}); send one of: {', '.join(INPUT_FORMATS)}"
         ) from None
@@ -102,7 +102,7 @@ def _exif_user_comment(image: Image.Image) -> str | None:
     try:
         exif = image.getexif().get_ifd(0x8769)  # Exif IFD
         raw = exif.get(0x9286)  # UserComment
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
     if isinstance(raw, bytes):
         if raw.startswith(b"UNICODE\0"):

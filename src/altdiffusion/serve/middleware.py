@@ -69,7 +69,10 @@ class BasicAuthMiddleware:
             await send({"type": "websocket.close", "code": 1008})
             return
         start, body = _json_response(
-            401, "Unauthorized", "missing or wrong credentials; use HTTP Basic auth", [(b"www-authenticate", self.realm)]
+            401,
+            "Unauthorized",
+            "missing or wrong credentials; use HTTP Basic auth",
+            [(b"www-authenticate", self.realm)],
         )
         await send(start)
         await send(body)

@@ -36,15 +36,34 @@ class ServerProcess:
         start_timeout: float = 180.0,
     ) -> None:
         self.models = dict(models)
-        self.args = [sys.executable, "-m", "altdiffusion.serve", "--host", "127.0.0.1", "--port", "0",
-                     "--max-queue", str(max_queue), "--no-safety-checker", *extra_args]  # fmt: skip
+        self.args = [
+            sys.executable,
+            "-m",
+            "altdiffusion.serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--max-queue",
+            str(max_queue),
+            "--no-safety-checker",
+            *extra_args,
+        ]
         for name, folder in self.models.items():
             self.args += ["--model", f"{name}={folder}"]
-        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen | None = None
         self.url = ""
-        self._log = tempfile.NamedTemporaryFile(prefix="altdiffusion-serve-", suffix=".log", delete=False)
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by stop()
+            prefix="altdiffusion-serve-", suffix=".log", delete=False
+        )
 
     # -- lifecycle
     def start(self) -> ServerProcess:

@@ -111,12 +111,19 @@ class JobState:
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {
-                "job": self.job, "job_count": self.job_count, "job_no": self.job_no,
-                "job_timestamp": self.job_timestamp, "sampling_step": self.sampling_step,
-                "sampling_steps": self.sampling_steps, "started": self.started,
-                "interrupted": self.interrupted, "skipped": self.skipped,
-                "latents": self.latents, "latents_version": self.latents_version, "pipe": self.pipe,
-            }  # fmt: skip
+                "job": self.job,
+                "job_count": self.job_count,
+                "job_no": self.job_no,
+                "job_timestamp": self.job_timestamp,
+                "sampling_step": self.sampling_step,
+                "sampling_steps": self.sampling_steps,
+                "started": self.started,
+                "interrupted": self.interrupted,
+                "skipped": self.skipped,
+                "latents": self.latents,
+                "latents_version": self.latents_version,
+                "pipe": self.pipe,
+            }
 
 
 class Worker:
@@ -158,7 +165,7 @@ class Worker:
                     continue  # cancelled while waiting (its client went away)
                 try:
                     result = fn(future)
-                except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+                except BaseException as exc:
                     future.set_exception(exc)
                 else:
                     future.set_result(result)

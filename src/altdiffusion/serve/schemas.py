@@ -15,7 +15,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-
 MAX_PROMPT_CHARS = 20_000
 
 
@@ -35,7 +34,9 @@ class GenerationRequest(_Lenient):
     seed_resize_from_h: int = -1
     seed_resize_from_w: int = -1
     sampler_name: str | None = Field("Euler", description='A1111 sampler name or alias, e.g. "Euler a", "k_dpmpp_2m"')
-    sampler_index: str = Field("Euler", description="legacy spelling of sampler_name, used when sampler_name is not sent")
+    sampler_index: str = Field(
+        "Euler", description="legacy spelling of sampler_name, used when sampler_name is not sent"
+    )
     scheduler: str | None = Field(None, description='A1111 schedule type ("Automatic", "Karras"...)')
     batch_size: int = Field(1, ge=1, description="images per iteration")
     n_iter: int = Field(1, ge=1, description="iterations (batches) per job")

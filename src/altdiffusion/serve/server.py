@@ -72,10 +72,19 @@ def serve(
     if not _is_loopback(host) and api_auth is None:
         logger.warning("serving on %s without --api-auth: anyone who can reach this address can use the GPU", host)
     app = create_app(
-        models, default=default, device=device, dtype=dtype, max_queue=max_queue, max_pixels=max_pixels,
-        max_steps=max_steps, max_batch=max_batch, max_body_bytes=max_body_bytes, api_auth=api_auth,
-        safety_checker=safety_checker, lora_dir=lora_dir,
-    )  # fmt: skip
+        models,
+        default=default,
+        device=device,
+        dtype=dtype,
+        max_queue=max_queue,
+        max_pixels=max_pixels,
+        max_steps=max_steps,
+        max_batch=max_batch,
+        max_body_bytes=max_body_bytes,
+        api_auth=api_auth,
+        safety_checker=safety_checker,
+        lora_dir=lora_dir,
+    )
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
 
 
@@ -87,9 +96,16 @@ def _model_arg(text: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m altdiffusion.serve", description="AUTOMATIC1111-compatible HTTP API")
-    parser.add_argument("--model", action="append", required=True, metavar="[NAME=]MODEL",
-                        help="model folder, hub id or 'mini'; repeat for several (the first is loaded)")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m altdiffusion.serve", description="AUTOMATIC1111-compatible HTTP API"
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="[NAME=]MODEL",
+        help="model folder, hub id or 'mini'; repeat for several (the first is loaded)",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--api-auth", default=None, metavar="USER:PASSWORD")
@@ -102,8 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     from altdiffusion.errors import AltDiffusionError
 
     try:
-        serve(models, args.host, args.port, api_auth=args.api_auth, max_queue=args.max_queue, device=args.device,
-              dtype=args.dtype, safety_checker=not args.no_safety_checker)  # fmt: skip
+        serve(
+            models,
+            args.host,
+            args.port,
+            api_auth=args.api_auth,
+            max_queue=args.max_queue,
+            device=args.device,
+            dtype=args.dtype,
+            safety_checker=not args.no_safety_checker,
+        )
     except (AltDiffusionError, ValueError) as exc:
         print(f"error: {exc}")
         return 2

@@ -21,20 +21,49 @@ VARIANTS = ("m2", "m9", "m18")
 
 # Enough text in the m9 languages for a tokenizer that covers every test prompt.
 CORPUS = [
-    "a photo of a cat", "a photo of a dog", "a red car on the street", "an astronaut riding a horse",
-    "a painting of mountains and rivers in the style of guohua", "a girl in tang dynasty clothes",
-    "一只可爱的猫坐在窗台上", "一张狗的照片", "一辆红色的汽车", "穿着唐装的女孩，国画风格，古建筑，山水",
-    "汽车", "猫", "狗", "宇航员骑马", "高清，细节丰富，大师作品",
-    "窓辺に座っているかわいい猫", "赤い車の写真", "犬の写真",
-    "قطة لطيفة تجلس على حافة النافذة", "صورة كلب", "سيارة حمراء",
-    "un gato lindo sentado en la ventana", "una foto de un perro", "un coche rojo",
-    "un chat mignon assis sur le rebord de la fenêtre", "une photo d'un chien", "une voiture rouge",
-    "милая кошка сидит на подоконнике", "фотография собаки", "красная машина",
-    "창턱에 앉아 있는 귀여운 고양이", "개 사진", "빨간 자동차",
-    "un gatto carino seduto sul davanzale", "una foto di un cane", "una macchina rossa",
-    "ein Foto einer Katze", "แมวน่ารัก", "एक बिल्ली", "kedi fotoğrafı", "ảnh một con mèo",
+    "a photo of a cat",
+    "a photo of a dog",
+    "a red car on the street",
+    "an astronaut riding a horse",
+    "a painting of mountains and rivers in the style of guohua",
+    "a girl in tang dynasty clothes",
+    "一只可爱的猫坐在窗台上",
+    "一张狗的照片",
+    "一辆红色的汽车",
+    "穿着唐装的女孩，国画风格，古建筑，山水",
+    "汽车",
+    "猫",
+    "狗",
+    "宇航员骑马",
+    "高清，细节丰富，大师作品",
+    "窓辺に座っているかわいい猫",
+    "赤い車の写真",
+    "犬の写真",
+    "قطة لطيفة تجلس على حافة النافذة",
+    "صورة كلب",
+    "سيارة حمراء",
+    "un gato lindo sentado en la ventana",
+    "una foto de un perro",
+    "un coche rojo",
+    "un chat mignon assis sur le rebord de la fenêtre",
+    "une photo d'un chien",
+    "une voiture rouge",
+    "милая кошка сидит на подоконнике",
+    "фотография собаки",
+    "красная машина",
+    "창턱에 앉아 있는 귀여운 고양이",
+    "개 사진",
+    "빨간 자동차",
+    "un gatto carino seduto sul davanzale",
+    "una foto di un cane",
+    "una macchina rossa",
+    "ein Foto einer Katze",
+    "แมวน่ารัก",
+    "एक बिल्ली",
+    "kedi fotoğrafı",
+    "ảnh một con mèo",
     "0123456789 , . ! ? ( ) [ ] : ; - _ ' \" 、 ， 。",
-]  # fmt: skip
+]
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -48,10 +77,20 @@ def _sentencepiece_model(corpus: list[str] | None = None, vocab_size: int = 400,
 
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter((corpus or CORPUS) * 4), model_writer=buf, vocab_size=vocab_size, hard_vocab_limit=False,
-        character_coverage=1.0, model_type="unigram", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-        max_sentencepiece_length=max_piece_length, minloglevel=2, num_threads=1,
-    )  # fmt: skip
+        sentence_iterator=iter((corpus or CORPUS) * 4),
+        model_writer=buf,
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        model_type="unigram",
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        max_sentencepiece_length=max_piece_length,
+        minloglevel=2,
+        num_threads=1,
+    )
     return buf.getvalue()
 
 
@@ -83,8 +122,16 @@ def pruned_xlmr_tokenizer(corpus: list[str]) -> dict:
     return pruned
 
 
-def write_tokenizer(folder: Path, *, max_length: int, with_tokenizer_json: bool, real: bool = False,
-                    corpus: list[str] | None = None, vocab_size: int = 400, max_piece_length: int = 16) -> int:
+def write_tokenizer(
+    folder: Path,
+    *,
+    max_length: int,
+    with_tokenizer_json: bool,
+    real: bool = False,
+    corpus: list[str] | None = None,
+    vocab_size: int = 400,
+    max_piece_length: int = 16,
+) -> int:
     """The slow XLM-R tokenizer files (sentencepiece.bpe.model...); returns the vocab size.
 
     ``real=True`` writes the real 250,002-token XLM-R ``tokenizer.json`` instead (from a
@@ -105,12 +152,20 @@ def write_tokenizer(folder: Path, *, max_length: int, with_tokenizer_json: bool,
         name, data = "sentencepiece.bpe.model", _sentencepiece_model(corpus, vocab_size, max_piece_length)
     folder.mkdir(parents=True, exist_ok=True)
     special = {
-        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
-        "pad_token": "<pad>", "cls_token": "<s>",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "sep_token": "</s>",
+        "pad_token": "<pad>",
+        "cls_token": "<s>",
         "mask_token": {"content": "<mask>", "lstrip": True, "normalized": True, "rstrip": False, "single_word": False},
-    }  # fmt: skip
+    }
     _write_json(folder / "special_tokens_map.json", special)
-    config = {"model_max_length": max_length, "tokenizer_class": "XLMRobertaTokenizer", **{k: v for k, v in special.items() if k != "mask_token"}}
+    config = {
+        "model_max_length": max_length,
+        "tokenizer_class": "XLMRobertaTokenizer",
+        **{k: v for k, v in special.items() if k != "mask_token"},
+    }
     (folder / name).write_bytes(data)
     _write_json(folder / "tokenizer_config.json", config)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -122,14 +177,32 @@ def write_tokenizer(folder: Path, *, max_length: int, with_tokenizer_json: bool,
 def _text_config(vocab_size: int, project_dim: int) -> dict:
     """XLM-R large's config with tiny sizes (2 layers, so hidden_states[-2] is a real layer)."""
     return {
-        "architectures": ["RobertaSeriesModelWithTransformation"], "attention_probs_dropout_prob": 0.0,
-        "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
-        "hidden_size": 32, "initializer_range": 0.02, "intermediate_size": 37, "layer_norm_eps": 1e-05,
-        "max_position_embeddings": 514, "model_type": "xlm-roberta", "num_attention_heads": 4,
-        "num_hidden_layers": 2, "position_embedding_type": "absolute", "type_vocab_size": 1,
-        "use_cache": True, "vocab_size": vocab_size, "project_dim": project_dim, "pooler_fn": "cls",
-        "learn_encoder": False, "use_attention_mask": True, "torch_dtype": "float32", "transformers_version": "4.21.0.dev0",
-    }  # fmt: skip
+        "architectures": ["RobertaSeriesModelWithTransformation"],
+        "attention_probs_dropout_prob": 0.0,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "pad_token_id": 1,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "hidden_size": 32,
+        "initializer_range": 0.02,
+        "intermediate_size": 37,
+        "layer_norm_eps": 1e-05,
+        "max_position_embeddings": 514,
+        "model_type": "xlm-roberta",
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "position_embedding_type": "absolute",
+        "type_vocab_size": 1,
+        "use_cache": True,
+        "vocab_size": vocab_size,
+        "project_dim": project_dim,
+        "pooler_fn": "cls",
+        "learn_encoder": False,
+        "use_attention_mask": True,
+        "torch_dtype": "float32",
+        "transformers_version": "4.21.0.dev0",
+    }
 
 
 def _random_text_tower(config: dict, head: str, seed: int) -> dict[str, torch.Tensor]:
@@ -174,16 +247,32 @@ def write_tiny_altclip(folder: str | Path, variant: str = "m9", *, seed: int = 0
     text.pop("architectures")
     text.update(model_type="altclip_text_model")
     vision = {
-        "hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2,
-        "image_size": 32, "patch_size": 8, "projection_dim": projection_dim, "hidden_act": "quick_gelu",
-        "layer_norm_eps": 1e-05, "model_type": "altclip_vision_model", "num_channels": 3,
-    }  # fmt: skip
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "image_size": 32,
+        "patch_size": 8,
+        "projection_dim": projection_dim,
+        "hidden_act": "quick_gelu",
+        "layer_norm_eps": 1e-05,
+        "model_type": "altclip_vision_model",
+        "num_channels": 3,
+    }
     config = {
-        "_commit_hash": None, "architectures": ["AltCLIPModel"], "direct_kd": False, "initializer_factor": 1.0,
-        "logit_scale_init_value": 2.6592, "model_type": "altclip", "num_layers": 3,
-        "projection_dim": projection_dim, "text_config": text, "vision_config": vision,
-        "torch_dtype": "float32", "transformers_version": None,
-    }  # fmt: skip
+        "_commit_hash": None,
+        "architectures": ["AltCLIPModel"],
+        "direct_kd": False,
+        "initializer_factor": 1.0,
+        "logit_scale_init_value": 2.6592,
+        "model_type": "altclip",
+        "num_layers": 3,
+        "projection_dim": projection_dim,
+        "text_config": text,
+        "vision_config": vision,
+        "torch_dtype": "float32",
+        "transformers_version": None,
+    }
     _write_json(folder / "config.json", config)
     torch.manual_seed(seed)
     model = AltCLIP(AltCLIPConfig.from_dict(config))
@@ -195,12 +284,18 @@ def write_tiny_altclip(folder: str | Path, variant: str = "m9", *, seed: int = 0
     _write_json(
         folder / "preprocessor_config.json",
         {
-            "crop_size": 32, "do_center_crop": True, "do_normalize": True, "do_resize": True,
-            "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": [0.48145466, 0.4578275, 0.40821073],
-            "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "size": 32,
+            "crop_size": 32,
+            "do_center_crop": True,
+            "do_normalize": True,
+            "do_resize": True,
+            "feature_extractor_type": "CLIPFeatureExtractor",
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711],
+            "resample": 3,
+            "size": 32,
             "processor_class": "AltCLIPProcessor",
         },
-    )  # fmt: skip
+    )
     tok_config = json.loads((folder / "tokenizer_config.json").read_text())
     tok_config["processor_class"] = "AltCLIPProcessor"
     _write_json(folder / "tokenizer_config.json", tok_config)
@@ -213,13 +308,26 @@ def write_tiny_altclip(folder: str | Path, variant: str = "m9", *, seed: int = 0
 
 def _unet_config(variant: str, cross_attention_dim: int) -> dict:
     config = {
-        "_class_name": "UNet2DConditionModel", "_diffusers_version": "0.8.0.dev0", "act_fn": "silu",
-        "attention_head_dim": 8, "block_out_channels": [32, 64], "center_input_sample": False,
-        "cross_attention_dim": cross_attention_dim, "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-        "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4,
-        "layers_per_block": 1, "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32,
-        "out_channels": 4, "sample_size": 32, "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-    }  # fmt: skip
+        "_class_name": "UNet2DConditionModel",
+        "_diffusers_version": "0.8.0.dev0",
+        "act_fn": "silu",
+        "attention_head_dim": 8,
+        "block_out_channels": [32, 64],
+        "center_input_sample": False,
+        "cross_attention_dim": cross_attention_dim,
+        "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+        "downsample_padding": 1,
+        "flip_sin_to_cos": True,
+        "freq_shift": 0,
+        "in_channels": 4,
+        "layers_per_block": 1,
+        "mid_block_scale_factor": 1,
+        "norm_eps": 1e-05,
+        "norm_num_groups": 32,
+        "out_channels": 4,
+        "sample_size": 32,
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    }
     if variant == "m18":  # SD-2-base style: 64-channel heads given per block, linear projections
         config.update(attention_head_dim=[2, 4], use_linear_projection=True, _diffusers_version="0.10.0.dev0")
     return config
@@ -227,22 +335,38 @@ def _unet_config(variant: str, cross_attention_dim: int) -> dict:
 
 def _vae_config() -> dict:
     return {
-        "_class_name": "AutoencoderKL", "_diffusers_version": "0.8.0.dev0", "act_fn": "silu",
-        "block_out_channels": [32, 64], "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        "in_channels": 3, "latent_channels": 4, "layers_per_block": 1, "norm_num_groups": 32,
-        "out_channels": 3, "sample_size": 64, "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"],
-    }  # fmt: skip
+        "_class_name": "AutoencoderKL",
+        "_diffusers_version": "0.8.0.dev0",
+        "act_fn": "silu",
+        "block_out_channels": [32, 64],
+        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        "in_channels": 3,
+        "latent_channels": 4,
+        "layers_per_block": 1,
+        "norm_num_groups": 32,
+        "out_channels": 3,
+        "sample_size": 64,
+        "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"],
+    }
 
 
 SCHEDULER_CONFIG = {
-    "_class_name": "PNDMScheduler", "_diffusers_version": "0.8.0.dev0", "beta_end": 0.012,
-    "beta_schedule": "scaled_linear", "beta_start": 0.00085, "num_train_timesteps": 1000,
-    "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None,
+    "_class_name": "PNDMScheduler",
+    "_diffusers_version": "0.8.0.dev0",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
     "clip_sample": False,
-}  # fmt: skip
+}
 
 MODEL_INDEX = {
-    "_class_name": "AltDiffusionPipeline", "_diffusers_version": "0.8.0.dev0",
+    "_class_name": "AltDiffusionPipeline",
+    "_diffusers_version": "0.8.0.dev0",
     "feature_extractor": ["transformers", "CLIPFeatureExtractor"],
     "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],
     "scheduler": ["diffusers", "PNDMScheduler"],
@@ -250,7 +374,7 @@ MODEL_INDEX = {
     "tokenizer": ["transformers", "XLMRobertaTokenizer"],
     "unet": ["diffusers", "UNet2DConditionModel"],
     "vae": ["diffusers", "AutoencoderKL"],
-}  # fmt: skip
+}
 
 
 def _legacy_vae_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -329,10 +453,26 @@ def _write_safety_checker(folder: Path, seed: int) -> None:
 
     torch.manual_seed(seed + 3)
     config = CLIPConfig(
-        text_config={"hidden_size": 16, "intermediate_size": 37, "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 99, "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1},
-        vision_config={"hidden_size": 16, "intermediate_size": 37, "num_attention_heads": 2, "num_hidden_layers": 1, "image_size": 32, "patch_size": 8},
+        text_config={
+            "hidden_size": 16,
+            "intermediate_size": 37,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 1,
+            "vocab_size": 99,
+            "bos_token_id": 0,
+            "eos_token_id": 2,
+            "pad_token_id": 1,
+        },
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 37,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 1,
+            "image_size": 32,
+            "patch_size": 8,
+        },
         projection_dim=16,
-    )  # fmt: skip
+    )
     checker = StableDiffusionSafetyChecker(config)
     # Random concept thresholds would flag random images; real ones are tuned. Keep it permissive.
     with torch.no_grad():
@@ -347,19 +487,34 @@ def _write_safety_checker(folder: Path, seed: int) -> None:
     _write_json(
         folder / "feature_extractor" / "preprocessor_config.json",
         {
-            "crop_size": 32, "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True, "do_resize": True,
-            "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": [0.48145466, 0.4578275, 0.40821073],
-            "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "size": 32,
+            "crop_size": 32,
+            "do_center_crop": True,
+            "do_convert_rgb": True,
+            "do_normalize": True,
+            "do_resize": True,
+            "feature_extractor_type": "CLIPFeatureExtractor",
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711],
+            "resample": 3,
+            "size": 32,
         },
-    )  # fmt: skip
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Training fixtures: a tiny English CLIP teacher and a tiny XLM-R student
 
 
-def write_tiny_clip(folder: str | Path, corpus: list[str], *, seed: int = 0, width: int = 32, layers: int = 2,
-                    projection_dim: int = 16, image_size: int = 32) -> Path:  # fmt: skip
+def write_tiny_clip(
+    folder: str | Path,
+    corpus: list[str],
+    *,
+    seed: int = 0,
+    width: int = 32,
+    layers: int = 2,
+    projection_dim: int = 16,
+    image_size: int = 32,
+) -> Path:
     """A transformers ``CLIPModel`` folder with a word-level English tokenizer over ``corpus``."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
@@ -378,31 +533,67 @@ def write_tiny_clip(folder: str | Path, corpus: list[str], *, seed: int = 0, wid
         single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)]
     )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<pad>",
-        unk_token="<unk>", model_max_length=77,
-    )  # fmt: skip
+        tokenizer_object=backend,
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=77,
+    )
     tokenizer.save_pretrained(str(folder))
     torch.manual_seed(seed)
     config = CLIPConfig(
-        text_config={"hidden_size": width, "intermediate_size": 2 * width, "num_attention_heads": 4, "num_hidden_layers": layers,
-                     "vocab_size": len(vocab), "max_position_embeddings": 77, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2},
-        vision_config={"hidden_size": width, "intermediate_size": 2 * width, "num_attention_heads": 4, "num_hidden_layers": layers,
-                       "image_size": image_size, "patch_size": 8},
+        text_config={
+            "hidden_size": width,
+            "intermediate_size": 2 * width,
+            "num_attention_heads": 4,
+            "num_hidden_layers": layers,
+            "vocab_size": len(vocab),
+            "max_position_embeddings": 77,
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "pad_token_id": 2,
+        },
+        vision_config={
+            "hidden_size": width,
+            "intermediate_size": 2 * width,
+            "num_attention_heads": 4,
+            "num_hidden_layers": layers,
+            "image_size": image_size,
+            "patch_size": 8,
+        },
         projection_dim=projection_dim,
-    )  # fmt: skip
+    )
     CLIPModel(config).save_pretrained(str(folder))
     _write_json(
         folder / "preprocessor_config.json",
-        {"crop_size": {"height": image_size, "width": image_size}, "do_center_crop": True, "do_convert_rgb": True,
-         "do_normalize": True, "do_resize": True, "image_processor_type": "CLIPImageProcessor",
-         "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-         "resample": 3, "size": {"shortest_edge": image_size}},
-    )  # fmt: skip
+        {
+            "crop_size": {"height": image_size, "width": image_size},
+            "do_center_crop": True,
+            "do_convert_rgb": True,
+            "do_normalize": True,
+            "do_resize": True,
+            "image_processor_type": "CLIPImageProcessor",
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711],
+            "resample": 3,
+            "size": {"shortest_edge": image_size},
+        },
+    )
     return folder
 
 
-def write_tiny_xlmr(folder: str | Path, corpus: list[str], *, seed: int = 0, width: int = 32, layers: int = 2, vocab_size: int = 400,
-                    max_piece_length: int = 3, real_vocabulary: bool = False) -> Path:  # fmt: skip
+def write_tiny_xlmr(
+    folder: str | Path,
+    corpus: list[str],
+    *,
+    seed: int = 0,
+    width: int = 32,
+    layers: int = 2,
+    vocab_size: int = 400,
+    max_piece_length: int = 3,
+    real_vocabulary: bool = False,
+) -> Path:
     """An ``XLMRobertaModel`` folder (transformers layout) with a tokenizer for ``corpus``: a
     sentencepiece model trained on it, or (``real_vocabulary``) XLM-R's own pruned to it."""
     from transformers import XLMRobertaConfig, XLMRobertaModel
@@ -410,12 +601,28 @@ def write_tiny_xlmr(folder: str | Path, corpus: list[str], *, seed: int = 0, wid
     folder = Path(folder)
     # Short pieces, as XLM-R's real vocabulary has for Chinese; a repetitive corpus would
     # otherwise merge whole phrases into one token.
-    vocab = write_tokenizer(folder, max_length=512, with_tokenizer_json=True, corpus=corpus, vocab_size=vocab_size, max_piece_length=max_piece_length,
-                            real=real_vocabulary)  # fmt: skip
+    vocab = write_tokenizer(
+        folder,
+        max_length=512,
+        with_tokenizer_json=True,
+        corpus=corpus,
+        vocab_size=vocab_size,
+        max_piece_length=max_piece_length,
+        real=real_vocabulary,
+    )
     torch.manual_seed(seed)
     config = XLMRobertaConfig(
-        vocab_size=vocab, hidden_size=width, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=2 * width,
-        max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-    )  # fmt: skip
+        vocab_size=vocab,
+        hidden_size=width,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=2 * width,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
     XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(str(folder))
     return folder

@@ -93,7 +93,16 @@ class ContrastiveModel(torch.nn.Module):
 class ContrastiveTask:
     name = "clip-contrastive"
 
-    def __init__(self, clip_folder: Path, shards, *, seed: int = 0, train_vision: bool = False, languages=None, max_length: int = 77):
+    def __init__(
+        self,
+        clip_folder: Path,
+        shards,
+        *,
+        seed: int = 0,
+        train_vision: bool = False,
+        languages=None,
+        max_length: int = 77,
+    ):
         from altdiffusion.hub import resolve_model
         from altdiffusion.pipelines.components import load_image_processor
 
@@ -106,14 +115,18 @@ class ContrastiveTask:
         self.skipped = SkipCounter()
 
     def batches(self, start_step, micro, rank, world, grad_accum):
-        stream = image_text_samples(self.source, rank=rank, world=world, seed=self.seed, languages=self.languages, skipped=self.skipped)
+        stream = image_text_samples(
+            self.source, rank=rank, world=world, seed=self.seed, languages=self.languages, skipped=self.skipped
+        )
         for _ in range(start_step * grad_accum * micro):  # exact data position on resume
             next(stream)
         while True:
             items = [next(stream) for _ in range(micro)]
             images, captions = zip(*items)
             pixels = self.processor(images=list(images), return_tensors="pt").pixel_values
-            tok = self.tokenizer(list(captions), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+            tok = self.tokenizer(
+                list(captions), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
             yield tok.input_ids, tok.attention_mask, pixels
 
     def loss(self, model, batch):
@@ -153,15 +166,21 @@ def run(args) -> Path:
 
     settings = settings_from_args(args)
     languages = args.languages.split(",") if args.languages else None
-    task = ContrastiveTask(args.model, args.shards, seed=settings.seed, train_vision=args.train_vision, languages=languages)
+    task = ContrastiveTask(
+        args.model, args.shards, seed=settings.seed, train_vision=args.train_vision, languages=languages
+    )
     return train(task, settings)
 
 
 def add_arguments(p) -> None:
     from altdiffusion.training.params import add_common_arguments
 
-    p.add_argument("--model", required=True, help="the AltCLIP folder teacher learning wrote (OUTPUT/model), or a CLIPModel folder")
-    p.add_argument("--shards", required=True, nargs="+", help="webdataset shards: a folder, a glob, or data/{00000..00099}.tar")
+    p.add_argument(
+        "--model", required=True, help="the AltCLIP folder teacher learning wrote (OUTPUT/model), or a CLIPModel folder"
+    )
+    p.add_argument(
+        "--shards", required=True, nargs="+", help="webdataset shards: a folder, a glob, or data/{00000..00099}.tar"
+    )
     p.add_argument("--train-vision", action="store_true", help="also train the image tower (the paper freezes it)")
     p.add_argument("--languages", default=None, help="with multilingual json captions: sample only these, e.g. en,zh")
     add_common_arguments(p, lr=2e-5, batch_size=256, steps=5000)

@@ -76,7 +76,9 @@ def global_indices(n: int, seed: int, start: int, count: int) -> list[int]:
     return out
 
 
-def micro_batches(items: Sequence, *, seed: int, start_step: int, micro: int, rank: int, world: int, grad_accum: int) -> Iterator[list]:
+def micro_batches(
+    items: Sequence, *, seed: int, start_step: int, micro: int, rank: int, world: int, grad_accum: int
+) -> Iterator[list]:
     """This rank's micro-batches: global batch ``s`` is split into ``world*grad_accum`` chunks,
     and accumulation round ``a`` of rank ``r`` takes chunk ``a*world + r``."""
     global_batch = micro * world * grad_accum
@@ -150,8 +152,17 @@ def shard_samples(urls: Sequence[str], *, rank: int, world: int) -> Iterator[dic
 
     mine = [u for i, u in enumerate(urls) if i % world == rank]
     if not mine:
-        raise InvalidInputError(f"{len(urls)} shards cannot feed {world} processes; give at least one shard per process")
-    dataset = wds.WebDataset(mine, shardshuffle=False, nodesplitter=None, workersplitter=None, handler=wds.warn_and_continue, empty_check=False)
+        raise InvalidInputError(
+            f"{len(urls)} shards cannot feed {world} processes; give at least one shard per process"
+        )
+    dataset = wds.WebDataset(
+        mine,
+        shardshuffle=False,
+        nodesplitter=None,
+        workersplitter=None,
+        handler=wds.warn_and_continue,
+        empty_check=False,
+    )
     yield from dataset
 
 
@@ -166,14 +177,18 @@ def expand_shards(spec: str | Sequence[str]) -> list[str]:
         if path.is_dir():
             urls += sorted(str(p) for p in path.glob("*.tar"))
         elif any(c in item for c in "*?["):
-            urls += sorted(str(p) for p in Path().glob(item)) if not Path(item).is_absolute() else sorted(
-                str(p) for p in Path("/").glob(item.lstrip("/"))
+            urls += (
+                sorted(str(p) for p in Path().glob(item))
+                if not Path(item).is_absolute()
+                else sorted(str(p) for p in Path("/").glob(item.lstrip("/")))
             )
         else:
             urls += list(braceexpand.braceexpand(item))
     missing = [u for u in urls if "://" not in u and not Path(u).is_file()]
     if not urls or missing:
-        raise InvalidInputError(f"no shards found for {spec!r}" + (f" (missing: {', '.join(missing[:3])})" if missing else ""))
+        raise InvalidInputError(
+            f"no shards found for {spec!r}" + (f" (missing: {', '.join(missing[:3])})" if missing else "")
+        )
     return urls
 
 
@@ -201,7 +216,11 @@ def image_text_samples(source, *, rank: int, world: int, seed: int, languages=No
     epoch = 0
     while True:
         rng = random.Random(f"{seed}-{rank}-{epoch}")
-        raw = folder_samples(source, rank=rank, world=world) if isinstance(source, Path) else shard_samples(source, rank=rank, world=world)
+        raw = (
+            folder_samples(source, rank=rank, world=world)
+            if isinstance(source, Path)
+            else shard_samples(source, rank=rank, world=world)
+        )
         yielded = False
         for sample in raw:
             caption, _ = pick_caption(sample, rng, languages)

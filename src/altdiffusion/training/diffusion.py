@@ -47,11 +47,11 @@ def trainable_names(unet: torch.nn.Module, stage: str, align_params: str = "kv")
     """Parameter names a stage trains (the rest are frozen)."""
     names = set()
     for name, _ in unet.named_parameters():
-        if stage != "align":
-            names.add(name)
-        elif align_params == "kv" and (".attn2.to_k." in name or ".attn2.to_v." in name):
-            names.add(name)
-        elif align_params == "attn2" and ".attn2." in name:
+        if (
+            stage != "align"
+            or (align_params == "kv" and (".attn2.to_k." in name or ".attn2.to_v." in name))
+            or (align_params == "attn2" and ".attn2." in name)
+        ):
             names.add(name)
     if not names:
         raise InvalidInputError(f"stage {stage!r} with --align-params {align_params!r} selects no UNet parameter")
@@ -61,7 +61,9 @@ def trainable_names(unet: torch.nn.Module, stage: str, align_params: str = "kv")
 # ------------------------------------------------------------------------------ assembling
 
 
-def assemble(base: str | Path, text_encoder: str | Path | None = None, conditioning: str | None = None) -> AltDiffusionPipeline:
+def assemble(
+    base: str | Path, text_encoder: str | Path | None = None, conditioning: str | None = None
+) -> AltDiffusionPipeline:
     """An AltDiffusion pipeline to train: an AltDiffusion folder as it is, or a Stable Diffusion
     folder's UNet/VAE/scheduler with the text tower of an AltCLIP.
 
@@ -83,7 +85,9 @@ def assemble(base: str | Path, text_encoder: str | Path | None = None, condition
         # An AltDiffusion folder, or a Stable Diffusion 1.x one (trained as it is: the mini recipe's SD-mini).
         names = index.get("text_encoder", [""])
         if not (str(names[0]).startswith(("alt_diffusion", "altdiffusion")) or names[-1] == "CLIPTextModel"):
-            raise InvalidInputError(f"{folder} is not an AltDiffusion folder; pass --text-encoder ALTCLIP to assemble one")
+            raise InvalidInputError(
+                f"{folder} is not an AltDiffusion folder; pass --text-encoder ALTCLIP to assemble one"
+            )
         return AltDiffusionPipeline.from_pretrained(folder, device="cpu", dtype="fp32", safety_checker=False)
     try:
         unet = UNet2DConditionModel.from_pretrained(str(folder / "unet"))
@@ -94,7 +98,9 @@ def assemble(base: str | Path, text_encoder: str | Path | None = None, condition
     clip = load_altclip(clip_folder)
     source = clip.text_model
     width = unet.config.cross_attention_dim
-    head = conditioning or ("m18" if width == source.config.hidden_size and width != source.config.project_dim else "m9")
+    head = conditioning or (
+        "m18" if width == source.config.hidden_size and width != source.config.project_dim else "m9"
+    )
     config = copy.deepcopy(source.config)
     if head == "m18":
         config.project_dim, config.has_pre_transformation = width, True
@@ -107,7 +113,9 @@ def assemble(base: str | Path, text_encoder: str | Path | None = None, condition
     encoder.roberta.load_state_dict(source.roberta.state_dict())
     if head == "m18":
         if source.transformation.out_features != width:
-            raise InvalidInputError(f"m18 conditioning needs a {width}-d transformation; the AltCLIP has {source.transformation.out_features}-d")
+            raise InvalidInputError(
+                f"m18 conditioning needs a {width}-d transformation; the AltCLIP has {source.transformation.out_features}-d"
+            )
         encoder.transformation.load_state_dict(source.transformation.state_dict())
         encoder.transformation_pre.load_state_dict(source.transformation.state_dict())
         encoder.pre_LN.load_state_dict(source.pre_LN.state_dict())
@@ -115,8 +123,15 @@ def assemble(base: str | Path, text_encoder: str | Path | None = None, condition
         encoder.transformation.load_state_dict(source.transformation.state_dict())
     tokenizer = load_tokenizer(clip_folder, max_length=77)
     scheduler = load_scheduler(folder / "scheduler")
-    return AltDiffusionPipeline(tokenizer=tokenizer, text_encoder=encoder.eval(), unet=unet, vae=vae, scheduler=scheduler,
-                                name=f"{Path(str(base)).name}-alt", folder=None)  # fmt: skip
+    return AltDiffusionPipeline(
+        tokenizer=tokenizer,
+        text_encoder=encoder.eval(),
+        unet=unet,
+        vae=vae,
+        scheduler=scheduler,
+        name=f"{Path(str(base)).name}-alt",
+        folder=None,
+    )
 
 
 # ------------------------------------------------------------------------------ the task
@@ -137,11 +152,25 @@ class UNetModel(torch.nn.Module):
 class DiffusionTask:
     name = "diffusion"
 
-    def __init__(self, pipe: AltDiffusionPipeline, data, *, stage: str = "quality", align_params: str = "kv",
-                 resolution: int | None = None, caption_dropout: float | None = None, noise_offset: float = 0.0,
-                 min_snr_gamma: float | None = None, ema_decay: float | None = None, seed: int = 0, languages=None,
-                 validate_every: int = 0, validation_prompts=VALIDATION_PROMPTS, output_dir: Path | None = None,
-                 cache_latents: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        pipe: AltDiffusionPipeline,
+        data,
+        *,
+        stage: str = "quality",
+        align_params: str = "kv",
+        resolution: int | None = None,
+        caption_dropout: float | None = None,
+        noise_offset: float = 0.0,
+        min_snr_gamma: float | None = None,
+        ema_decay: float | None = None,
+        seed: int = 0,
+        languages=None,
+        validate_every: int = 0,
+        validation_prompts=VALIDATION_PROMPTS,
+        output_dir: Path | None = None,
+        cache_latents: bool = False,
+    ):
         from diffusers import DDPMScheduler
 
         if stage not in STAGES:
@@ -178,7 +207,9 @@ class DiffusionTask:
     # -- data ----------------------------------------------------------------------------------
 
     def batches(self, start_step, micro, rank, world, grad_accum):
-        stream = image_text_samples(self.source, rank=rank, world=world, seed=self.seed, languages=self.languages, skipped=self.skipped)
+        stream = image_text_samples(
+            self.source, rank=rank, world=world, seed=self.seed, languages=self.languages, skipped=self.skipped
+        )
         for _ in range(start_step * grad_accum * micro):  # exact data position on resume
             next(stream)
         index = start_step * grad_accum
@@ -257,8 +288,15 @@ class DiffusionTask:
         was_training = self.pipe.unet.training
         self.pipe.unet.eval()
         size = min(self.resolution, 256)
-        result = self.pipe(self.validation_prompts, num_inference_steps=20, guidance_scale=7.5, seed=1234,
-                           height=size, width=size, progress=False)  # fmt: skip
+        result = self.pipe(
+            self.validation_prompts,
+            num_inference_steps=20,
+            guidance_scale=7.5,
+            seed=1234,
+            height=size,
+            width=size,
+            progress=False,
+        )
         self.pipe.unet.train(was_training)
         grid = Image.new("RGB", (size * len(result.images), size))
         for i, image in enumerate(result.images):
@@ -291,35 +329,55 @@ def run(args) -> Path:
     stage = getattr(args, "stage", "finetune")
     pipe = assemble(args.base, getattr(args, "text_encoder", None), getattr(args, "conditioning", None))
     task = DiffusionTask(
-        pipe, args.data, stage=stage, align_params=getattr(args, "align_params", "kv"), resolution=args.resolution,
-        caption_dropout=args.caption_dropout, noise_offset=args.noise_offset, min_snr_gamma=args.min_snr_gamma,
-        ema_decay=args.ema_decay, seed=settings.seed, languages=args.languages.split(",") if args.languages else None,
-        validate_every=args.validate_every, output_dir=settings.output_dir, cache_latents=args.cache_latents,
-    )  # fmt: skip
+        pipe,
+        args.data,
+        stage=stage,
+        align_params=getattr(args, "align_params", "kv"),
+        resolution=args.resolution,
+        caption_dropout=args.caption_dropout,
+        noise_offset=args.noise_offset,
+        min_snr_gamma=args.min_snr_gamma,
+        ema_decay=args.ema_decay,
+        seed=settings.seed,
+        languages=args.languages.split(",") if args.languages else None,
+        validate_every=args.validate_every,
+        output_dir=settings.output_dir,
+        cache_latents=args.cache_latents,
+    )
     return train(task, settings)
 
 
 def _common(p) -> None:
     from altdiffusion.training.params import add_common_arguments
 
-    p.add_argument("--data", required=True, nargs="+", help="a folder of images with .txt captions, or webdataset shards")
+    p.add_argument(
+        "--data", required=True, nargs="+", help="a folder of images with .txt captions, or webdataset shards"
+    )
     p.add_argument("--resolution", type=int, default=None, help="training size (default: 256 for align, 512 otherwise)")
-    p.add_argument("--caption-dropout", type=float, default=None, help="probability of an empty caption (CFG); default per stage")
+    p.add_argument(
+        "--caption-dropout", type=float, default=None, help="probability of an empty caption (CFG); default per stage"
+    )
     p.add_argument("--noise-offset", type=float, default=0.0)
     p.add_argument("--min-snr-gamma", type=float, default=None, help="min-SNR loss weighting, e.g. 5")
     p.add_argument("--ema-decay", type=float, default=None, help="keep an EMA of the weights, e.g. 0.9999 (exported)")
     p.add_argument("--languages", default=None, help="with multilingual json captions: sample only these")
     p.add_argument("--validate-every", type=int, default=0, help="save validation images every N steps (0: never)")
-    p.add_argument("--cache-latents", action="store_true", help="encode each training image with the VAE once (kept in memory)")
+    p.add_argument(
+        "--cache-latents", action="store_true", help="encode each training image with the VAE once (kept in memory)"
+    )
     add_common_arguments(p, lr=1e-4, batch_size=32, steps=10000)
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--base", required=True, help="SD-1.x / SD-2.x diffusers folder (with --text-encoder) or an AltDiffusion folder")
+    p.add_argument(
+        "--base", required=True, help="SD-1.x / SD-2.x diffusers folder (with --text-encoder) or an AltDiffusion folder"
+    )
     p.add_argument("--text-encoder", default=None, help="AltCLIP folder or hub id whose text tower conditions the UNet")
     p.add_argument("--conditioning", default=None, choices=["m9", "m18"], help="text path (default: from the widths)")
     p.add_argument("--stage", default="quality", choices=["align", "quality"])
-    p.add_argument("--align-params", default="kv", choices=["kv", "attn2"], help="align: K/V only (paper) or all attn2 (BAAI code)")
+    p.add_argument(
+        "--align-params", default="kv", choices=["kv", "attn2"], help="align: K/V only (paper) or all attn2 (BAAI code)"
+    )
     _common(p)
 
 

@@ -37,11 +37,15 @@ def build_student(source: str | Path, width: int, seed: int = 0) -> tuple[AltTex
     if raw.get("model_type") == "altclip":
         student = load_altclip(folder).text_model
         if student.config.project_dim != width:
-            raise InvalidInputError(f"student {folder} projects to {student.config.project_dim}-d but the teacher is {width}-d")
+            raise InvalidInputError(
+                f"student {folder} projects to {student.config.project_dim}-d but the teacher is {width}-d"
+            )
         return student, tokenizer
     if raw.get("model_type") not in ("xlm-roberta", "roberta", "bert"):
         raise CheckpointError(f"student {folder}: model_type {raw.get('model_type')!r} is not an XLM-R-family encoder")
-    config = text_config_from_dict({**raw, "project_dim": width, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+    config = text_config_from_dict(
+        {**raw, "project_dim": width, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    )
     student = AltTextEncoder(config, head="clip")
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -73,7 +77,17 @@ class StudentModel(torch.nn.Module):
 class DistillTask:
     name = "clip-distill"
 
-    def __init__(self, teacher: Teacher, student: AltTextEncoder, tokenizer, pairs, *, loss: str = "mse", seed: int = 0, max_length: int = 77):
+    def __init__(
+        self,
+        teacher: Teacher,
+        student: AltTextEncoder,
+        tokenizer,
+        pairs,
+        *,
+        loss: str = "mse",
+        seed: int = 0,
+        max_length: int = 77,
+    ):
         if loss not in ("mse", "cosine"):
             raise InvalidInputError(f"--loss must be mse or cosine, got {loss!r}")
         self.teacher, self.tokenizer, self.pairs = teacher, tokenizer, pairs
@@ -81,7 +95,15 @@ class DistillTask:
         self.loss_kind, self.seed, self.max_length = loss, seed, max_length
 
     def batches(self, start_step, micro, rank, world, grad_accum):
-        return micro_batches(self.pairs, seed=self.seed, start_step=start_step, micro=micro, rank=rank, world=world, grad_accum=grad_accum)
+        return micro_batches(
+            self.pairs,
+            seed=self.seed,
+            start_step=start_step,
+            micro=micro,
+            rank=rank,
+            world=world,
+            grad_accum=grad_accum,
+        )
 
     def loss(self, model, batch):
         student_texts = [s for s, _ in batch]
@@ -89,7 +111,9 @@ class DistillTask:
         if next(self.teacher.model.parameters()).device != device:  # accelerate places only the student
             self.teacher.model.to(device)
         target = self.teacher.targets([t for _, t in batch])
-        tok = self.tokenizer(student_texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        tok = self.tokenizer(
+            student_texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         pred = model(tok.input_ids.to(device), tok.attention_mask.to(device)).float()
         if self.loss_kind == "mse":
             loss = F.mse_loss(pred, target)
@@ -116,8 +140,15 @@ def run(args) -> Path:
 def add_arguments(p) -> None:
     from altdiffusion.training.params import add_common_arguments
 
-    p.add_argument("--teacher", required=True, help="CLIP (transformers CLIPModel folder or hub id) or an AltCLIP to extend")
+    p.add_argument(
+        "--teacher", required=True, help="CLIP (transformers CLIPModel folder or hub id) or an AltCLIP to extend"
+    )
     p.add_argument("--student", required=True, help="XLM-R-family encoder folder or hub id (e.g. xlm-roberta-large)")
-    p.add_argument("--data", required=True, nargs="+", help="parallel text: TSV (english<TAB>translation) or JSONL ({'en':..., 'zh':...}); English-only lines allowed")
+    p.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        help="parallel text: TSV (english<TAB>translation) or JSONL ({'en':..., 'zh':...}); English-only lines allowed",
+    )
     p.add_argument("--loss", default="mse", choices=["mse", "cosine"])
     add_common_arguments(p, lr=1e-4, batch_size=256, steps=10000)

@@ -17,14 +17,16 @@ def make_accelerator(mixed_precision: str, grad_accum: int, log_dir=None, tensor
     log_with = None
     if tensorboard:
         try:
-            import tensorboard  # noqa: F401
+            import tensorboard
 
             log_with = "tensorboard"
         except ImportError:
             log_with = None
     # accelerate only forms a gloo group from torchrun's environment when told it runs on CPU;
     # without this each process would silently train alone.
-    on_cpu = not torch.cuda.is_available() and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    on_cpu = not torch.cuda.is_available() and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    )
     return Accelerator(
         cpu=on_cpu,
         mixed_precision=mixed_precision,

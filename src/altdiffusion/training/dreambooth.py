@@ -42,8 +42,19 @@ def image_files(folder: Path, what: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_KEYS)
 
 
-def ensure_class_images(pipe, folder: Path, prompt: str, count: int, *, resolution: int, steps: int = 30,
-                        guidance: float = 7.5, seed: int = 0, batch: int = 4, sampler: str | None = None) -> list[Path]:  # fmt: skip
+def ensure_class_images(
+    pipe,
+    folder: Path,
+    prompt: str,
+    count: int,
+    *,
+    resolution: int,
+    steps: int = 30,
+    guidance: float = 7.5,
+    seed: int = 0,
+    batch: int = 4,
+    sampler: str | None = None,
+) -> list[Path]:
     """The first ``count`` images of ``folder``, generating the missing ones with ``pipe``
     (image ``i`` from seed ``seed + i``, so the set is the same on every machine)."""
     from altdiffusion.pipelines.infotext import write_png
@@ -54,8 +65,17 @@ def ensure_class_images(pipe, folder: Path, prompt: str, count: int, *, resoluti
     index = len(have)
     while index < count:
         k = min(batch, count - index)
-        result = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, height=resolution, width=resolution,
-                      seed=seed + index, num_images_per_prompt=k, sampler=sampler, progress=False)  # fmt: skip
+        result = pipe(
+            prompt,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=resolution,
+            width=resolution,
+            seed=seed + index,
+            num_images_per_prompt=k,
+            sampler=sampler,
+            progress=False,
+        )
         for image, text in zip(result.images, result.infotexts):
             path = folder / f"class-{index:05d}.png"
             while path.exists():  # a non-image file of that name: do not overwrite it
@@ -68,11 +88,27 @@ def ensure_class_images(pipe, folder: Path, prompt: str, count: int, *, resoluti
 class DreamBoothTask(DiffusionTask):
     name = "dreambooth"
 
-    def __init__(self, pipe, instance_images: Path, instance_prompt: str, *, class_images: list[Path] | None = None,
-                 class_prompt: str | None = None, prior_loss_weight: float = 1.0, resolution: int = 512,
-                 full: bool = False, lora_rank: int = 4, lora_alpha: float | None = None, lora_name: str = "lora",
-                 noise_offset: float = 0.0, min_snr_gamma: float | None = None, seed: int = 0,
-                 output_dir: Path | None = None, metadata: dict[str, str] | None = None, validate_every: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        pipe,
+        instance_images: Path,
+        instance_prompt: str,
+        *,
+        class_images: list[Path] | None = None,
+        class_prompt: str | None = None,
+        prior_loss_weight: float = 1.0,
+        resolution: int = 512,
+        full: bool = False,
+        lora_rank: int = 4,
+        lora_alpha: float | None = None,
+        lora_name: str = "lora",
+        noise_offset: float = 0.0,
+        min_snr_gamma: float | None = None,
+        seed: int = 0,
+        output_dir: Path | None = None,
+        metadata: dict[str, str] | None = None,
+        validate_every: int = 0,
+    ):
         import inspect
 
         if not instance_prompt or not instance_prompt.strip():
@@ -91,10 +127,20 @@ class DreamBoothTask(DiffusionTask):
             extra["cache_latents"] = True  # a few fixed images, no augmentation: encode each once
         # The fine-tuning task's setup (noise schedule, frozen VAE and text encoder, the loss),
         # without caption dropout; its data stream is replaced by batches() below.
-        super().__init__(pipe, Path(instance_images), stage="finetune", resolution=resolution, caption_dropout=0.0,
-                         noise_offset=noise_offset, min_snr_gamma=min_snr_gamma, seed=seed,
-                         validate_every=validate_every, validation_prompts=[instance_prompt] + ([class_prompt] if class_prompt else []),
-                         output_dir=output_dir, **extra)  # fmt: skip
+        super().__init__(
+            pipe,
+            Path(instance_images),
+            stage="finetune",
+            resolution=resolution,
+            caption_dropout=0.0,
+            noise_offset=noise_offset,
+            min_snr_gamma=min_snr_gamma,
+            seed=seed,
+            validate_every=validate_every,
+            validation_prompts=[instance_prompt] + ([class_prompt] if class_prompt else []),
+            output_dir=output_dir,
+            **extra,
+        )
         unet = pipe.unet
         if full:
             unet.requires_grad_(True)
@@ -125,7 +171,11 @@ class DreamBoothTask(DiffusionTask):
             item = [torch.stack([self._load(p) for p in paths]), [self.instance_prompt] * len(paths), noise_seed * 2]
             if classes is not None:
                 paths = next(classes)
-                item += [torch.stack([self._load(p) for p in paths]), [self.class_prompt] * len(paths), noise_seed * 2 + 1]
+                item += [
+                    torch.stack([self._load(p) for p in paths]),
+                    [self.class_prompt] * len(paths),
+                    noise_seed * 2 + 1,
+                ]
             yield tuple(item)
             index += 1
 
@@ -150,7 +200,9 @@ class DreamBoothTask(DiffusionTask):
 
         folder.mkdir(parents=True, exist_ok=True)
         save_lora(model.unet, folder, self.lora_name, self.metadata)
-        (folder / "dreambooth.json").write_text(json.dumps({k: v for k, v in self.metadata.items()}, indent=2, ensure_ascii=False) + "\n")
+        (folder / "dreambooth.json").write_text(
+            json.dumps({k: v for k, v in self.metadata.items()}, indent=2, ensure_ascii=False) + "\n"
+        )
 
 
 # ------------------------------------------------------------------------------ command
@@ -182,27 +234,53 @@ def run(args) -> Path:
     if args.class_prompt:
         folder = Path(args.class_images) if args.class_images else settings.output_dir / "class_images"
         if state.is_main_process:
-            ensure_class_images(pipe, folder, args.class_prompt, args.num_class_images, resolution=args.resolution,
-                                steps=args.class_steps, guidance=args.class_guidance, seed=args.seed)  # fmt: skip
+            ensure_class_images(
+                pipe,
+                folder,
+                args.class_prompt,
+                args.num_class_images,
+                resolution=args.resolution,
+                steps=args.class_steps,
+                guidance=args.class_guidance,
+                seed=args.seed,
+            )
         state.wait_for_everyone()
         classes = image_files(folder, "class image")[: args.num_class_images]
     name = args.lora_name or _lora_name(settings.output_dir)
     metadata = {
-        "ss_output_name": name, "ss_sd_model_name": Path(str(args.base)).name, "ss_base_model_version": "altdiffusion",
-        "ss_resolution": f"({args.resolution}, {args.resolution})", "ss_max_train_steps": str(settings.steps),
-        "ss_learning_rate": str(settings.lr), "ss_unet_lr": str(settings.lr), "ss_text_encoder_lr": "0",
+        "ss_output_name": name,
+        "ss_sd_model_name": Path(str(args.base)).name,
+        "ss_base_model_version": "altdiffusion",
+        "ss_resolution": f"({args.resolution}, {args.resolution})",
+        "ss_max_train_steps": str(settings.steps),
+        "ss_learning_rate": str(settings.lr),
+        "ss_unet_lr": str(settings.lr),
+        "ss_text_encoder_lr": "0",
         "ss_training_comment": f"altdiffusion dreambooth; instance prompt: {args.instance_prompt}",
         "ss_tag_frequency": json.dumps({"instance": {args.instance_prompt: 1}}, ensure_ascii=False),
-        "altdiffusion_instance_prompt": args.instance_prompt, "altdiffusion_class_prompt": args.class_prompt or "",
+        "altdiffusion_instance_prompt": args.instance_prompt,
+        "altdiffusion_class_prompt": args.class_prompt or "",
         "altdiffusion_base_model": str(args.base),
-    }  # fmt: skip
+    }
     task = DreamBoothTask(
-        pipe, Path(args.instance_images), args.instance_prompt, class_images=classes, class_prompt=args.class_prompt,
-        prior_loss_weight=args.prior_loss_weight, resolution=args.resolution, full=args.full,
-        lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, lora_name=name, noise_offset=args.noise_offset,
-        min_snr_gamma=args.min_snr_gamma, seed=settings.seed, output_dir=settings.output_dir, metadata=metadata,
+        pipe,
+        Path(args.instance_images),
+        args.instance_prompt,
+        class_images=classes,
+        class_prompt=args.class_prompt,
+        prior_loss_weight=args.prior_loss_weight,
+        resolution=args.resolution,
+        full=args.full,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_name=name,
+        noise_offset=args.noise_offset,
+        min_snr_gamma=args.min_snr_gamma,
+        seed=settings.seed,
+        output_dir=settings.output_dir,
+        metadata=metadata,
         validate_every=args.validate_every,
-    )  # fmt: skip
+    )
     return train(task, settings)
 
 
@@ -211,10 +289,16 @@ def add_arguments(p) -> None:
 
     p.add_argument("--model", dest="base", required=True, help="the AltDiffusion folder or hub id to teach")
     p.add_argument("--instance-images", required=True, help="folder with the few images of the subject or style")
-    p.add_argument("--instance-prompt", required=True, help='the caption of every instance image, e.g. "一张<sks>风格的画"')
+    p.add_argument(
+        "--instance-prompt", required=True, help='the caption of every instance image, e.g. "一张<sks>风格的画"'
+    )
     g = p.add_argument_group("prior preservation")
     g.add_argument("--class-prompt", default=None, help='e.g. "一张画"; turns prior preservation on')
-    g.add_argument("--class-images", default=None, help="class image folder; missing images are generated (default OUT/class_images)")
+    g.add_argument(
+        "--class-images",
+        default=None,
+        help="class image folder; missing images are generated (default OUT/class_images)",
+    )
     g.add_argument("--num-class-images", type=int, default=100)
     g.add_argument("--prior-loss-weight", type=float, default=1.0)
     g.add_argument("--class-steps", type=int, default=30, help="sampling steps when generating class images")
@@ -223,11 +307,15 @@ def add_arguments(p) -> None:
     g.add_argument("--full", action="store_true", help="train the whole UNet (BAAI's recipe) instead of a LoRA")
     g.add_argument("--lora-rank", type=int, default=4)
     g.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank, i.e. scale 1)")
-    g.add_argument("--lora-name", default=None, help="name of the kohya-format file (default: the output folder's name)")
+    g.add_argument(
+        "--lora-name", default=None, help="name of the kohya-format file (default: the output folder's name)"
+    )
     p.add_argument("--resolution", type=int, default=512)
     p.add_argument("--noise-offset", type=float, default=0.0)
     p.add_argument("--min-snr-gamma", type=float, default=None)
-    p.add_argument("--validate-every", type=int, default=0, help="save images of the instance (and class) prompt every N steps")
+    p.add_argument(
+        "--validate-every", type=int, default=0, help="save images of the instance (and class) prompt every N steps"
+    )
     add_common_arguments(p, lr=0.0, batch_size=4, steps=0)
     p.set_defaults(lr=None, steps=None)  # per mode: LoRA 1e-4 / 500 steps, full 5e-6 / 400 steps
 

@@ -60,7 +60,9 @@ def make_optimizer(params, settings: TrainSettings) -> torch.optim.Optimizer:
         try:
             import bitsandbytes as bnb
         except ImportError:
-            raise InvalidInputError("--optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes (CUDA machines)") from None
+            raise InvalidInputError(
+                "--optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes (CUDA machines)"
+            ) from None
         return bnb.optim.AdamW8bit(params, lr=settings.lr, weight_decay=settings.weight_decay)
     return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
 
@@ -146,8 +148,13 @@ def train(task: Task, settings: TrainSettings) -> Path:
             reported = metrics.pop("loss", loss)
             loss_value = acc.reduce(reported.detach().float(), reduction="mean").item()
             elapsed = time.perf_counter() - window_start
-            record = {"step": done, "loss": loss_value, "lr": schedule.get_last_lr()[0],
-                      "samples_per_s": window_samples / max(elapsed, 1e-9), **metrics}  # fmt: skip
+            record = {
+                "step": done,
+                "loss": loss_value,
+                "lr": schedule.get_last_lr()[0],
+                "samples_per_s": window_samples / max(elapsed, 1e-9),
+                **metrics,
+            }
             window_start, window_samples = time.perf_counter(), 0
             if acc.is_main_process:
                 with open(log_path, "a", encoding="utf-8") as fh:
@@ -194,7 +201,9 @@ def _save_checkpoint(acc, settings: TrainSettings, step: int) -> None:
     acc.save_state(str(tmp))
     acc.wait_for_everyone()
     if acc.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps({"step": step, "batch_size": settings.batch_size, "seed": settings.seed}))
+        (tmp / STATE_FILE).write_text(
+            json.dumps({"step": step, "batch_size": settings.batch_size, "seed": settings.seed})
+        )
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for old in checkpoints(settings.output_dir)[: -settings.keep_checkpoints]:

@@ -42,7 +42,7 @@ def add_lora(unet: torch.nn.Module, rank: int = 4, alpha: float | None = None, t
 
 def lora_layers(unet: torch.nn.Module, root: str = "unet") -> list[LoraLayer]:
     """The trained LoRA layers of a peft-injected module (detached copies, float32)."""
-    rank, alpha = unet._altdiffusion_lora
+    _, alpha = unet._altdiffusion_lora
     found: dict[str, dict[str, torch.Tensor]] = {}
     pattern = re.compile(rf"^(?P<module>.+)\.lora_(?P<part>[AB])\.{ADAPTER}\.weight$")
     for name, p in unet.named_parameters():
@@ -62,7 +62,9 @@ def base_state_dict(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_lora(unet: torch.nn.Module, folder: Path, name: str, extra_metadata: dict[str, str] | None = None) -> tuple[Path, Path]:
+def save_lora(
+    unet: torch.nn.Module, folder: Path, name: str, extra_metadata: dict[str, str] | None = None
+) -> tuple[Path, Path]:
     """Write both files; returns (diffusers file, kohya file)."""
     from altdiffusion.models.weights import save_safetensors
 

@@ -78,25 +78,47 @@ def add_common_arguments(p: argparse.ArgumentParser, *, lr: float, batch_size: i
     g.add_argument("--max-grad-norm", type=float, default=1.0, help="0 disables clipping")
     g.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     g.add_argument("--gradient-checkpointing", action="store_true")
-    g.add_argument("--save-every", type=int, default=500, help="write a resumable checkpoint every N steps (the last step too, when N divides it)")
+    g.add_argument(
+        "--save-every",
+        type=int,
+        default=500,
+        help="write a resumable checkpoint every N steps (the last step too, when N divides it)",
+    )
     g.add_argument("--keep-checkpoints", type=int, default=2)
     g.add_argument("--log-every", type=int, default=10)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--resume", nargs="?", const="auto", default=None, help="continue from the latest checkpoint (or a given one)")
-    g.add_argument("--optimizer", default="adamw", choices=["adamw", "adamw8bit"], help="adamw8bit needs bitsandbytes (GPU)")
+    g.add_argument(
+        "--resume", nargs="?", const="auto", default=None, help="continue from the latest checkpoint (or a given one)"
+    )
+    g.add_argument(
+        "--optimizer", default="adamw", choices=["adamw", "adamw8bit"], help="adamw8bit needs bitsandbytes (GPU)"
+    )
     g.add_argument("--no-tensorboard", action="store_true")
     g.add_argument("--no-progress", action="store_true")
 
 
 def settings_from_args(args: argparse.Namespace) -> TrainSettings:
     s = TrainSettings(
-        output_dir=args.output_dir, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule,
-        min_lr=args.min_lr, grad_accum=args.grad_accum, max_grad_norm=args.max_grad_norm,
-        mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
-        save_every=args.save_every, keep_checkpoints=args.keep_checkpoints, log_every=args.log_every,
-        seed=args.seed, resume=args.resume, optimizer=args.optimizer, tensorboard=not args.no_tensorboard,
+        output_dir=args.output_dir,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps,
+        lr_schedule=args.lr_schedule,
+        min_lr=args.min_lr,
+        grad_accum=args.grad_accum,
+        max_grad_norm=args.max_grad_norm,
+        mixed_precision=args.mixed_precision,
+        gradient_checkpointing=args.gradient_checkpointing,
+        save_every=args.save_every,
+        keep_checkpoints=args.keep_checkpoints,
+        log_every=args.log_every,
+        seed=args.seed,
+        resume=args.resume,
+        optimizer=args.optimizer,
+        tensorboard=not args.no_tensorboard,
         progress=not args.no_progress,
-    )  # fmt: skip
+    )
     s.validate()
     return s

@@ -37,7 +37,9 @@ def read_table(path: Path) -> list[dict]:
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
         if not reader.fieldnames or not {"image", "caption"} <= set(reader.fieldnames):
-            raise InvalidInputError(f"{path}: the header must name the columns image and caption (and optionally language)")
+            raise InvalidInputError(
+                f"{path}: the header must name the columns image and caption (and optionally language)"
+            )
         return list(reader)
 
 
@@ -56,7 +58,9 @@ def _image_bytes(path: Path) -> tuple[bytes, str]:
     return data, EXTENSIONS[fmt]
 
 
-def make_shards(table: str | Path, out: str | Path, *, shard_size: int = 10000, image_root: str | Path | None = None) -> dict:
+def make_shards(
+    table: str | Path, out: str | Path, *, shard_size: int = 10000, image_root: str | Path | None = None
+) -> dict:
     """Write shards; returns ``{"written": n, "shards": k, "skipped": {reason: count}}``."""
     import webdataset as wds
 

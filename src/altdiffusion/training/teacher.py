@@ -74,20 +74,39 @@ class Teacher:
             return json.loads(path.read_text())
         size = self.vision_config.get("image_size", 224)
         return {
-            "crop_size": {"height": size, "width": size}, "do_center_crop": True, "do_normalize": True,
-            "do_resize": True, "do_convert_rgb": True, "image_processor_type": "CLIPImageProcessor",
-            "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
-            "resample": 3, "size": {"shortest_edge": size},
-        }  # fmt: skip
+            "crop_size": {"height": size, "width": size},
+            "do_center_crop": True,
+            "do_normalize": True,
+            "do_resize": True,
+            "do_convert_rgb": True,
+            "image_processor_type": "CLIPImageProcessor",
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711],
+            "resample": 3,
+            "size": {"shortest_edge": size},
+        }
 
 
-def export_altclip(student: AltTextEncoder, tokenizer, teacher: Teacher, folder: Path, *, logit_scale: float | None = None,
-                   extra_state: dict[str, torch.Tensor] | None = None) -> Path:  # fmt: skip
+def export_altclip(
+    student: AltTextEncoder,
+    tokenizer,
+    teacher: Teacher,
+    folder: Path,
+    *,
+    logit_scale: float | None = None,
+    extra_state: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Write a complete AltCLIP folder (transformers layout, safetensors) around ``student``."""
     folder.mkdir(parents=True, exist_ok=True)
-    text_config = {k: v for k, v in student.config.to_dict().items() if k not in ("architectures", "transformers_version", "model_type")}
+    text_config = {
+        k: v
+        for k, v in student.config.to_dict().items()
+        if k not in ("architectures", "transformers_version", "model_type")
+    }
     text_config.update(model_type="altclip_text_model", project_dim=student.config.project_dim)
-    vision_config = {k: v for k, v in teacher.vision_config.items() if k not in ("transformers_version", "architectures")}
+    vision_config = {
+        k: v for k, v in teacher.vision_config.items() if k not in ("transformers_version", "architectures")
+    }
     vision_config["model_type"] = "altclip_vision_model"
     state = {f"text_model.{k}": v.detach().cpu() for k, v in student.state_dict().items()}
     shared = teacher.shared_weights()
@@ -96,9 +115,13 @@ def export_altclip(student: AltTextEncoder, tokenizer, teacher: Teacher, folder:
     state.update(shared)
     scale = float(state["logit_scale"]) if logit_scale is None else logit_scale
     config = {
-        "architectures": ["AltCLIPModel"], "model_type": "altclip", "projection_dim": teacher.projection_dim,
-        "logit_scale_init_value": scale, "text_config": text_config, "vision_config": vision_config,
-    }  # fmt: skip
+        "architectures": ["AltCLIPModel"],
+        "model_type": "altclip",
+        "projection_dim": teacher.projection_dim,
+        "logit_scale_init_value": scale,
+        "text_config": text_config,
+        "vision_config": vision_config,
+    }
     (folder / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     save_safetensors(state, folder / "model.safetensors")
     tokenizer.save_pretrained(str(folder))

@@ -44,7 +44,9 @@ def foreground_mask(pixels: torch.Tensor, threshold: float = 0.1) -> torch.Tenso
     learns it first and leaves small objects blurred and colourless for a long time; weighting
     the rest by ``1 + foreground_weight`` reaches the objects early.
     """
-    edges = torch.cat([pixels[..., 0, :], pixels[..., -1, :], pixels[..., :, 0], pixels[..., :, -1]], dim=-1)  # (B, C, 4W)
+    edges = torch.cat(
+        [pixels[..., 0, :], pixels[..., -1, :], pixels[..., :, 0], pixels[..., :, -1]], dim=-1
+    )  # (B, C, 4W)
     border = edges.median(dim=-1).values[..., None, None]
     return ((pixels - border).abs().amax(dim=1, keepdim=True) > threshold).float()
 
@@ -52,8 +54,17 @@ def foreground_mask(pixels: torch.Tensor, threshold: float = 0.1) -> torch.Tenso
 class VAETask:
     name = "vae"
 
-    def __init__(self, vae_folder: str | Path, data, *, resolution: int, kl_weight: float = 1e-6, seed: int = 0,
-                 posterior: str = "sample", foreground_weight: float = 0.0):  # fmt: skip
+    def __init__(
+        self,
+        vae_folder: str | Path,
+        data,
+        *,
+        resolution: int,
+        kl_weight: float = 1e-6,
+        seed: int = 0,
+        posterior: str = "sample",
+        foreground_weight: float = 0.0,
+    ):
         if resolution % 8:
             raise InvalidInputError(f"--resolution must be a multiple of 8, got {resolution}")
         self.model = load_or_init_vae(Path(vae_folder), seed)
@@ -71,7 +82,10 @@ class VAETask:
         index = start_step * grad_accum
         while True:
             images = [next(stream)[0] for _ in range(micro)]
-            yield torch.stack([crop_pixels(im, self.resolution) for im in images]), (self.seed * 1_000_003 + index) * 64 + rank
+            yield (
+                torch.stack([crop_pixels(im, self.resolution) for im in images]),
+                (self.seed * 1_000_003 + index) * 64 + rank,
+            )
             index += 1
 
     def loss(self, model, batch):
@@ -105,7 +119,9 @@ class VAETask:
         model.train(was_training)
         model.register_to_config(scaling_factor=round(1.0 / std, 5))
         model.save_pretrained(str(folder), safe_serialization=True)
-        (folder / "data_report.json").write_text(json.dumps({"skipped": self.skipped.counts, "latent_std": std}, indent=2) + "\n")
+        (folder / "data_report.json").write_text(
+            json.dumps({"skipped": self.skipped.counts, "latent_std": std}, indent=2) + "\n"
+        )
 
 
 def run(args) -> Path:
@@ -113,20 +129,41 @@ def run(args) -> Path:
     from altdiffusion.training.params import settings_from_args
 
     settings = settings_from_args(args)
-    task = VAETask(args.vae, args.data, resolution=args.resolution, kl_weight=args.kl_weight, seed=settings.seed,
-                   posterior=args.posterior, foreground_weight=args.foreground_weight)  # fmt: skip
+    task = VAETask(
+        args.vae,
+        args.data,
+        resolution=args.resolution,
+        kl_weight=args.kl_weight,
+        seed=settings.seed,
+        posterior=args.posterior,
+        foreground_weight=args.foreground_weight,
+    )
     return train(task, settings)
 
 
 def add_arguments(p) -> None:
     from altdiffusion.training.params import add_common_arguments
 
-    p.add_argument("--vae", required=True, help="an AutoencoderKL folder: config.json, with weights to continue training or without to start from scratch")
-    p.add_argument("--data", required=True, nargs="+", help="a folder of images with .txt captions, or webdataset shards")
+    p.add_argument(
+        "--vae",
+        required=True,
+        help="an AutoencoderKL folder: config.json, with weights to continue training or without to start from scratch",
+    )
+    p.add_argument(
+        "--data", required=True, nargs="+", help="a folder of images with .txt captions, or webdataset shards"
+    )
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--kl-weight", type=float, default=1e-6, help="weight of the KL term (per pixel)")
-    p.add_argument("--foreground-weight", type=float, default=0.0,
-                   help="extra loss weight on pixels unlike the image border (objects on plain backgrounds), e.g. 10")
-    p.add_argument("--posterior", default="sample", choices=["sample", "mode"],
-                   help="decode a sample of q(z|x) (SD) or its mean: faster to train, and the diffusion stages encode with the mean")
+    p.add_argument(
+        "--foreground-weight",
+        type=float,
+        default=0.0,
+        help="extra loss weight on pixels unlike the image border (objects on plain backgrounds), e.g. 10",
+    )
+    p.add_argument(
+        "--posterior",
+        default="sample",
+        choices=["sample", "mode"],
+        help="decode a sample of q(z|x) (SD) or its mean: faster to train, and the diffusion stages encode with the mean",
+    )
     add_common_arguments(p, lr=1e-4, batch_size=32, steps=5000)

@@ -15,6 +15,7 @@ Layout::
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -142,6 +143,21 @@ def parse_size(text: str) -> tuple[int, int]:
 # ------------------------------------------------------------------------- PNG files
 
 
+def png_bytes(image: Image.Image, infotext: str | None = None) -> bytes:
+    """``image`` as PNG bytes carrying ``infotext`` in the ``parameters`` chunk, as A1111 writes it:
+    tEXt when the text is Latin-1 (what most viewers read), else iTXt (UTF-8: Chinese, Arabic...)."""
+    info = PngImagePlugin.PngInfo()
+    if infotext:
+        try:
+            infotext.encode("latin-1")
+            info.add_text(PNG_KEY, infotext)
+        except UnicodeEncodeError:
+            info.add_itxt(PNG_KEY, infotext)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
 def write_png(image: Image.Image, path: str | os.PathLike[str], infotext: str) -> Path:
     """Write ``image`` as a PNG carrying ``infotext``, never leaving a partial file.
 
@@ -154,12 +170,6 @@ def write_png(image: Image.Image, path: str | os.PathLike[str], infotext: str) -
         raise InvalidInputError(f"only PNG output is supported: {path}; use a name ending in .png")
     if path.is_dir():
         raise InvalidInputError(f"cannot write image to {path}: it is a folder; give a file name ending in .png")
-    info = PngImagePlugin.PngInfo()
-    try:
-        infotext.encode("latin-1")
-        info.add_text(PNG_KEY, infotext)  # tEXt: what A1111 and most viewers read
-    except UnicodeEncodeError:
-        info.add_itxt(PNG_KEY, infotext)  # iTXt is UTF-8: Chinese, Arabic... round-trip
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     done = False
@@ -167,7 +177,7 @@ def write_png(image: Image.Image, path: str | os.PathLike[str], infotext: str) -
         # 0o666 lets the umask decide permissions, as for any normally created file.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG", pnginfo=info)
+            handle.write(png_bytes(image, infotext))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

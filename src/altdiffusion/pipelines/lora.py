@@ -29,7 +29,6 @@ Loading merges ``W += scale * (alpha / rank) * B @ A`` into the weights of the t
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,13 +259,9 @@ def read_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str,
 def lora_hash(path: str | Path) -> str:
     """A1111's short LoRA hash (the "addnet" hash): sha256 of the file after the safetensors
     header, first 12 hex digits. It is what A1111 writes in ``Lora hashes`` and what civitai indexes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        header = int.from_bytes(fh.read(8), "little")
-        fh.seek(8 + header)
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
+    from altdiffusion.hashing import safetensors_body_sha256
+
+    return safetensors_body_sha256(path)[:12]
 
 
 def read_layers(path: str | Path, models: dict[str, torch.nn.Module]) -> tuple[list[LoraLayer], str]:

@@ -14,9 +14,9 @@ import io
 import re
 import warnings
 
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
-from altdiffusion.pipelines.infotext import PNG_KEY
+from altdiffusion.pipelines.infotext import PNG_KEY, png_bytes
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w=.+-]+)*;base64,", re.IGNORECASE)
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
@@ -72,16 +72,7 @@ def decode_image(data: str, *, max_pixels: int, label: str = "image") -> Image.I
 
 def encode_png(image: Image.Image, infotext: str | None = None) -> str:
     """Base64 PNG carrying ``infotext`` in the ``parameters`` chunk (as A1111 writes it)."""
-    info = PngImagePlugin.PngInfo()
-    if infotext:
-        try:
-            infotext.encode("latin-1")
-            info.add_text(PNG_KEY, infotext)
-        except UnicodeEncodeError:
-            info.add_itxt(PNG_KEY, infotext)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=info)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(png_bytes(image, infotext)).decode("ascii")
 
 
 def text_chunks(image: Image.Image) -> dict[str, str]:

@@ -1,0 +1,45 @@
+"""sha256 of weight files, read in blocks (checkpoints are gigabytes), as A1111 and model sites hash them."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+BLOCK = 1 << 20
+
+
+def update_from_file(digest, path: str | Path, *, offset: int = 0) -> None:
+    """Feed ``path``'s bytes from ``offset`` on into ``digest``."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        for block in iter(lambda: fh.read(BLOCK), b""):
+            digest.update(block)
+
+
+def sha256_files(paths: Iterable[str | Path]) -> str:
+    """Hex sha256 of the files' bytes, concatenated in the given order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        update_from_file(digest, path)
+    return digest.hexdigest()
+
+
+def unet_weight_files(folder: str | Path) -> list[Path]:
+    """A diffusers folder's UNet weight files (sharded or not), in a stable order."""
+    return sorted(Path(folder).glob("unet/diffusion_pytorch_model*"))
+
+
+def unet_sha256(folder: str | Path) -> str | None:
+    """sha256 of a model folder's UNet weights: the model's identity in infotexts and ``sd-models``."""
+    files = unet_weight_files(folder)
+    return sha256_files(files) if files else None
+
+
+def safetensors_body_sha256(path: str | Path) -> str:
+    """sha256 of a safetensors file after its JSON header (A1111's "addnet" hash of LoRAs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        header = int.from_bytes(fh.read(8), "little")
+    update_from_file(digest, path, offset=8 + header)
+    return digest.hexdigest()

@@ -133,7 +133,7 @@ def cmd_clip_classify(args) -> int:
 def cmd_generate(args) -> int:
     from altdiffusion.pipelines.alt_diffusion import load_pipeline
     from altdiffusion.pipelines.infotext import output_paths, write_png
-    from altdiffusion.pipelines.lora import lora_infotext, parse_lora_arg
+    from altdiffusion.pipelines.lora import parse_lora_arg
 
     init = _open_image(args.init_image, "init image") if args.init_image else None
     mask = _open_image(args.mask, "mask") if args.mask else None
@@ -169,7 +169,7 @@ def cmd_generate(args) -> int:
     )
     paths = output_paths(args.out, len(result.images), seed=result.seeds[0])
     for image, text, path in zip(result.images, result.infotexts, paths):
-        write_png(image, path, lora_infotext(text, getattr(pipe, "loras", [])))
+        write_png(image, path, text)
         print(path)
     if any(result.nsfw):
         print("note: the safety checker blacked out some images (--no-safety-checker disables it)", file=sys.stderr)

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from altdiffusion.pipelines.infotext import parse_infotext
 from altdiffusion.pipelines.lora import LoraLayer, layers_to_kohya
 from altdiffusion.serve import create_app
-from altdiffusion.serve.loras import extract_tags
+from altdiffusion.prompts.extra_networks import extract_tags
 from altdiffusion.testing.tiny import write_tiny_altdiffusion
 
 API = "/sdapi/v1"

@@ -199,7 +199,7 @@ def test_bad_lora_files_are_refused_with_names(world, pipe, tmp_path):
     save_file(wrong, str(tmp_path / "wrong.safetensors"))
     with pytest.raises(CheckpointError, match="to_q"):
         pipe.load_lora(tmp_path / "wrong.safetensors")
-    assert pipe.loras == [] if hasattr(pipe, "loras") else True
+    assert pipe.loras == []
 
 
 def test_parse_lora_arg():

@@ -96,6 +96,7 @@ def load_components(folder: Path, *, safety_checker: bool = True) -> Components:
             f"{folder}: the tokenizer has {len(tokenizer)} tokens but the text encoder only {text_encoder.config.vocab_size}"
         )
     unet = _from_diffusers(UNet2DConditionModel, folder / "unet", "UNet")
+    _fix_legacy_sample_size(unet)
     if unet.config.cross_attention_dim != text_encoder.conditioning_dim:
         raise CheckpointError(
             f"{folder}: the UNet attends to {unet.config.cross_attention_dim}-d text but the text encoder "
@@ -113,6 +114,15 @@ def load_components(folder: Path, *, safety_checker: bool = True) -> Components:
             raise CheckpointError(f"{folder}: a safety checker needs the feature_extractor/ folder, which is missing")
         extractor = load_image_processor(folder / "feature_extractor")
     return Components(tokenizer, text_encoder.eval(), unet.eval(), vae.eval(), scheduler, checker, extractor, index)
+
+
+def _fix_legacy_sample_size(unet) -> None:
+    """diffusers < 0.9 wrote ``sample_size: 32`` for 512-px models; fix it once at load (as
+    diffusers' own pipelines do), so the default size survives a save with a newer version."""
+    size = unet.config.sample_size
+    version = str(unet.config.get("_diffusers_version", "0.0.0"))
+    if isinstance(size, int) and size < 64 and tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) < (0, 9):
+        unet.register_to_config(sample_size=64)
 
 
 def load_image_processor(folder: Path):

@@ -316,54 +316,54 @@ def _delta(layer: LoraLayer, weight: torch.Tensor) -> torch.Tensor:
     return (up @ down).reshape(weight.shape) * (layer.alpha / layer.rank)
 
 
-@torch.no_grad()
-def load_lora(pipe, path: str | Path, scale: float = 1.0) -> dict:
-    """Merge a LoRA file (kohya or diffusers format) into ``pipe`` at ``scale``; stackable.
+class MergedLoras:
+    """The LoRAs merged into one pipeline's weights, in order, and the original weights they changed.
 
-    Returns ``{"name", "path", "hash", "scale", "format", "layers"}``, also appended to ``pipe.loras``.
+    ``models`` maps "unet" / "text_encoder" to the pipeline's current modules; they are passed
+    on every call (not kept) because a pipeline's components are swappable.
     """
-    if not isinstance(scale, (int, float)) or scale != scale:
-        raise InvalidInputError(f"LoRA scale must be a number, got {scale!r}")
-    models = {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
-    layers, fmt = read_layers(path, models)
-    backup = pipe.__dict__.setdefault("_lora_backup", {})
-    modules = {root: dict(model.named_modules()) for root, model in models.items()}
-    for layer in layers:
-        weight = modules[layer.root][layer.module].weight
-        key = (layer.root, layer.module)
-        if key not in backup:
-            backup[key] = weight.detach().clone()
-        merged = weight.detach().to(torch.float32) + float(scale) * _delta(layer, weight)
-        weight.copy_(merged.to(weight.dtype))
-    info = {
-        "name": Path(path).stem,
-        "path": str(path),
-        "hash": lora_hash(path),
-        "scale": float(scale),
-        "format": fmt,
-        "layers": len(layers),
-    }
-    pipe.__dict__.setdefault("loras", []).append(info)
-    return info
 
+    def __init__(self) -> None:
+        self.infos: list[dict] = []  # {"name", "path", "hash", "scale", "format", "layers"} per merged file
+        self.originals: dict[tuple[str, str], torch.Tensor] = {}  # (root, module) -> weight before any LoRA
 
-@torch.no_grad()
-def unload_loras(pipe) -> None:
-    """Restore every weight a LoRA touched, exactly."""
-    backup = pipe.__dict__.get("_lora_backup", {})
-    models = {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
-    for (root, module), original in backup.items():
-        models[root].get_submodule(module).weight.copy_(original)
-    backup.clear()
-    pipe.__dict__["loras"] = []
+    @torch.no_grad()
+    def merge(self, models: dict[str, torch.nn.Module], path: str | Path, scale: float = 1.0) -> dict:
+        """Merge a LoRA file (kohya or diffusers format) at ``scale``; stackable. Returns its info."""
+        if not isinstance(scale, (int, float)) or scale != scale:
+            raise InvalidInputError(f"LoRA scale must be a number, got {scale!r}")
+        layers, fmt = read_layers(path, models)
+        modules = {root: dict(model.named_modules()) for root, model in models.items()}
+        for layer in layers:
+            weight = modules[layer.root][layer.module].weight
+            self.originals.setdefault((layer.root, layer.module), weight.detach().clone())
+            merged = weight.detach().to(torch.float32) + float(scale) * _delta(layer, weight)
+            weight.copy_(merged.to(weight.dtype))
+        info = {
+            "name": Path(path).stem,
+            "path": str(path),
+            "hash": lora_hash(path),
+            "scale": float(scale),
+            "format": fmt,
+            "layers": len(layers),
+        }
+        self.infos.append(info)
+        return info
 
+    @torch.no_grad()
+    def restore(self, models: dict[str, torch.nn.Module]) -> None:
+        """Put back every weight a LoRA touched, bit for bit."""
+        for (root, module), original in self.originals.items():
+            models[root].get_submodule(module).weight.copy_(original)
+        self.originals.clear()
+        self.infos.clear()
 
-def lora_infotext(infotext: str, loras: list[dict]) -> str:
-    """Append A1111's ``Lora hashes: "name: hash, name: hash"`` to an infotext's parameters line."""
-    if not loras:
-        return infotext
-    value = ", ".join(f"{info['name']}: {info['hash']}" for info in loras)
-    return f"{infotext}, Lora hashes: {json.dumps(value, ensure_ascii=False)}"
+    def names(self) -> set[str]:
+        return {info["name"] for info in self.infos}
+
+    def hashes(self) -> str | None:
+        """A1111's ``Lora hashes`` infotext value, ``"name: hash, name: hash"``; None without LoRAs."""
+        return ", ".join(f"{info['name']}: {info['hash']}" for info in self.infos) or None
 
 
 def parse_lora_arg(text: str) -> tuple[str, float]:

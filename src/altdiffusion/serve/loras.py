@@ -1,4 +1,4 @@
-"""A1111's ``<lora:name:weight>`` prompt tag, over a folder of LoRA files the server owner chose.
+"""The LoRA files prompts may name with ``<lora:name:weight>`` (see prompts/extra_networks.py).
 
 A request names a LoRA only by its file stem in ``--lora-dir``; it can never give a path.
 The tag is removed from the text that conditions the UNet (as in A1111) and kept in the
@@ -7,25 +7,9 @@ infotext, which also gets ``Lora hashes``.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from altdiffusion.errors import InvalidInputError
-
-# <lora:name> or <lora:name:weight> (A1111 also allows a third, ignored field)
-TAG = re.compile(r"<lora:([^:<>]+)(?::([^:<>]*))?(?::[^<>]*)?>")
-
-
-def extract_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
-    """The prompt without LoRA tags, and the (name, weight) of each tag in order."""
-    tags = []
-    for match in TAG.finditer(prompt):
-        name, weight = match[1].strip(), (match[2] or "1").strip() or "1"
-        try:
-            tags.append((name, float(weight)))
-        except ValueError:
-            raise InvalidInputError(f"LoRA tag {match[0]!r}: the weight {weight!r} is not a number") from None
-    return TAG.sub("", prompt), tags
 
 
 class LoraRegistry:

@@ -1,0 +1,159 @@
+"""The first step of a generation: check a call's arguments and resolve them into one record.
+
+Everything later steps and the infotext read (sizes, per-image prompts and seeds, the
+sampler's A1111 name) is settled here, once, so a mistake fails before any model runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+
+from PIL import Image
+
+from altdiffusion.errors import InvalidInputError
+from altdiffusion.pipelines.samplers import canonical_sampler_name
+from altdiffusion.pipelines.seeds import MAX_SEED, resolve_seed, seed_range
+from altdiffusion.prompts.extra_networks import extract_tags
+
+
+@dataclass(frozen=True)
+class GenerationInputs:
+    """One call's settings, checked; lists hold one entry per image of the batch."""
+
+    prompts: list[str]  # as given: what the infotext records (LoRA tags included)
+    conditioning_prompts: list[str]  # without LoRA tags: what the text encoder reads
+    negative_prompts: list[str]
+    seeds: list[int]
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    sampler: str | None  # A1111 name, or None for the checkpoint's own scheduler
+    schedule: str | None  # A1111 "Schedule type"; None for the sampler's default
+    eta: float
+    image: Image.Image | None = None  # image-to-image / inpainting start
+    strength: float | None = None  # denoising strength (image-to-image only)
+    mask_image: Image.Image | None = None  # white = repaint
+    mask_blur: int = 4
+
+    @property
+    def batch(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def use_cfg(self) -> bool:
+        return self.guidance_scale > 1.0
+
+
+def check_inputs(
+    prompt,
+    negative_prompt,
+    num_inference_steps,
+    guidance_scale,
+    height,
+    width,
+    generator,
+    seed,
+    num_images_per_prompt,
+    image,
+    strength,
+    mask_image,
+    mask_blur,
+    sampler,
+    schedule,
+    eta,
+    *,
+    default_size: int,  # the model's native size
+    loras: set[str],  # names of the LoRAs merged into the pipeline
+) -> GenerationInputs:
+    """Validate a pipeline call's arguments (one InvalidInputError naming the argument) and resolve
+    them; the names are ``AltDiffusionPipeline.__call__``'s, whose docstring describes them."""
+    prompts, negatives = _prompt_lists(prompt, negative_prompt)
+    per_prompt = num_images_per_prompt
+    if image is not None and (height is None or width is None):
+        w, h = image.size
+        width, height = width or w - w % 8, height or h - h % 8
+    width, height = width or default_size, height or default_size
+    _check_numbers(num_inference_steps, guidance_scale, width, height, per_prompt)
+    _check_images(image, strength, mask_image)
+    if (seed is None or seed < 0) and generator is not None:  # a caller's generator names the seed
+        seed = int(generator.initial_seed()) % (MAX_SEED + 1)
+    return GenerationInputs(
+        prompts=[p for p in prompts for _ in range(per_prompt)],
+        conditioning_prompts=[_without_tags(p, loras) for p in prompts for _ in range(per_prompt)],
+        negative_prompts=[n for n in negatives for _ in range(per_prompt)],
+        seeds=seed_range(resolve_seed(seed), len(prompts) * per_prompt),
+        width=width,
+        height=height,
+        steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        sampler=canonical_sampler_name(sampler) if sampler else None,
+        schedule=schedule or None,
+        eta=eta,
+        image=image,
+        strength=strength if image is not None else None,
+        mask_image=mask_image,
+        mask_blur=mask_blur,
+    )
+
+
+# The pipeline call's arguments that check_inputs settles (the rest are run-time hooks).
+CALL_ARGUMENTS = tuple(
+    name for name, p in inspect.signature(check_inputs).parameters.items() if p.kind != p.KEYWORD_ONLY
+)
+
+
+def call_args(namespace: dict) -> dict:
+    """The arguments ``check_inputs`` takes, picked by name from the pipeline call's ``locals()``."""
+    return {name: namespace[name] for name in CALL_ARGUMENTS}
+
+
+def _prompt_lists(prompt, negative_prompt) -> tuple[list[str], list[str]]:
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts:
+        raise InvalidInputError("no prompt given; pass a prompt (an empty string is allowed)")
+    negatives = negative_prompt if isinstance(negative_prompt, list) else [negative_prompt or ""] * len(prompts)
+    if len(negatives) != len(prompts):
+        raise InvalidInputError(f"{len(prompts)} prompts but {len(negatives)} negative prompts; give one per prompt")
+    return prompts, negatives
+
+
+def _without_tags(prompt: str, loaded: set[str]) -> str:
+    """The prompt without ``<lora:...>`` tags; each tag must name a LoRA merged into the pipeline."""
+    text, tags = extract_tags(prompt)
+    for name, _ in tags:
+        if name not in loaded:
+            raise InvalidInputError(
+                f"the prompt names LoRA {name!r}, which is not loaded; load it first "
+                "(pipe.load_lora(FILE), --lora FILE, or the server's --lora-dir)"
+            )
+    return text
+
+
+def _check_numbers(steps, guidance, width, height, per_prompt) -> None:
+    if not isinstance(steps, int) or steps <= 0:
+        raise InvalidInputError(f"steps must be a positive whole number, got {steps!r}")
+    if not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
+        raise InvalidInputError(f"guidance (CFG scale) must be a finite number, got {guidance!r}")
+    for label, value in (("width", width), ("height", height)):
+        if not isinstance(value, int) or value <= 0 or value % 8:
+            hint = max(8, int(value) // 8 * 8) if isinstance(value, int) else 512
+            raise InvalidInputError(f"{label} must be a positive multiple of 8, got {value!r}; try {hint}")
+    if not isinstance(per_prompt, int) or per_prompt <= 0:
+        raise InvalidInputError(f"images per prompt (batch) must be a positive whole number, got {per_prompt!r}")
+
+
+def _check_images(image, strength, mask_image) -> None:
+    if image is not None and not (isinstance(strength, (int, float)) and 0.0 <= strength <= 1.0):
+        raise InvalidInputError(f"strength (denoising strength) must be between 0 and 1, got {strength!r}")
+    if mask_image is None:
+        return
+    if image is None:
+        raise InvalidInputError("a mask needs an init image to inpaint; pass --init-image as well")
+    if mask_image.size != image.size:
+        raise InvalidInputError(
+            f"the mask is {mask_image.size[0]}x{mask_image.size[1]} but the init image is "
+            f"{image.size[0]}x{image.size[1]}; they must be the same size"
+        )

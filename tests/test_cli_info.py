@@ -7,30 +7,20 @@ through `python -m altdiffusion.cli` in a fresh interpreter.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
 import altdiffusion
-from altdiffusion.testing.tiny import write_tiny_altclip, write_tiny_altdiffusion
+from altdiffusion.models.tiny import write_tiny_altclip, write_tiny_altdiffusion
+from tests.models.cli_batch import run_cli_batch
 
 LABELS = ["猫", "狗", "汽车"]
-
-
-def _load_cli_batch():
-    spec = importlib.util.spec_from_file_location(
-        "_altdiffusion_tests_cli_batch", Path(__file__).parent / "models" / "cli_batch.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.run_cli_batch
 
 
 def _rows(stdout: str) -> dict[str, str]:
@@ -104,7 +94,7 @@ def cli(folders):
         "info-fp16-cpu": ["info", f["m9"], "--device", "cpu", "--dtype", "fp16"],
         "info-cuda": ["info", f["m9"], "--device", "cuda"],
     }
-    results = _load_cli_batch()(list(commands.values()))
+    results = run_cli_batch(list(commands.values()))
     return dict(zip(commands, results))
 
 

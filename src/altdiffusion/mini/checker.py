@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from altdiffusion.mini.world import (
+from altdiffusion.mini.scenes import (
     ALL_PAIRS,
     BACKGROUNDS,
     COLOURS,

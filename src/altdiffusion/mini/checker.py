@@ -51,7 +51,6 @@ class FoundObject:
     bbox: tuple[int, int, int, int]  # left, top, right, bottom (right and bottom exclusive)
     area: int  # pixels in the blob
     rgb: tuple[float, float, float]  # the blob's measured colour
-    shape_scores: dict[str, float]  # correlation with each shape's template
 
     @property
     def position(self) -> str:
@@ -206,7 +205,6 @@ def _object(pixels: np.ndarray, background: np.ndarray, blob: np.ndarray) -> Fou
         bbox=bbox,
         area=len(blob),
         rgb=tuple(float(v) for v in rgb),
-        shape_scores=scores,
     )
 
 

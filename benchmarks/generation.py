@@ -60,6 +60,7 @@ from procinfo import cpu_name, gib, mib, reset_peak_rss, status_kib, trim_heap
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+sys.path.append(str(HERE.parent))  # the tests package: tests.xlmr_tokenizer loads the real XLM-R tokenizer
 
 PIPELINES = ("ours", "diffusers")
 DTYPES = ("fp32", "bf16")

@@ -60,6 +60,7 @@ from procinfo import cpu_name, gib, mib, reset_peak_rss, status_kib, trim_heap
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+sys.path.append(str(HERE.parent))  # the tests package: tests.xlmr_tokenizer loads the real XLM-R tokenizer
 
 PIPELINES = ("ours", "diffusers")
 DTYPES = ("fp32", "bf16")
@@ -127,7 +128,7 @@ def _build_components(args):
     import diffusers
     import torch
 
-    from altdiffusion.testing.tiny import SCHEDULER_CONFIG
+    from altdiffusion.models.tiny import SCHEDULER_CONFIG
 
     if args.model == "tiny":
         from altdiffusion.pipelines.components import load_components
@@ -138,7 +139,7 @@ def _build_components(args):
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from altdiffusion.models.text_encoder import AltTextEncoder, text_config_from_dict
-    from altdiffusion.testing.assets import real_xlmr_tokenizer
+    from tests.xlmr_tokenizer import real_xlmr_tokenizer
 
     tokenizer = real_xlmr_tokenizer()
     torch.manual_seed(0)
@@ -607,7 +608,7 @@ def run_driver(args) -> None:
     try:
         tiny_dir = None
         if "tiny" in only:
-            from altdiffusion.testing.tiny import write_tiny_altdiffusion
+            from altdiffusion.models.tiny import write_tiny_altdiffusion
 
             tiny_dir = write_tiny_altdiffusion(workdir / "tiny-m9", "m9", safety_checker=False)
             for dtype in dtypes if args.tiny_all_dtypes else ["fp32"]:

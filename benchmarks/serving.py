@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from altdiffusion.models.tiny import write_tiny_altdiffusion
     from altdiffusion.serve.process import ServerProcess
-    from altdiffusion.testing.tiny import write_tiny_altdiffusion
 
     body = {
         "prompt": "穿着唐装的老人, ink painting 国画",
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "serving",
         "date": today,
         "config": {
-            "model": "tiny m9 (altdiffusion.testing.tiny)",
+            "model": "tiny m9 (altdiffusion.models.tiny)",
             "steps": args.steps,
             "width": args.size,
             "height": args.size,

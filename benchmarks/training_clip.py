@@ -71,7 +71,7 @@ from procinfo import cpu_name, gib, mib, reset_peak_rss, status_kib, trim_heap
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-sys.path.insert(0, str(ROOT / "tests" / "training"))  # grammar.py: the training tests' data
+sys.path.append(str(ROOT))  # the tests package: tests.training.grammar is the training tests' data
 
 PRECISIONS = {"fp32": "no", "bf16": "bf16"}
 DEFAULTS = {  # size -> (batch, warm-up steps, timed steps)
@@ -134,7 +134,7 @@ FULL_CONTRASTIVE_WHY = (
 
 def _long_captions(n: int, seed: int = 0) -> list[tuple[str, str]]:
     """(english, chinese) captions joining two scenes of the grammar: ~16-24 tokens each."""
-    import grammar
+    from tests.training import grammar
 
     rng = random.Random(seed)
     scenes = grammar.scenes()
@@ -152,8 +152,9 @@ def _write_shards(folder: Path, items: list[tuple[tuple, str, str]], px: int, pe
     """Webdataset shards in img2dataset's layout: ``jpg`` + ``json`` with en/zh captions."""
     import io
 
-    import grammar
     import webdataset as wds
+
+    from tests.training import grammar
 
     folder.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(items), per_shard):
@@ -169,11 +170,10 @@ def _write_shards(folder: Path, items: list[tuple[tuple, str, str]], px: int, pe
 
 def prepare_tiny(root: Path) -> dict:
     """The training tests' world, plus an AltCLIP exported from the untrained student."""
-    import grammar
-
-    from altdiffusion.testing.tiny import write_tiny_clip, write_tiny_xlmr
+    from altdiffusion.models.tiny_distillation import write_tiny_clip, write_tiny_xlmr
     from altdiffusion.training.distill import build_student
     from altdiffusion.training.teacher import Teacher, export_altclip
+    from tests.training import grammar
 
     corpus = grammar.corpus()
     write_tiny_clip(root / "teacher", corpus, seed=0, width=64, layers=1)
@@ -198,7 +198,7 @@ def prepare_full(root: Path, contrastive: bool) -> dict:
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    from altdiffusion.testing.tiny import write_tiny_clip
+    from altdiffusion.models.tiny_distillation import write_tiny_clip
 
     captions = _long_captions(2000)
     data = root / "captions.tsv"
@@ -212,7 +212,7 @@ def prepare_full(root: Path, contrastive: bool) -> dict:
     CLIPModel(config).save_pretrained(str(teacher))  # safetensors, ~0.5 GB
     out = {"teacher": str(teacher), "data": str(data)}
     if contrastive:
-        import grammar
+        from tests.training import grammar
 
         rng = random.Random(1)
         items = []
@@ -263,7 +263,7 @@ def _full_altclip_config() -> dict:
 def _write_full_altclip_folder(folder: Path) -> Path:
     """An AltCLIP folder without weights (config, real XLM-R tokenizer, 224 px preprocessor):
     the worker builds the random model in memory instead of reading 3.5 GB."""
-    from altdiffusion.testing.assets import real_xlmr_tokenizer
+    from tests.xlmr_tokenizer import real_xlmr_tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(_full_altclip_config(), indent=2) + "\n")
@@ -321,7 +321,7 @@ def _build_task(spec: dict):
         if spec["size"] == "tiny":
             student, tokenizer = build_student(spec["student"], teacher.width)
         else:
-            from altdiffusion.testing.assets import real_xlmr_tokenizer
+            from tests.xlmr_tokenizer import real_xlmr_tokenizer
 
             student, tokenizer = _full_student(teacher.width), real_xlmr_tokenizer()
         pairs = read_parallel_text([spec["data"]])

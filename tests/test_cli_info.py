@@ -7,30 +7,20 @@ through `python -m altdiffusion.cli` in a fresh interpreter.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
 import altdiffusion
-from altdiffusion.testing.tiny import write_tiny_altclip, write_tiny_altdiffusion
+from altdiffusion.models.tiny import write_tiny_altclip, write_tiny_altdiffusion
+from tests.models.cli_batch import run_cli_batch
 
 LABELS = ["猫", "狗", "汽车"]
-
-
-def _load_cli_batch():
-    spec = importlib.util.spec_from_file_location(
-        "_altdiffusion_tests_cli_batch", Path(__file__).parent / "models" / "cli_batch.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.run_cli_batch
 
 
 def _rows(stdout: str) -> dict[str, str]:
@@ -42,9 +32,28 @@ def _rows(stdout: str) -> dict[str, str]:
     return rows
 
 
-def _params(module) -> str:
-    n = sum(p.numel() for p in module.parameters())
-    return f"{n / 1e6:,.1f} M" if n >= 1e5 else f"{n:,}"
+# The tiny folders' parameter counts and how `info` must print them: in full with thousands
+# separators below 100,000, in millions with one decimal from there. The AltCLIP-m9 towers' counts
+# follow by hand from models/tiny.py (hidden 32, MLP 37, 2 layers of 4 x (32x32 + 32) attention
+# + 2 x 64 LayerNorm + 1,221 + 1,216 MLP = 6,789 each; vocab 269 from the trained tokenizer);
+# the others are what the loaded modules count.
+PARAMS = {
+    "m18 text encoder": (41_962, "41,962"),
+    "m18 unet": (798_084, "0.8 M"),
+    "m18 vae": (658_375, "0.7 M"),
+    "m18 safety checker": (6_409, "6,409"),
+    # embeddings 269 x 32 + 514 x 32 positions + 32 type + 64 LayerNorm, 2 layers, pre_LN 64, transformation 1,056
+    "m9 clip text tower": (39_850, "39,850"),
+    # patches 3 x 8 x 8 x 32, class 32, positions 17 x 32, two LayerNorms 128, 2 layers
+    "m9 clip vision tower": (20_426, "20,426"),
+}
+
+
+def _params(module, name: str) -> str:
+    """How `info` prints ``module``'s parameter count, once the count is the expected one."""
+    count, printed = PARAMS[name]
+    assert sum(p.numel() for p in module.parameters()) == count, name
+    return printed
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +113,7 @@ def cli(folders):
         "info-fp16-cpu": ["info", f["m9"], "--device", "cpu", "--dtype", "fp16"],
         "info-cuda": ["info", f["m9"], "--device", "cuda"],
     }
-    results = _load_cli_batch()(list(commands.values()))
+    results = run_cli_batch(list(commands.values()))
     return dict(zip(commands, results))
 
 
@@ -136,10 +145,13 @@ def test_info_on_a_diffusion_folder(cli, folders):
     assert rows["folder"] == str(folders["m18"].resolve())
     assert rows["languages"] == "unknown"  # a local folder: no language list is known
     assert rows["conditioning"] == "penultimate layer + pre_LN + transformation_pre (m18)"
-    assert rows["text encoder"] == f"XLM-R 2 layers x 32, vocab {te.config.vocab_size:,}, -> 48-d; {_params(te)} params"
-    assert rows["unet"] == f"cross-attention 48-d; {_params(pipe.unet)} params"
-    assert rows["vae"] == f"4 latent channels, /2; {_params(pipe.vae)} params"
-    assert rows["safety checker"] == f"{_params(pipe.safety_checker)} params"
+    assert (
+        rows["text encoder"]
+        == f"XLM-R 2 layers x 32, vocab {te.config.vocab_size:,}, -> 48-d; {_params(te, 'm18 text encoder')} params"
+    )
+    assert rows["unet"] == f"cross-attention 48-d; {_params(pipe.unet, 'm18 unet')} params"
+    assert rows["vae"] == f"4 latent channels, /2; {_params(pipe.vae, 'm18 vae')} params"
+    assert rows["safety checker"] == f"{_params(pipe.safety_checker, 'm18 safety checker')} params"
     assert rows["scheduler"] == "PNDMScheduler"
     assert rows["default size"] == "64x64"
     assert rows["dtype"] == "float32"
@@ -165,9 +177,12 @@ def test_info_on_a_clip_folder(cli, folders):
     assert rows["languages"] == "unknown"
     assert (
         rows["text tower"]
-        == f"XLM-R 2 layers x 32, vocab {m.text_model.config.vocab_size:,}; {_params(m.text_model)} params"
+        == f"XLM-R 2 layers x 32, vocab {m.text_model.config.vocab_size:,}; {_params(m.text_model, 'm9 clip text tower')} params"
     )
-    assert rows["vision tower"] == f"ViT 2 layers x 32, 32 px / patch 8; {_params(m.vision_model)} params"
+    assert (
+        rows["vision tower"]
+        == f"ViT 2 layers x 32, 32 px / patch 8; {_params(m.vision_model, 'm9 clip vision tower')} params"
+    )
     assert rows["embedding"] == "16-d"
     assert rows["dtype"] == "float32"
     assert rows["device"] == "cpu"

@@ -8,7 +8,7 @@ import torch
 import altdiffusion
 from altdiffusion import AltDiffusionError, InvalidInputError
 from altdiffusion.devices import select_device, select_dtype
-from altdiffusion.testing.tiny import write_tiny_altclip, write_tiny_altdiffusion
+from altdiffusion.models.tiny import write_tiny_altclip, write_tiny_altdiffusion
 
 CPU = torch.device("cpu")
 HAS_CUDA = torch.cuda.is_available()

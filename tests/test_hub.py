@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,7 +12,8 @@ import pytest
 import altdiffusion
 from altdiffusion import ModelNotFoundError
 from altdiffusion.hub import KNOWN_CHECKPOINTS, M9_LANGUAGES, bundled_model_dir, resolve_model
-from altdiffusion.testing.tiny import write_tiny_altclip, write_tiny_altdiffusion
+from altdiffusion.models.tiny import write_tiny_altclip, write_tiny_altdiffusion
+from tests.models.cli_batch import run_cli_batch
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -44,20 +44,11 @@ def hand_made_cache(tmp_path_factory) -> Path:
     return hf_home
 
 
-def _load_cli_batch():
-    spec = importlib.util.spec_from_file_location(
-        "_altdiffusion_tests_cli_batch", Path(__file__).parent / "models" / "cli_batch.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.run_cli_batch
-
-
 @pytest.fixture(scope="module")
 def cli_with_cache(hand_made_cache) -> dict:
     """`altdiffusion info REPO_ID` in fresh processes whose environment points at the cache."""
     ids = ["BAAI/AltDiffusion-m9", "BAAI/AltCLIP-m18", "BAAI/AltDiffusion-m18"]
-    results = _load_cli_batch()([["info", i] for i in ids], env=_offline_env(hand_made_cache), clean_env=True)
+    results = run_cli_batch([["info", i] for i in ids], env=_offline_env(hand_made_cache), clean_env=True)
     return dict(zip(ids, results))
 
 

@@ -178,7 +178,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_dev_tiny(args) -> int:
-    from altdiffusion.testing.tiny import write_tiny_altclip, write_tiny_altdiffusion
+    from altdiffusion.models.tiny import write_tiny_altclip, write_tiny_altdiffusion
 
     family, _, variant = args.layout.partition("-")
     writer = write_tiny_altclip if family == "altclip" else write_tiny_altdiffusion

@@ -43,25 +43,18 @@ class KnownCheckpoint:
     repo_id: str
     family: str  # "clip" or "diffusion"
     languages: tuple[str, ...]
-    note: str
 
 
 KNOWN_CHECKPOINTS = {
     c.repo_id: c
     for c in (
-        KnownCheckpoint("BAAI/AltCLIP", "clip", M2_LANGUAGES, "XLM-R large + CLIP ViT-L/14, 768-d"),
-        KnownCheckpoint("BAAI/AltCLIP-m9", "clip", M9_LANGUAGES, "XLM-R large + CLIP ViT-L/14, 768-d"),
-        KnownCheckpoint("BAAI/AltCLIP-m18", "clip", M18_LANGUAGES, "XLM-R large + OpenCLIP ViT-H/14, 1024-d"),
-        KnownCheckpoint("BAAI/AltDiffusion", "diffusion", M2_LANGUAGES, "SD v1.4 UNet, last-layer conditioning, 768-d"),
-        KnownCheckpoint(
-            "BAAI/AltDiffusion-m9", "diffusion", M9_LANGUAGES, "SD v1.4 UNet, last-layer conditioning, 768-d"
-        ),
-        KnownCheckpoint(
-            "BAAI/AltDiffusion-m18",
-            "diffusion",
-            M18_LANGUAGES,
-            "SD v2.1-base UNet, penultimate-layer conditioning, 1024-d",
-        ),
+        KnownCheckpoint("BAAI/AltCLIP", "clip", M2_LANGUAGES),  # XLM-R large + CLIP ViT-L/14, 768-d
+        KnownCheckpoint("BAAI/AltCLIP-m9", "clip", M9_LANGUAGES),  # XLM-R large + CLIP ViT-L/14, 768-d
+        KnownCheckpoint("BAAI/AltCLIP-m18", "clip", M18_LANGUAGES),  # XLM-R large + OpenCLIP ViT-H/14, 1024-d
+        KnownCheckpoint("BAAI/AltDiffusion", "diffusion", M2_LANGUAGES),  # SD v1.4 UNet, last layer, 768-d
+        KnownCheckpoint("BAAI/AltDiffusion-m9", "diffusion", M9_LANGUAGES),  # SD v1.4 UNet, last layer, 768-d
+        # SD v2.1-base UNet, penultimate-layer conditioning, 1024-d
+        KnownCheckpoint("BAAI/AltDiffusion-m18", "diffusion", M18_LANGUAGES),
     )
 }
 

@@ -5,8 +5,7 @@ import json
 import pytest
 
 from altdiffusion.mini import architecture, world
-from altdiffusion.testing.assets import real_xlmr_tokenizer_file
-from altdiffusion.testing.tiny import write_tiny_xlmr
+from altdiffusion.mini.tokenizer import real_xlmr_tokenizer_file
 
 pytestmark = pytest.mark.skipif(
     real_xlmr_tokenizer_file() is None,
@@ -24,8 +23,7 @@ def test_student_tokenizer_segments_captions_exactly_as_xlmr_does(tmp_path):
     from transformers import AutoTokenizer
 
     corpus = _corpus()
-    options = {k: v for k, v in architecture.STUDENT.items() if k == "real_vocabulary"}
-    folder = write_tiny_xlmr(tmp_path / "student", corpus, width=16, layers=1, **options)
+    folder = architecture.write_student_init(tmp_path / "student", corpus, seed=0)
     student = AutoTokenizer.from_pretrained(str(folder))
     full = Tokenizer.from_file(str(real_xlmr_tokenizer_file()))
     for text in corpus[::5]:
@@ -43,5 +41,5 @@ def test_student_tokenizer_segments_captions_exactly_as_xlmr_does(tmp_path):
     # The words that tell scenes apart stay whole, as in XLM-R.
     for word in ("▁right", "▁derecha", "▁gauche", "▁части"):
         assert student.tokenize(word.removeprefix("▁")) == [word]
-    again = write_tiny_xlmr(tmp_path / "again", corpus, width=16, layers=1, **options)
+    again = architecture.write_student_init(tmp_path / "again", corpus, seed=1)
     assert json.loads((again / "tokenizer.json").read_text()) == json.loads((folder / "tokenizer.json").read_text())

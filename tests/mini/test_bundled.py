@@ -137,8 +137,8 @@ def test_checker_accepts_renders_of_the_evaluation_scenes():
 
 
 def test_bundled_tokenizer_reads_captions_as_xlmr_does():
+    from altdiffusion.mini.tokenizer import real_xlmr_tokenizer_file
     from altdiffusion.models.tokenizer import load_tokenizer
-    from altdiffusion.testing.assets import real_xlmr_tokenizer_file
 
     full = real_xlmr_tokenizer_file()
     if full is None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from altdiffusion.mini import world
+from altdiffusion.mini import scenes, world
 from altdiffusion.mini.world import (
     BACKGROUNDS,
     COLOURS,
@@ -143,7 +143,7 @@ def test_render_places_things_where_the_label_says():
             a, b = world.placements(scene, random.Random(seed))
             axis = 0 if relation == "left_of" else 1
             assert b.centre[axis] - a.centre[axis] > 25
-            assert world._gap(a, b, axis) >= world.MIN_GAP
+            assert scenes._gap(a, b, axis) >= world.MIN_GAP
 
 
 def test_jitter_is_small_and_reproducible():

@@ -92,11 +92,6 @@ def _serve() -> None:
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker  # noqa: F401
     from transformers import AltCLIPConfig, AutoTokenizer, CLIPVisionModel, XLMRobertaModel  # noqa: F401
 
-    import altdiffusion.cli
-    import altdiffusion.clip
-    import altdiffusion.pipelines.alt_diffusion
-    import altdiffusion.testing.tiny  # noqa: F401
-
     workers = max(2, os.cpu_count() or 2)
     results: list[dict | None] = [None] * len(argvs)
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,7 +6,6 @@ folder first (``copy_layout``).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -14,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from altdiffusion.testing.tiny import VARIANTS, write_tiny_altclip, write_tiny_altdiffusion
+from altdiffusion.models.tiny import VARIANTS, write_tiny_altclip, write_tiny_altdiffusion
+from tests.models import cli_batch
 
-# Real text in the scripts the tiny tokenizer was trained on (testing/tiny.py CORPUS).
+# Real text in the scripts the tiny tokenizer was trained on (models/tiny_tokenizers.py CORPUS).
 PROMPTS = {
     "zh": "一只可爱的猫坐在窗台上",
     "en": "a photo of a cat",
@@ -50,12 +50,7 @@ def copy_layout(tiny_layouts, tmp_path):
 @pytest.fixture(scope="session")
 def run_cli_batch():
     """``run_cli_batch([argv, ...]) -> [result(returncode, stdout, stderr), ...]``: see cli_batch.py."""
-    spec = importlib.util.spec_from_file_location(
-        "_altdiffusion_tests_cli_batch", Path(__file__).with_name("cli_batch.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.run_cli_batch
+    return cli_batch.run_cli_batch
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,8 @@ import torch
 
 import altdiffusion
 from altdiffusion import CheckpointError, ModelNotFoundError
-from altdiffusion.testing.assets import real_xlmr_tokenizer_file
-from altdiffusion.testing.tiny import write_tiny_altdiffusion
+from altdiffusion.mini.tokenizer import real_xlmr_tokenizer_file
+from altdiffusion.models.tiny import write_tiny_altdiffusion
 
 
 class Payload:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import altdiffusion
-from altdiffusion.testing.tiny import write_tiny_altdiffusion
+from altdiffusion.models.tiny import write_tiny_altdiffusion
 
 VARIANTS = ("m2", "m9", "m18")
 CONDITIONING_DIM = {"m2": 32, "m9": 32, "m18": 48}

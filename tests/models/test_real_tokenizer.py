@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import altdiffusion
-from altdiffusion.testing.tiny import write_tiny_altclip, write_tiny_altdiffusion
+from altdiffusion.mini.tokenizer import required_real_xlmr_tokenizer_file
+from altdiffusion.models.tiny import write_tiny_altclip, write_tiny_altdiffusion
 
 PROMPTS = {
     "zh": "一只可爱的猫坐在窗台上",
@@ -23,9 +24,10 @@ UNK = 3
 @pytest.fixture(scope="module")
 def real_folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("real-tokenizer")
+    real = required_real_xlmr_tokenizer_file().read_bytes()
     return {
-        "altdiffusion-m18": write_tiny_altdiffusion(root / "ad-m18", "m18", real_tokenizer=True, safety_checker=False),
-        "altclip-m9": write_tiny_altclip(root / "ac-m9", "m9", real_tokenizer=True),
+        "altdiffusion-m18": write_tiny_altdiffusion(root / "ad-m18", "m18", tokenizer_json=real, safety_checker=False),
+        "altclip-m9": write_tiny_altclip(root / "ac-m9", "m9", tokenizer_json=real),
     }
 
 

@@ -19,10 +19,10 @@ import pytest
 import torch
 from PIL import Image
 
+from altdiffusion.models.tiny import write_tiny_altdiffusion
 from altdiffusion.pipelines.alt_diffusion import MAX_SEED, AltDiffusionPipeline, GenerationInterrupted
 from altdiffusion.pipelines.infotext import parse_infotext
 from altdiffusion.pipelines.samplers import available_samplers, make_scheduler
-from altdiffusion.testing.tiny import write_tiny_altdiffusion
 
 STEPS = 3
 SIZE = 32

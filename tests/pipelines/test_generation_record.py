@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from altdiffusion.errors import InvalidInputError
+from altdiffusion.models.tiny import write_tiny_altdiffusion
 from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline, GenerationInterrupted
 from altdiffusion.pipelines.infotext import parse_infotext
 from altdiffusion.pipelines.lora import LoraLayer, layers_to_kohya
 from altdiffusion.pipelines.seeds import MAX_SEED, seed_range
-from altdiffusion.testing.tiny import write_tiny_altdiffusion
 
 SIZE, STEPS = 32, 3
 Q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from altdiffusion.mini.tokenizer import real_xlmr_tokenizer_file
+from altdiffusion.models.tiny import write_tiny_altdiffusion
 from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline
-from altdiffusion.testing.assets import real_xlmr_tokenizer_file
-from altdiffusion.testing.tiny import write_tiny_altdiffusion
 
 pytestmark = pytest.mark.skipif(
     real_xlmr_tokenizer_file() is None,
@@ -63,8 +63,9 @@ VARIANTS = ["m9", "m18"]
 def pipes(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-long-prompts")
     out = {}
+    real = real_xlmr_tokenizer_file().read_bytes()
     for variant in VARIANTS:
-        folder = write_tiny_altdiffusion(root / variant, variant, safety_checker=False, real_tokenizer=True)
+        folder = write_tiny_altdiffusion(root / variant, variant, safety_checker=False, tokenizer_json=real)
         out[variant] = AltDiffusionPipeline.from_pretrained(folder, device="cpu")
     return out
 

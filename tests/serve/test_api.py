@@ -20,11 +20,10 @@ from PIL import Image
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
-from running import RunningServer  # noqa: E402
-
+from altdiffusion.models.tiny import write_tiny_altdiffusion  # noqa: E402
 from altdiffusion.pipelines.infotext import parse_infotext  # noqa: E402
 from altdiffusion.serve import create_app  # noqa: E402
-from altdiffusion.testing.tiny import write_tiny_altdiffusion  # noqa: E402
+from tests.serve.running import RunningServer  # noqa: E402
 
 API = "/sdapi/v1"
 SMALL = {"width": 64, "height": 64, "steps": 2}

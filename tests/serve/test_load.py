@@ -22,8 +22,8 @@ from PIL import Image
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
+from altdiffusion.models.tiny import write_tiny_altdiffusion
 from altdiffusion.serve.process import ServerProcess
-from altdiffusion.testing.tiny import write_tiny_altdiffusion
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's RSS from /proc")
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from running import RunningServer
 from safetensors.torch import save_file
 
+from altdiffusion.models.tiny import write_tiny_altdiffusion
 from altdiffusion.pipelines.infotext import parse_infotext
 from altdiffusion.pipelines.lora import LoraLayer, layers_to_kohya
-from altdiffusion.serve import create_app
 from altdiffusion.prompts.extra_networks import extract_tags
-from altdiffusion.testing.tiny import write_tiny_altdiffusion
+from altdiffusion.serve import create_app
+from tests.serve.running import RunningServer
 
 API = "/sdapi/v1"
 BODY = {"width": 64, "height": 64, "steps": 2, "seed": 11, "sampler_name": "Euler"}

@@ -1,17 +1,12 @@
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import grammar
+from tests.training import grammar
 
 
 @pytest.fixture(scope="session")
 def distill_world(tmp_path_factory):
     """A tiny English CLIP teacher, a tiny XLM-R student and en-zh parallel text (train / held out)."""
-    from altdiffusion.testing.tiny import write_tiny_clip, write_tiny_xlmr
+    from altdiffusion.models.tiny_distillation import write_tiny_clip, write_tiny_xlmr
 
     root = tmp_path_factory.mktemp("distill-world")
     corpus = grammar.corpus()

@@ -7,7 +7,6 @@ scenes (size, colour, shape, place) with 15% of the scenes held out of all train
 import json
 from pathlib import Path
 
-import grammar
 import pytest
 import torch
 
@@ -18,6 +17,7 @@ from altdiffusion.training.distill import DistillTask, build_student
 from altdiffusion.training.loop import train
 from altdiffusion.training.params import TrainSettings
 from altdiffusion.training.teacher import Teacher
+from tests.training import grammar
 
 DISTILL_STEPS = 600
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -4,18 +4,17 @@ import json
 import sys
 from pathlib import Path
 
-import grammar
 import pytest
-import runs
 import torch
 from safetensors.torch import load_file
 
 from altdiffusion import load_pipeline
-from altdiffusion.testing.tiny import write_tiny_altclip, write_tiny_altdiffusion
+from altdiffusion.models.tiny import write_tiny_altclip, write_tiny_altdiffusion
 from altdiffusion.training.data import crop_pixels
 from altdiffusion.training.diffusion import DiffusionTask, assemble, trainable_names
 from altdiffusion.training.loop import train
 from altdiffusion.training.params import TrainSettings
+from tests.training import grammar, runs
 
 PX = 32  # tiny VAE downsamples by 2: 16x16 latents keep CPU steps fast
 

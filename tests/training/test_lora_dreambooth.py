@@ -4,7 +4,6 @@ the pipeline and the CLI."""
 import subprocess
 import sys
 
-import grammar
 import numpy as np
 import pytest
 import torch
@@ -16,6 +15,7 @@ from altdiffusion.errors import CheckpointError, InvalidInputError
 from altdiffusion.pipelines.alt_diffusion import load_pipeline
 from altdiffusion.pipelines.infotext import read_infotext
 from altdiffusion.pipelines.lora import kohya_to_peft, parse_lora_arg, peft_to_kohya
+from tests.training import grammar
 
 pytest.importorskip("peft")
 
@@ -40,7 +40,7 @@ def _sample(pipe, seed=7):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from altdiffusion.testing.tiny import write_tiny_altdiffusion
+    from altdiffusion.models.tiny import write_tiny_altdiffusion
     from altdiffusion.training import loop
 
     root = tmp_path_factory.mktemp("dreambooth")

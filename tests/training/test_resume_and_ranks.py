@@ -5,9 +5,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import runs
 import torch
 from safetensors.torch import load_file
+
+from tests.training import runs
 
 STEPS = 40
 

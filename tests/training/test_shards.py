@@ -5,10 +5,9 @@ import subprocess
 import sys
 import tarfile
 
-import grammar
-
 from altdiffusion.training.data import expand_shards, pick_caption, shard_samples
 from altdiffusion.training.shards import make_shards
+from tests.training import grammar
 
 
 def _table(tmp_path, rows, suffix=".tsv"):

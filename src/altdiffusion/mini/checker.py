@@ -17,8 +17,9 @@ from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from scipy import ndimage
 
-from altdiffusion.mini.world import (
+from altdiffusion.mini.scenes import (
     ALL_PAIRS,
     BACKGROUNDS,
     COLOURS,
@@ -50,7 +51,6 @@ class FoundObject:
     bbox: tuple[int, int, int, int]  # left, top, right, bottom (right and bottom exclusive)
     area: int  # pixels in the blob
     rgb: tuple[float, float, float]  # the blob's measured colour
-    shape_scores: dict[str, float]  # correlation with each shape's template
 
     @property
     def position(self) -> str:
@@ -99,26 +99,14 @@ def _background(pixels: np.ndarray) -> tuple[str, np.ndarray]:
     return _nearest(measured, BACKGROUNDS, _euclidean), measured
 
 
+EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)  # diagonal neighbours join a blob too
+
+
 def _components(mask: np.ndarray) -> list[np.ndarray]:
-    """8-connected blobs of ``mask`` as arrays of (row, column) pairs."""
-    height, width = mask.shape
-    seen = np.zeros_like(mask, dtype=bool)
-    blobs = []
-    for start in zip(*np.nonzero(mask)):
-        if seen[start]:
-            continue
-        seen[start] = True
-        stack, blob = [start], []
-        while stack:
-            y, x = stack.pop()
-            blob.append((y, x))
-            for ny in (y - 1, y, y + 1):
-                for nx in (x - 1, x, x + 1):
-                    if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not seen[ny, nx]:
-                        seen[ny, nx] = True
-                        stack.append((ny, nx))
-        blobs.append(np.array(blob))
-    return blobs
+    """8-connected blobs of ``mask`` as arrays of (row, column) pairs, in the order of their first
+    pixel in row-major order (which breaks ties between blobs of one size)."""
+    labels, count = ndimage.label(mask, structure=EIGHT_NEIGHBOURS)
+    return [np.argwhere(labels == label) for label in range(1, count + 1)]
 
 
 # ------------------------------------------------------------------------------ one object
@@ -217,7 +205,6 @@ def _object(pixels: np.ndarray, background: np.ndarray, blob: np.ndarray) -> Fou
         bbox=bbox,
         area=len(blob),
         rgb=tuple(float(v) for v in rgb),
-        shape_scores=scores,
     )
 
 

@@ -17,7 +17,6 @@ from altdiffusion.models.loading import load_text_encoder, read_json
 from altdiffusion.models.tokenizer import load_tokenizer
 
 REQUIRED = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
-OPTIONAL = ("safety_checker", "feature_extractor")
 
 SCHEDULER_CLASSES = {
     "PNDMScheduler",

@@ -60,8 +60,8 @@ from altdiffusion.pipelines.samplers import (
     canonical_sampler_name,
     make_scheduler,
 )
-from altdiffusion.serve.images import BadImage, decode_image, encode_png, text_chunks
 from altdiffusion.prompts.extra_networks import extract_tags
+from altdiffusion.serve.images import BadImage, decode_image, encode_png, text_chunks
 from altdiffusion.serve.loras import LoraRegistry
 from altdiffusion.serve.middleware import BasicAuthMiddleware, BodyLimitMiddleware, parse_credentials
 from altdiffusion.serve.runner import JobState, QueueFull, Worker

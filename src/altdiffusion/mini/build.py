@@ -62,14 +62,14 @@ class Build:
 
     # -- running one stage -----------------------------------------------------------------------
 
-    def train(self, stage: str, command: str, *args: str) -> Path:
+    def train(self, stage: str, command: str, *args: str | Path) -> Path:
         r = RECIPE[stage]
         output = self.out / stage
         if (output / "model").is_dir():
             print(f"[mini build] {stage}: kept {output / 'model'}", flush=True)
             return output / "model"
         steps = self.steps(stage)
-        argv = self.train_argv(command, *args, output=output, steps=steps, batch=r["batch"], lr=r["lr"])
+        argv = self.train_argv(command, *map(str, args), output=output, steps=steps, batch=r["batch"], lr=r["lr"])
         argv += ["--warmup-steps", str(min(r["warmup"], steps // 2)), "--save-every", "1000000"]
         if "noise_offset" in r:
             argv += ["--noise-offset", str(r["noise_offset"])]
@@ -144,122 +144,16 @@ class Build:
         self.log.update(seed=self.seed, smoke=self.smoke, steps_scale=self.steps_scale, recipe=RECIPE)
         start = time.time()
         shards, parallel = self.data()
-        init = self.out / "init"
-        seed = self.seed
-
-        if not (init / "teacher").is_dir():
-            architecture.write_teacher_init(init / "teacher", self.captions(parallel, ["en"]), seed)
-        teacher = self.train(
-            "teacher",
-            "clip-contrastive",
-            "--model",
-            str(init / "teacher"),
-            "--shards",
-            str(shards),
-            "--train-vision",
-            "--languages",
-            "en",
-        )
-
-        if not (init / "vae").is_dir():
-            architecture.write_vae_init(init / "vae")
-        # The mean of q(z|x) is what the diffusion stages encode; small objects on plain backgrounds
-        # need the foreground weighting (without it, 800 steps still gave colourless blobs).
-        vae = self.train(
-            "vae",
-            "vae",
-            "--vae",
-            str(init / "vae"),
-            "--data",
-            str(shards),
-            "--resolution",
-            "64",
-            "--posterior",
-            "mode",
-            "--foreground-weight",
-            "3",
-        )
-
-        # Every diffusion stage trains with offset noise. The per-channel mean of a 16x16 latent's
-        # noise has std 1/16, as much as SD's schedule leaves of the image's mean at t=T
-        # (sqrt(alpha_bar_T) = 0.07), so the UNet learnt to take the background's brightness from the
-        # starting noise: 13 of 64 English test images had the wrong background, 0 with the offset.
-        if not (init / "sd").is_dir():
-            architecture.write_sd_init(init / "sd", teacher, vae, seed)
-        sd = self.train(
-            "sd",
-            "diffusion",
-            "--base",
-            str(init / "sd"),
-            "--stage",
-            "quality",
-            "--resolution",
-            "64",
-            "--caption-dropout",
-            "0.1",
-            "--min-snr-gamma",
-            "5",
-            "--languages",
-            "en",
-            "--data",
-            str(shards),
-            "--cache-latents",
-        )
-
-        if not (init / "student").is_dir():
-            architecture.write_student_init(init / "student", self.captions(parallel), seed)
-        distilled = self.train(
-            "distill",
-            "clip-distill",
-            "--teacher",
-            str(teacher),
-            "--student",
-            str(init / "student"),
-            "--data",
-            str(parallel),
-        )
-        altclip = self.train("altclip", "clip-contrastive", "--model", str(distilled), "--shards", str(shards))
-
-        aligned = self.train(
-            "align",
-            "diffusion",
-            "--base",
-            str(sd),
-            "--text-encoder",
-            str(altclip),
-            "--conditioning",
-            "m9",
-            "--stage",
-            "align",
-            "--align-params",
-            "kv",
-            "--resolution",
-            "64",
-            "--data",
-            str(shards),
-            "--cache-latents",
-        )
-        final = self.train(
-            "quality",
-            "finetune",
-            "--model",
-            str(aligned),
-            "--resolution",
-            "64",
-            "--caption-dropout",
-            "0.1",
-            "--min-snr-gamma",
-            "5",
-            "--data",
-            str(shards),
-            "--cache-latents",
-        )
+        teacher = self.teacher(shards, parallel)
+        vae = self.vae(shards)
+        sd = self.sd(shards, teacher, vae)
+        altclip = self.altclip(shards, parallel, teacher)
+        final = self.altdiffusion(shards, sd, altclip)
         self.log["recipe_wall_s"] = round(
             sum(s["wall_s"] for name, s in self.log["stages"].items() if name != "scratch"), 1
         )
-
         if self.baseline:
-            self.scratch_baseline(altclip, teacher, init, shards)
+            self.scratch_baseline(altclip, teacher, self.init, shards)
         self.log["outputs"] = {"altclip": str(altclip), "altdiffusion": str(final)}
         self.log["hashes"] = {name: folder_hash(Path(p)) for name, p in self.log["outputs"].items()}
         # A build folder may be finished over several invocations (interrupted, or the baseline
@@ -271,6 +165,51 @@ class Build:
         self.log["total_wall_s"] = round(sum(runs), 1)
         self.save_log()
         return self.log
+
+    @property
+    def init(self) -> Path:
+        """Each stage's randomly initialised starting model (written once, kept on a rerun)."""
+        return self.out / "init"
+
+    def teacher(self, shards: Path, parallel: Path) -> Path:
+        if not (self.init / "teacher").is_dir():
+            architecture.write_teacher_init(self.init / "teacher", self.captions(parallel, ["en"]), self.seed)
+        args = ["--model", self.init / "teacher", "--shards", shards, "--train-vision", "--languages", "en"]
+        return self.train("teacher", "clip-contrastive", *args)
+
+    def vae(self, shards: Path) -> Path:
+        if not (self.init / "vae").is_dir():
+            architecture.write_vae_init(self.init / "vae")
+        # The mean of q(z|x) is what the diffusion stages encode; small objects on plain backgrounds
+        # need the foreground weighting (without it, 800 steps still gave colourless blobs).
+        options = "--resolution 64 --posterior mode --foreground-weight 3".split()
+        return self.train("vae", "vae", "--vae", self.init / "vae", "--data", shards, *options)
+
+    def sd(self, shards: Path, teacher: Path, vae: Path) -> Path:
+        # Every diffusion stage trains with offset noise. The per-channel mean of a 16x16 latent's
+        # noise has std 1/16, as much as SD's schedule leaves of the image's mean at t=T
+        # (sqrt(alpha_bar_T) = 0.07), so the UNet learnt to take the background's brightness from the
+        # starting noise: 13 of 64 English test images had the wrong background, 0 with the offset.
+        if not (self.init / "sd").is_dir():
+            architecture.write_sd_init(self.init / "sd", teacher, vae, self.seed)
+        options = "--stage quality --resolution 64 --caption-dropout 0.1 --min-snr-gamma 5 --languages en".split()
+        return self.train("sd", "diffusion", "--base", self.init / "sd", *options, "--data", shards, "--cache-latents")
+
+    def altclip(self, shards: Path, parallel: Path, teacher: Path) -> Path:
+        """AltCLIP-mini: teacher learning on parallel captions, then contrastive learning."""
+        if not (self.init / "student").is_dir():
+            architecture.write_student_init(self.init / "student", self.captions(parallel), self.seed)
+        args = ["--teacher", teacher, "--student", self.init / "student", "--data", parallel]
+        distilled = self.train("distill", "clip-distill", *args)
+        return self.train("altclip", "clip-contrastive", "--model", distilled, "--shards", shards)
+
+    def altdiffusion(self, shards: Path, sd: Path, altclip: Path) -> Path:
+        """AltDiffusion-mini: SD-mini's UNet aligned to AltCLIP-mini's text tower, then trained whole."""
+        align = "--conditioning m9 --stage align --align-params kv --resolution 64".split()
+        data = ["--data", shards, "--cache-latents"]
+        aligned = self.train("align", "diffusion", "--base", sd, "--text-encoder", altclip, *align, *data)
+        quality = "--resolution 64 --caption-dropout 0.1 --min-snr-gamma 5".split()
+        return self.train("quality", "finetune", "--model", aligned, *quality, *data)
 
     def scratch_baseline(self, altclip: Path, teacher: Path, init: Path, shards: Path) -> None:
         """Train a multilingual CLIP (AltCLIP-mini's shape, both towers random) in segments until its

@@ -42,7 +42,6 @@ def build_report(
     import torch
 
     from altdiffusion.clip import load_clip
-    from altdiffusion.hub import bundled_model_dir
 
     torch.manual_seed(0)
     clip = load_clip(clip_model, dtype="fp32")
@@ -70,8 +69,6 @@ def build_report(
     for lang in world.LANGUAGES:
         rows[lang]["consistency_with_en"] = evaluate.agreement(verdicts["en"], verdicts[lang])
 
-    log_path = build_log or (bundled_model_dir("diffusion").parent / "build.json")
-    build = json.loads(log_path.read_text()) if log_path.is_file() else None
     report = {
         "models": {"clip": str(clip_model), "diffusion": str(diffusion_model)},
         "settings": {
@@ -86,11 +83,19 @@ def build_report(
         "failures_seen": failures,
         "seconds_per_image": speed(pipe),
         "device": _device_name(pipe.device),
-        "compute": compute_summary(build),
+        "compute": compute_summary(_read_build_log(build_log)),
         "minimums": check_minimums(rows),
     }
     report["minimums"]["seconds_per_image"] = report["seconds_per_image"] <= MINIMUMS["seconds_per_image"]
     return report, samples
+
+
+def _read_build_log(path: Path | None) -> dict | None:
+    """The build's log (default: the bundled model's), or None when there is none."""
+    from altdiffusion.hub import bundled_model_dir
+
+    path = path or (bundled_model_dir("diffusion").parent / "build.json")
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _device_name(device) -> str:

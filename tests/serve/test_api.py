@@ -23,7 +23,7 @@ uvicorn = pytest.importorskip("uvicorn")
 from running import RunningServer  # noqa: E402
 
 from altdiffusion.pipelines.infotext import parse_infotext  # noqa: E402
-from altdiffusion.serve import create_app  # noqa: E402
+from altdiffusion.serve import ServeConfig, create_app  # noqa: E402
 from altdiffusion.testing.tiny import write_tiny_altdiffusion  # noqa: E402
 
 API = "/sdapi/v1"
@@ -42,7 +42,9 @@ def model_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_url(model_dirs):
-    app = create_app(model_dirs, default="tiny", max_queue=4, max_body_bytes=BODY_LIMIT, safety_checker=False)
+    app = create_app(
+        ServeConfig(model_dirs, default="tiny", max_queue=4, max_body_bytes=BODY_LIMIT, safety_checker=False)
+    )
     running = RunningServer(app)
     try:
         with httpx.Client(base_url=running.url, timeout=60) as client:  # warm up (first call is slow)
@@ -466,7 +468,9 @@ def test_oversized_body_is_413(client, base_url):
 
 
 def test_basic_auth_on_every_endpoint(model_dirs):
-    app = create_app({"tiny": model_dirs["tiny"]}, default="tiny", api_auth="alice:s3cret:x", safety_checker=False)
+    app = create_app(
+        ServeConfig({"tiny": model_dirs["tiny"]}, default="tiny", api_auth="alice:s3cret:x", safety_checker=False)
+    )
     running = RunningServer(app)
     try:
         with httpx.Client(base_url=running.url, timeout=60) as c:
@@ -540,9 +544,9 @@ def test_legacy_sampler_index_and_module_entry_point(client, monkeypatch):
 
     from altdiffusion.serve import server as server_module
 
-    calls = []
-    monkeypatch.setattr(server_module, "serve", lambda *a, **k: calls.append((a, k)))
+    calls = []  # main() -> run(ServeConfig): the configuration it would serve
+    monkeypatch.setattr(server_module, "run", calls.append)
     assert server_module.main(["--model", "a=/models/x", "--model", "mini", "--api-auth", "u:p", "--port", "7861"]) == 0
-    ((args, kwargs),) = calls
-    assert args == ({"a": "/models/x", "mini": "mini"}, "127.0.0.1", 7861)
-    assert kwargs["api_auth"] == "u:p" and kwargs["max_queue"] == 8
+    (config,) = calls
+    assert (config.models, config.host, config.port) == ({"a": "/models/x", "mini": "mini"}, "127.0.0.1", 7861)
+    assert config.api_auth == "u:p" and config.max_queue == 8

@@ -61,12 +61,11 @@ class Plan:
     def calls(self, iteration: int) -> list[PipelineCall]:
         """The pipeline calls of one iteration (of ``n_iter``)."""
         batch = self.req.batch_size
-        first = self.seeds[iteration * batch]
-        if len(self.init_images) <= 1:
-            return [PipelineCall(first, batch, self.init_images[0] if self.init_images else None)]
+        seeds = self.seeds[iteration * batch : (iteration + 1) * batch]
+        if len(self.init_images) <= 1:  # the pipeline gives image i of the batch seeds[0] + i
+            return [PipelineCall(seeds[0], batch, self.init_images[0] if self.init_images else None)]
         # A1111: image i of a batch starts from init_images[i % n], so each is its own call.
-        seeds = seed_range(first, batch)
-        return [PipelineCall(seeds[i], 1, self.init_images[i % len(self.init_images)]) for i in range(batch)]
+        return [PipelineCall(seed, 1, self.init_images[i % len(self.init_images)]) for i, seed in enumerate(seeds)]
 
 
 class Planner:

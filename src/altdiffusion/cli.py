@@ -188,21 +188,9 @@ def cmd_dev_tiny(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from altdiffusion.serve.server import _model_arg, serve
+    from altdiffusion.serve.server import run_from_args
 
-    models = dict(_model_arg(m) for m in (args.model or ["mini"]))
-    serve(
-        models,
-        args.host,
-        args.port,
-        api_auth=args.api_auth,
-        max_queue=args.max_queue,
-        device=args.device,
-        dtype=args.dtype,
-        safety_checker=not args.no_safety_checker,
-        lora_dir=args.lora_dir,
-    )
-    return 0
+    return run_from_args(args)
 
 
 def cmd_train(args) -> int:
@@ -343,24 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_clip_classify)
 
     p = sub.add_parser("serve", help="AUTOMATIC1111-compatible HTTP API (/sdapi/v1/) on loopback")
-    p.add_argument(
-        "--model",
-        action="append",
-        default=None,
-        metavar="[NAME=]MODEL",
-        help="model folder, hub id or 'mini'; repeat to offer several (default: mini)",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--api-auth", default=None, metavar="USER:PASSWORD", help="require HTTP Basic credentials")
-    p.add_argument("--max-queue", type=int, default=8, help="waiting requests before 429")
-    p.add_argument(
-        "--lora-dir",
-        default=None,
-        help="folder of LoRA .safetensors files that prompts may name with <lora:name:weight>",
-    )
-    p.add_argument("--no-safety-checker", action="store_true")
-    device_args(p)
+    from altdiffusion.serve.config import add_serve_arguments  # light: no torch or FastAPI
+
+    add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
 
     train = sub.add_parser("train", help="training (run under accelerate launch or torchrun for many processes)")

@@ -15,7 +15,7 @@ from altdiffusion.models.tiny import write_tiny_altdiffusion
 from altdiffusion.pipelines.infotext import parse_infotext
 from altdiffusion.pipelines.lora import LoraLayer, layers_to_kohya
 from altdiffusion.prompts.extra_networks import extract_tags
-from altdiffusion.serve import create_app
+from altdiffusion.serve import ServeConfig, create_app
 from tests.serve.running import RunningServer
 
 API = "/sdapi/v1"
@@ -41,7 +41,9 @@ def server(tmp_path_factory):
             )
     tensors, metadata = layers_to_kohya(layers)
     save_file(tensors, str(loras / "ink.safetensors"), metadata=metadata)
-    running = RunningServer(create_app({"tiny": model}, default="tiny", safety_checker=False, lora_dir=loras))
+    running = RunningServer(
+        create_app(ServeConfig({"tiny": model}, default="tiny", safety_checker=False, lora_dir=loras))
+    )
     try:
         yield running.url
     finally:

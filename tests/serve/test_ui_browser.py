@@ -21,7 +21,7 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
 from altdiffusion.models.tiny import write_tiny_altdiffusion  # noqa: E402
-from altdiffusion.serve import create_app  # noqa: E402
+from altdiffusion.serve import ServeConfig, create_app  # noqa: E402
 from tests.serve.running import RunningServer  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -46,7 +46,7 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_url(tiny_model):
-    running = RunningServer(create_app({"tiny": tiny_model}, default="tiny", safety_checker=False))
+    running = RunningServer(create_app(ServeConfig({"tiny": tiny_model}, default="tiny", safety_checker=False)))
     try:
         yield running.url
     finally:
@@ -91,7 +91,7 @@ def test_page_and_assets_are_served_offline(base_url):
 
 
 def test_basic_auth_protects_the_page(tiny_model):
-    app = create_app({"tiny": tiny_model}, default="tiny", api_auth="ann:pw", safety_checker=False)
+    app = create_app(ServeConfig({"tiny": tiny_model}, default="tiny", api_auth="ann:pw", safety_checker=False))
     running = RunningServer(app)
     try:
         with httpx.Client(base_url=running.url, timeout=30) as c:
@@ -103,7 +103,9 @@ def test_basic_auth_protects_the_page(tiny_model):
 
 
 def test_ui_can_be_turned_off(tiny_model):
-    running = RunningServer(create_app({"tiny": tiny_model}, default="tiny", safety_checker=False, ui=False))
+    running = RunningServer(
+        create_app(ServeConfig({"tiny": tiny_model}, default="tiny", safety_checker=False, ui=False))
+    )
     try:
         with httpx.Client(base_url=running.url, timeout=30) as c:
             assert c.get("/").status_code == 404

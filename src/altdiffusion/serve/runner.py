@@ -50,8 +50,6 @@ class JobState:
         self.pipe = None
         self.latents = None  # latest latents of the running iteration (a CPU/GPU tensor)
         self.latents_version = 0
-        self.preview: str | None = None  # base64 PNG of latents_version
-        self.preview_version = -1
 
     # -- called by the worker / the job
     def begin(self, job: str, job_count: int, future: Future | None, pipe) -> None:

@@ -1,0 +1,187 @@
+"""The server's one configuration: :class:`ServeConfig`, and the command-line options that fill it.
+
+``altdiffusion serve`` and ``python -m altdiffusion.serve`` both call
+:func:`add_serve_arguments` and :func:`config_from_args`, so they take the same options.
+The CLI imports this module while it builds its parser: keep it free of heavy imports
+(torch, diffusers, fastapi).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from altdiffusion.errors import InvalidInputError
+
+DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+# (field, help) of every limit: each becomes a --max-... option and is checked by validate().
+LIMITS = (
+    ("max_queue", "waiting requests before the server answers 429"),
+    ("max_pixels", "largest width x height of a generated image"),
+    ("max_steps", "most sampling steps a request may ask for"),
+    ("max_batch", "most images (batch_size x n_iter) per request"),
+    ("max_body_bytes", "largest request body in bytes (413 above it)"),
+)
+
+
+@dataclass
+class ServeConfig:
+    """What a server serves, where, and within which limits.
+
+    ``models`` maps a configured name to a model folder, hub id or ``"mini"``; requests
+    name models only by these names. ``default`` is loaded first (None: the first model).
+    """
+
+    models: Mapping[str, str | Path]
+    default: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 7860
+    api_auth: str | None = None  # "user:password" for HTTP Basic auth on every route
+    device: Any = None  # "cpu", "cuda", a torch.device...; None: the best available
+    dtype: Any = None  # "fp16", a torch.dtype...; None: fp16 on GPU, fp32 on CPU
+    safety_checker: bool = True
+    lora_dir: str | Path | None = None  # LoRA files prompts may name with <lora:name:weight>
+    ui: bool = True  # serve the web UI at /
+    preload: bool = True  # load the default model before serving (else with the first job)
+    log_level: str = "info"
+    max_queue: int = 8
+    max_pixels: int = 1024 * 1024
+    max_steps: int = 150
+    max_batch: int = 8
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    @property
+    def default_model(self) -> str:
+        return self.default if self.default is not None else next(iter(self.models))
+
+    def validate(self) -> ServeConfig:
+        """This configuration, or an InvalidInputError whose one line says what to fix."""
+        _check_models(self.models, self.default)
+        for name, _ in LIMITS:
+            _check_positive(name, getattr(self, name))
+        if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 <= self.port <= 65535:
+            raise InvalidInputError(f"port (--port) must be a whole number from 0 to 65535, got {self.port!r}")
+        if self.api_auth is not None:
+            _check_api_auth(self.api_auth)
+        if self.lora_dir is not None and not Path(self.lora_dir).is_dir():
+            raise InvalidInputError(f"lora_dir (--lora-dir) {self.lora_dir} is not a folder")
+        if self.log_level not in LOG_LEVELS:
+            raise InvalidInputError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        return self
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_positive(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidInputError(f"{name} ({_option(name)}) must be a whole number >= 1, got {value!r}")
+
+
+def _check_models(models: object, default: str | None) -> None:
+    if not isinstance(models, Mapping) or not models:
+        raise InvalidInputError("no model given; configure at least one (name -> model folder, hub id or 'mini')")
+    for name, source in models.items():
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInputError(f"model names must be non-empty strings, got {name!r}")
+        if not isinstance(source, (str, Path)) or not str(source).strip():
+            raise InvalidInputError(f"model {name!r}: expected a folder, hub id or 'mini', got {source!r}")
+    if default is not None and default not in models:
+        raise InvalidInputError(f"default model {default!r} is not one of the configured models: {', '.join(models)}")
+
+
+def _check_api_auth(api_auth: object) -> None:
+    user, sep, password = api_auth.partition(":") if isinstance(api_auth, str) else ("", "", "")
+    if not (sep and user and password):
+        raise InvalidInputError("api_auth (--api-auth) must have the form user:password, both non-empty")
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def model_name_of(source: str | Path) -> str:
+    """The configured name for a model given only by its folder / hub id: its last path part."""
+    text = str(source).rstrip("/\\")
+    return Path(text).name or text
+
+
+def models_from(model: object) -> dict[str, str | Path]:
+    """``{name: source}`` from a folder / hub id / ``"mini"``, a list of them, or a mapping."""
+    if isinstance(model, Mapping):
+        return dict(model)
+    if isinstance(model, (str, Path)):
+        return {model_name_of(model): model}
+    if isinstance(model, Sequence):
+        return {model_name_of(m): m for m in model}
+    raise InvalidInputError(f"model must be a folder, hub id, 'mini', or a mapping of name -> model; got {model!r}")
+
+
+def parse_model_option(text: str) -> tuple[str, str]:
+    """``--model NAME=MODEL`` or ``--model MODEL`` (named after its last path part)."""
+    name, sep, source = text.partition("=")
+    if sep and name and source and not Path(text).exists():
+        return name, source
+    return model_name_of(text), text
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)  # the range is checked by ServeConfig.validate, with its one-line message
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The server's options, on ``parser`` (the ``serve`` subcommand or ``python -m altdiffusion.serve``)."""
+    defaults = {f.name: f.default for f in fields(ServeConfig)}
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="[NAME=]MODEL",
+        help="model folder, hub id or 'mini'; repeat to offer several, the first is loaded (default: mini)",
+    )
+    parser.add_argument("--host", default=defaults["host"], help="address to bind (default: loopback only)")
+    parser.add_argument("--port", type=_whole_number, default=defaults["port"], help="0 picks a free port")
+    parser.add_argument("--api-auth", default=None, metavar="USER:PASSWORD", help="require HTTP Basic credentials")
+    parser.add_argument(
+        "--lora-dir", default=None, help="folder of LoRA .safetensors files that prompts may name with <lora:name:w>"
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
+    parser.add_argument("--dtype", default=None, help="fp32, fp16, bf16 (default: fp16 on GPU, fp32 on CPU)")
+    parser.add_argument("--no-safety-checker", action="store_true", help="do not black out flagged images")
+    parser.add_argument("--no-ui", action="store_true", help="serve the API only, no web UI at /")
+    parser.add_argument("--log-level", default=defaults["log_level"], choices=LOG_LEVELS)
+    for name, help_text in LIMITS:
+        default = defaults[name]
+        parser.add_argument(
+            _option(name), type=_whole_number, default=default, metavar="N", help=f"{help_text} (default: {default})"
+        )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    """The validated configuration the parsed options describe."""
+    config = ServeConfig(
+        models=dict(parse_model_option(m) for m in (args.model or ["mini"])),
+        host=args.host,
+        port=args.port,
+        api_auth=args.api_auth,
+        device=args.device,
+        dtype=args.dtype,
+        safety_checker=not args.no_safety_checker,
+        lora_dir=args.lora_dir,
+        ui=not args.no_ui,
+        log_level=args.log_level,
+        **{name: getattr(args, name) for name, _ in LIMITS},
+    )
+    return config.validate()

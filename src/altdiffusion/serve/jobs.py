@@ -1,0 +1,123 @@
+"""The worker side of a generation: run a :class:`~altdiffusion.serve.plans.Plan` on the loaded pipeline.
+
+The pipeline writes every image's infotext and seed; this module only chooses the model,
+merges the prompt's LoRAs for the job, calls the pipeline once per batch (or per init
+image), and collects one :class:`ImageRecord` per image. ``POST interrupt`` stops the job,
+``POST skip`` only the current iteration: the pipeline then raises
+``GenerationInterrupted``, whose result carries the images of the last finished step.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from altdiffusion.pipelines.alt_diffusion import GenerationInterrupted, GenerationResult
+from altdiffusion.serve.plans import PipelineCall, Plan
+from altdiffusion.serve.registry import ModelRegistry
+from altdiffusion.serve.runner import JobState
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One generated image and what the response says about it."""
+
+    image: Image.Image
+    infotext: str
+    seed: int
+    nsfw: bool
+    partial: bool  # stopped early: decoded from the latents of the last finished step
+    steps_done: int
+
+
+@dataclass
+class JobOutcome:
+    """Everything a finished (or stopped) job produced."""
+
+    model_name: str
+    model_hash: str
+    timestamp: str  # when the job started, as A1111's job_timestamp
+    records: list[ImageRecord] = field(default_factory=list)
+    interrupted: bool = False
+    skipped_iterations: int = 0
+
+
+def run_generation(plan: Plan, models: ModelRegistry, state: JobState, future: Future) -> JobOutcome:
+    """Run ``plan`` on its model with its LoRAs merged; the model's own weights come back afterwards."""
+    previous = models.current
+    pipe = models.load(plan.model)
+    try:
+        for path, weight in plan.loras:
+            pipe.load_lora(path, weight)
+        return _run_iterations(plan, pipe, state, future)
+    finally:
+        if plan.loras:
+            pipe.unload_lora()  # the next job starts from the model's own weights
+        if plan.model and plan.model != previous and plan.req.override_settings_restore_afterwards:
+            models.load(previous)
+
+
+def _run_iterations(plan: Plan, pipe, state: JobState, future: Future) -> JobOutcome:
+    state.begin(plan.kind, plan.req.n_iter, future, pipe)
+    try:
+        outcome = JobOutcome(pipe.name, pipe.model_hash, state.snapshot()["job_timestamp"])
+        for iteration in range(plan.req.n_iter):
+            state.next_iteration(iteration)
+            if state.interrupted:
+                outcome.interrupted = True
+                break
+            try:
+                for call in plan.calls(iteration):
+                    state.next_unit()
+                    outcome.records += records_of(pipe(**pipeline_arguments(plan, call, state)))
+            except GenerationInterrupted as stopped:
+                outcome.records += records_of(stopped.result)
+                if state.interrupted:
+                    outcome.interrupted = True
+                    break
+                outcome.skipped_iterations += 1
+        return outcome
+    finally:
+        state.end()
+
+
+def pipeline_arguments(plan: Plan, call: PipelineCall, state: JobState) -> dict[str, Any]:
+    """The pipeline's arguments for one call: the prompt as sent (LoRA tags included), the sampler
+    and schedule type by A1111 name; progress goes to ``state``, which can also stop the call."""
+    req = plan.req
+    arguments: dict[str, Any] = dict(
+        prompt=req.prompt,
+        negative_prompt=req.negative_prompt,
+        num_inference_steps=req.steps,
+        guidance_scale=float(req.cfg_scale),
+        height=req.height,
+        width=req.width,
+        seed=call.seed,
+        num_images_per_prompt=call.count,
+        sampler=plan.sampler,
+        schedule=plan.schedule,
+        eta=req.eta or 0.0,
+        progress=False,
+        callback=lambda step, total, latents: state.step(step, total, latents.detach().clone()),
+        should_stop=state.should_stop,
+    )
+    if call.init_image is not None:
+        mask = plan.mask
+        if mask is not None and mask.size != call.init_image.size:
+            mask = mask.resize(call.init_image.size, Image.NEAREST)
+        arguments.update(
+            image=call.init_image.convert("RGB"),
+            strength=float(plan.strength),
+            mask_image=mask,
+            mask_blur=plan.mask_blur,
+        )
+    return arguments
+
+
+def records_of(result: GenerationResult) -> list[ImageRecord]:
+    nsfw = result.nsfw or [False] * len(result.images)
+    rows = zip(result.images, result.infotexts, result.seeds, nsfw)
+    return [ImageRecord(image, text, seed, flag, result.partial, result.steps_done) for image, text, seed, flag in rows]

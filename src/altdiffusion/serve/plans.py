@@ -1,0 +1,196 @@
+"""A generation request checked against the server's limits and resolved into a :class:`Plan`.
+
+Everything a request can get wrong (sizes, sampler, schedule type, model, LoRA tags, seed,
+images) fails here with a 422 naming the field, before the job waits in the queue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from altdiffusion.errors import InvalidInputError
+from altdiffusion.pipelines.samplers import SCHEDULE_TYPES, canonical_sampler_name, make_scheduler
+from altdiffusion.pipelines.seeds import resolve_seed, seed_range
+from altdiffusion.prompts.extra_networks import extract_tags
+from altdiffusion.serve.config import ServeConfig
+from altdiffusion.serve.errors import field_error
+from altdiffusion.serve.images import BadImage, decode_image
+from altdiffusion.serve.loras import LoraRegistry
+from altdiffusion.serve.registry import ModelRegistry
+from altdiffusion.serve.schemas import GenerationRequest, Img2ImgRequest
+
+
+@dataclass(frozen=True)
+class PipelineCall:
+    """One pipeline call of an iteration: ``count`` images from ``seed`` on, from ``init_image``."""
+
+    seed: int
+    count: int
+    init_image: Image.Image | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated generation request, ready for the worker."""
+
+    kind: str  # "txt2img" or "img2img"
+    req: GenerationRequest
+    sampler: str  # A1111 name
+    schedule: str | None  # A1111 schedule type, None for automatic
+    seed: int  # the job's first seed (a random one for -1); image i gets seed + i
+    model: str | None  # override_settings.sd_model_checkpoint, as a configured name
+    loras: tuple[tuple[Path, float], ...]  # from the prompt's <lora:name:weight> tags
+    strength: float | None  # denoising strength (img2img only)
+    mask_blur: int
+    init_images: tuple[Image.Image, ...] = ()
+    mask: Image.Image | None = None
+
+    @property
+    def total(self) -> int:
+        return self.req.batch_size * self.req.n_iter
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seed of every image the job makes, in order."""
+        return seed_range(self.seed, self.total)
+
+    def calls(self, iteration: int) -> list[PipelineCall]:
+        """The pipeline calls of one iteration (of ``n_iter``)."""
+        batch = self.req.batch_size
+        seeds = self.seeds[iteration * batch : (iteration + 1) * batch]
+        if len(self.init_images) <= 1:  # the pipeline gives image i of the batch seeds[0] + i
+            return [PipelineCall(seeds[0], batch, self.init_images[0] if self.init_images else None)]
+        # A1111: image i of a batch starts from init_images[i % n], so each is its own call.
+        return [PipelineCall(seed, 1, self.init_images[i % len(self.init_images)]) for i, seed in enumerate(seeds)]
+
+
+class Planner:
+    """Turns requests into plans under one server's limits, models and LoRAs."""
+
+    def __init__(self, config: ServeConfig, models: ModelRegistry, loras: LoraRegistry):
+        self.config = config
+        self.models = models
+        self.loras = loras
+
+    def plan(self, kind: str, req: GenerationRequest) -> Plan:
+        """The plan of ``req``, without its images (see :meth:`with_images`); raises field errors."""
+        self._check_limits(req)
+        sampler = self._sampler(req)
+        schedule = self._schedule(req, sampler)
+        return Plan(
+            kind=kind,
+            req=req,
+            sampler=sampler,
+            schedule=schedule,
+            seed=self._seed(req),
+            model=self._model(req),
+            loras=self._loras(req),
+            strength=req.denoising_strength if kind == "img2img" else None,
+            mask_blur=_mask_blur(req) if kind == "img2img" else 4,
+        )
+
+    def with_images(self, plan: Plan, req: Img2ImgRequest) -> Plan:
+        """``plan`` with the request's decoded init images and mask (slow: run it off the event loop)."""
+        limit = self.decode_limit
+        images = []
+        for i, data in enumerate(req.init_images):
+            images.append(_decode(data, limit, ("init_images", i)))
+        mask = None
+        if req.mask:
+            mask = _decode(req.mask, limit, "mask").convert("L")
+            if req.inpainting_mask_invert:
+                mask = ImageOps.invert(mask)
+        return dataclasses.replace(plan, init_images=tuple(images), mask=mask)
+
+    @property
+    def decode_limit(self) -> int:
+        """Largest image a client may send: inputs are resized, so allow more than ``max_pixels``."""
+        return max(4 * self.config.max_pixels, 4096 * 4096)
+
+    def _check_limits(self, req: GenerationRequest) -> None:
+        config = self.config
+        pixels = req.width * req.height
+        if pixels > config.max_pixels:
+            side = int(config.max_pixels**0.5) // 8 * 8
+            raise field_error(
+                "width",
+                f"{req.width}x{req.height} is {pixels} pixels; this server allows at most "
+                f"{config.max_pixels} (width x height), e.g. {side}x{side}",
+            )
+        if req.steps > config.max_steps:
+            raise field_error("steps", f"steps is {req.steps}; this server allows at most {config.max_steps}")
+        if req.batch_size * req.n_iter > config.max_batch:
+            raise field_error(
+                "batch_size",
+                f"batch_size x n_iter is {req.batch_size * req.n_iter}; this server allows at most "
+                f"{config.max_batch} images per request",
+            )
+
+    def _sampler(self, req: GenerationRequest) -> str:
+        # A1111: sampler_name wins; the legacy sampler_index counts only when sampler_name is not sent.
+        sent = req.model_fields_set
+        name = req.sampler_index if ("sampler_index" in sent and "sampler_name" not in sent) else req.sampler_name
+        try:
+            return canonical_sampler_name(name or req.sampler_index or "Euler")
+        except InvalidInputError as exc:
+            raise field_error("sampler_name", str(exc)) from None
+
+    def _schedule(self, req: GenerationRequest, sampler: str) -> str | None:
+        schedule = _schedule_name(req.scheduler)
+        try:
+            make_scheduler(sampler, {}, schedule)  # unsupported combinations fail here, not in the worker
+        except InvalidInputError as exc:
+            raise field_error("scheduler" if schedule else "sampler_name", str(exc)) from None
+        return schedule
+
+    def _seed(self, req: GenerationRequest) -> int:
+        try:
+            return resolve_seed(req.seed)
+        except InvalidInputError as exc:
+            raise field_error("seed", str(exc)) from None
+
+    def _model(self, req: GenerationRequest) -> str | None:
+        wanted = (req.override_settings or {}).get("sd_model_checkpoint")
+        if wanted is None:
+            return None
+        model = self.models.lookup(wanted) if isinstance(wanted, str) else None
+        if model is None:
+            raise field_error(
+                ("override_settings", "sd_model_checkpoint"),
+                f"model {wanted!r} not found; use a title or name from /sdapi/v1/sd-models",
+            )
+        return model
+
+    def _loras(self, req: GenerationRequest) -> tuple[tuple[Path, float], ...]:
+        try:
+            _, tags = extract_tags(req.prompt)
+            return tuple((self.loras.path(name), weight) for name, weight in tags)
+        except InvalidInputError as exc:
+            raise field_error("prompt", str(exc)) from None
+
+
+def _schedule_name(text: str | None) -> str | None:
+    """The A1111 schedule type a request names (any case, ``_`` for spaces); None for automatic."""
+    if text is None or not text.strip():
+        return None
+    wanted = text.strip().lower().replace("_", " ")
+    for label in SCHEDULE_TYPES:
+        if label.lower() == wanted:
+            return None if label == "Automatic" else label
+    raise field_error("scheduler", f"unknown scheduler {text!r}; use one of: {', '.join(SCHEDULE_TYPES)}")
+
+
+def _mask_blur(req: Img2ImgRequest) -> int:
+    return int(req.mask_blur if req.mask_blur is not None else max(req.mask_blur_x, req.mask_blur_y, 0))
+
+
+def _decode(data: str, max_pixels: int, field: str | tuple) -> Image.Image:
+    label = field if isinstance(field, str) else f"{field[0]}[{field[1]}]"
+    try:
+        return decode_image(data, max_pixels=max_pixels, label=label)
+    except BadImage as exc:
+        raise field_error(field, str(exc)) from None

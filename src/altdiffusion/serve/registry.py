@@ -1,0 +1,131 @@
+"""The configured checkpoints, by name: their folders, their UNet hashes, and the one loaded pipeline.
+
+Models are chosen only by their configured name; a request can never point the server at
+a path. ``sd-models`` lists them with A1111's ``title = "name [sha256[:10]]"``, and a client
+may refer to one by title, name or hash.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from altdiffusion.errors import AltDiffusionError
+from altdiffusion.hashing import unet_sha256
+from altdiffusion.serve.config import ServeConfig
+
+logger = logging.getLogger("altdiffusion.serve")
+
+
+class ModelRegistry:
+    """Configured name -> source, resolved folders and hashes (cached), and the loaded pipeline."""
+
+    def __init__(self, config: ServeConfig):
+        self.sources = dict(config.models)
+        self.device, self.dtype, self.safety_checker = config.device, config.dtype, config.safety_checker
+        self.current = config.default_model  # the model jobs use unless they ask for another
+        self.pipe = None  # the loaded pipeline of ``current``, or None
+        self._lock = threading.Lock()
+        self._hash_locks = {name: threading.Lock() for name in self.sources}
+        self._folders: dict[str, Path] = {}
+        self._sha: dict[str, str | None] = {}
+
+    def resolve_all(self) -> None:
+        """Resolve every source now (downloads hub ids once, at startup), so a wrong path fails fast."""
+        for name in self.sources:
+            self.folder(name)
+
+    def hash_in_background(self) -> threading.Thread:
+        """Hash every model's UNet in a daemon thread, so ``sd-models`` answers quickly later."""
+        thread = threading.Thread(
+            target=lambda: [self.sha256(n) for n in self.sources], name="altdiffusion-hash", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def folder(self, name: str) -> Path:
+        from altdiffusion.hub import resolve_model
+
+        with self._lock:
+            if name not in self._folders:
+                self._folders[name] = resolve_model(self.sources[name], kind="diffusion")
+            return self._folders[name]
+
+    def sha256(self, name: str) -> str | None:
+        with self._hash_locks[name]:  # one reader of a multi-GB file at a time
+            with self._lock:
+                if name in self._sha:
+                    return self._sha[name]
+            try:
+                value = unet_sha256(self.folder(name))
+            except (AltDiffusionError, OSError) as exc:
+                logger.warning("cannot hash model %r: %s", name, exc)
+                value = None
+            with self._lock:
+                self._sha[name] = value
+            return value
+
+    def title(self, name: str) -> str:
+        sha = self.sha256(name)
+        return f"{name} [{sha[:10]}]" if sha else name
+
+    def items(self) -> list[dict[str, Any]]:
+        """A1111's ``sd-models`` entries; ``filename`` is the name, never a server path."""
+        out = []
+        for name in self.sources:
+            sha = self.sha256(name)
+            out.append(
+                {
+                    "title": self.title(name),
+                    "model_name": name,
+                    "hash": sha[:10] if sha else None,
+                    "sha256": sha,
+                    "filename": name,
+                    "config": None,
+                }
+            )
+        return out
+
+    def lookup(self, text: str) -> str | None:
+        """The configured name a client's checkpoint title/name/hash refers to, or None."""
+        text = text.strip()
+        if text in self.sources:
+            return text
+        for name in self.sources:
+            sha = self.sha256(name)
+            if text == self.title(name) or (sha and text.lower() in (sha[:10], sha[:8], sha)):
+                return name
+        return None
+
+    def refresh(self) -> None:
+        with self._lock:
+            self._folders.clear()
+            self._sha.clear()
+
+    def load(self, name: str | None = None):
+        """Load ``name`` (default: the current one) unless it is already loaded; worker thread only."""
+        from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline
+
+        name = name or self.current
+        if self.pipe is not None and name == self.current:
+            return self.pipe
+        self.unload()
+        pipe = AltDiffusionPipeline.from_pretrained(
+            self.folder(name), device=self.device, dtype=self.dtype, safety_checker=self.safety_checker, name=name
+        )
+        self.pipe, self.current = pipe, name
+        logger.info("loaded model %r on %s (%s)", name, pipe.device, pipe.dtype)
+        return pipe
+
+    def unload(self) -> None:
+        if self.pipe is None:
+            return
+        self.pipe = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,48 @@
+"""png-info and memory."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from altdiffusion.errors import InvalidInputError
+from altdiffusion.pipelines.infotext import parse_infotext, parse_size
+from altdiffusion.serve.errors import field_error
+from altdiffusion.serve.images import BadImage, decode_image, text_chunks
+from altdiffusion.serve.memory import memory_stats
+from altdiffusion.serve.routes import API_PREFIX, service_of
+from altdiffusion.serve.schemas import PNGInfoRequest, PNGInfoResponse
+from altdiffusion.serve.service import Service
+
+router = APIRouter(prefix=API_PREFIX)
+
+
+@router.post("/png-info", response_model=PNGInfoResponse, tags=["utilities"])
+def png_info(req: PNGInfoRequest, service: Service = Depends(service_of)):
+    if not req.image.strip():
+        return {"info": "", "items": {}, "parameters": {}}
+    try:
+        image = decode_image(req.image, max_pixels=service.planner.decode_limit, label="image")
+    except BadImage as exc:
+        raise field_error("image", str(exc)) from None
+    items = text_chunks(image)
+    info = items.get("parameters", "")
+    return {"info": info, "items": items, "parameters": infotext_fields(info) if info else {}}
+
+
+def infotext_fields(infotext: str) -> dict[str, Any]:
+    """A1111's png-info ``parameters``: the infotext's fields, with Size also split in two."""
+    prompt, negative, params = parse_infotext(infotext)
+    fields = {"Prompt": prompt, "Negative prompt": negative, **params}
+    if "Size" in params:
+        with contextlib.suppress(InvalidInputError):
+            width, height = parse_size(params["Size"])
+            fields["Size-1"], fields["Size-2"] = str(width), str(height)
+    return fields
+
+
+@router.get("/memory", tags=["utilities"])
+def memory():
+    return memory_stats()

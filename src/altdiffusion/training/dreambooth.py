@@ -142,12 +142,13 @@ class DreamBoothTask(DiffusionTask):
             **extra,
         )
         unet = pipe.unet
+        self.lora = None  # the injected adapter's rank and alpha, which its export needs
         if full:
             unet.requires_grad_(True)
         else:
             from altdiffusion.training.lora import add_lora
 
-            add_lora(unet, lora_rank, lora_alpha)
+            self.lora = add_lora(unet, lora_rank, lora_alpha)
             self.model = UNetModel(unet)
         self.trained = {name for name, p in unet.named_parameters() if p.requires_grad}
 
@@ -199,7 +200,7 @@ class DreamBoothTask(DiffusionTask):
         from altdiffusion.training.lora import save_lora
 
         folder.mkdir(parents=True, exist_ok=True)
-        save_lora(model.unet, folder, self.lora_name, self.metadata)
+        save_lora(model.unet, self.lora, folder, self.lora_name, self.metadata)
         (folder / "dreambooth.json").write_text(
             json.dumps({k: v for k, v in self.metadata.items()}, indent=2, ensure_ascii=False) + "\n"
         )

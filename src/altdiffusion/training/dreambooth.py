@@ -217,7 +217,7 @@ def _lora_name(output_dir: Path) -> str:
 def run(args) -> Path:
     from accelerate import PartialState
 
-    from altdiffusion.training.diffusion import assemble
+    from altdiffusion.models.assemble import assemble
     from altdiffusion.training.loop import train
     from altdiffusion.training.params import settings_from_args
 

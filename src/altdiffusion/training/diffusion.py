@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers.training_utils import compute_snr
 from PIL import Image
 
 from altdiffusion.errors import InvalidInputError
@@ -171,7 +172,7 @@ class DiffusionTask:
         pred = model(noisy, timesteps, cond)
         per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if self.min_snr_gamma:
-            snr = self._snr(timesteps)
+            snr = compute_snr(self.noise_scheduler, timesteps)
             weight = torch.clamp(snr, max=self.min_snr_gamma) / (snr if self.prediction == "epsilon" else snr + 1)
             per_sample = per_sample * weight
         return per_sample.mean(), {"skipped": self.skipped.total}
@@ -188,10 +189,6 @@ class DiffusionTask:
                 self.latent_cache[key] = encode(image[None])[0].cpu()
             out.append(self.latent_cache[key].to(pixels.device))
         return torch.stack(out)
-
-    def _snr(self, timesteps: torch.Tensor) -> torch.Tensor:
-        abar = self.noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
-        return abar / (1 - abar)
 
     # -- hooks ---------------------------------------------------------------------------------
 

@@ -30,6 +30,8 @@ from altdiffusion.errors import InvalidInputError
 from altdiffusion.models.assemble import assemble
 from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline
 from altdiffusion.training.data import SkipCounter, crop_pixels, data_source, image_text_samples
+from altdiffusion.training.params import TrainSettings
+from altdiffusion.training.settings import DiffusionSettings
 
 VALIDATION_PROMPTS = (
     "一只穿着唐装的猫，国画风格",
@@ -243,67 +245,26 @@ class DiffusionTask:
 # ------------------------------------------------------------------------------ commands
 
 
-def run(args) -> Path:
+def run(settings: DiffusionSettings, training: TrainSettings) -> Path:
+    """Diffusion training or fine-tuning from ``settings`` under the loop's ``training`` settings;
+    the exported pipeline folder."""
     from altdiffusion.training.loop import train
-    from altdiffusion.training.params import settings_from_args
 
-    settings = settings_from_args(args)
-    stage = getattr(args, "stage", "finetune")
-    pipe = assemble(args.base, getattr(args, "text_encoder", None), getattr(args, "conditioning", None))
+    pipe = assemble(settings.base, settings.text_encoder, settings.conditioning)
     task = DiffusionTask(
         pipe,
-        args.data,
-        stage=stage,
-        align_params=getattr(args, "align_params", "kv"),
-        resolution=args.resolution,
-        caption_dropout=args.caption_dropout,
-        noise_offset=args.noise_offset,
-        min_snr_gamma=args.min_snr_gamma,
-        ema_decay=args.ema_decay,
-        seed=settings.seed,
-        languages=args.languages.split(",") if args.languages else None,
-        validate_every=args.validate_every,
-        output_dir=settings.output_dir,
-        cache_latents=args.cache_latents,
+        settings.data,
+        stage=settings.stage,
+        align_params=settings.align_params,
+        resolution=settings.resolution,
+        caption_dropout=settings.caption_dropout,
+        noise_offset=settings.noise_offset,
+        min_snr_gamma=settings.min_snr_gamma,
+        ema_decay=settings.ema_decay,
+        seed=training.seed,
+        languages=settings.languages,
+        validate_every=settings.validate_every,
+        output_dir=training.output_dir,
+        cache_latents=settings.cache_latents,
     )
-    return train(task, settings)
-
-
-def _common(p) -> None:
-    from altdiffusion.training.params import add_common_arguments
-
-    p.add_argument(
-        "--data", required=True, nargs="+", help="a folder of images with .txt captions, or webdataset shards"
-    )
-    p.add_argument("--resolution", type=int, default=None, help="training size (default: 256 for align, 512 otherwise)")
-    p.add_argument(
-        "--caption-dropout", type=float, default=None, help="probability of an empty caption (CFG); default per stage"
-    )
-    p.add_argument("--noise-offset", type=float, default=0.0)
-    p.add_argument("--min-snr-gamma", type=float, default=None, help="min-SNR loss weighting, e.g. 5")
-    p.add_argument("--ema-decay", type=float, default=None, help="keep an EMA of the weights, e.g. 0.9999 (exported)")
-    p.add_argument("--languages", default=None, help="with multilingual json captions: sample only these")
-    p.add_argument("--validate-every", type=int, default=0, help="save validation images every N steps (0: never)")
-    p.add_argument(
-        "--cache-latents", action="store_true", help="encode each training image with the VAE once (kept in memory)"
-    )
-    add_common_arguments(p, lr=1e-4, batch_size=32, steps=10000)
-
-
-def add_arguments(p) -> None:
-    p.add_argument(
-        "--base", required=True, help="SD-1.x / SD-2.x diffusers folder (with --text-encoder) or an AltDiffusion folder"
-    )
-    p.add_argument("--text-encoder", default=None, help="AltCLIP folder or hub id whose text tower conditions the UNet")
-    p.add_argument("--conditioning", default=None, choices=["m9", "m18"], help="text path (default: from the widths)")
-    p.add_argument("--stage", default="quality", choices=["align", "quality"])
-    p.add_argument(
-        "--align-params", default="kv", choices=["kv", "attn2"], help="align: K/V only (paper) or all attn2 (BAAI code)"
-    )
-    _common(p)
-
-
-def add_finetune_arguments(p) -> None:
-    p.add_argument("--model", dest="base", required=True, help="the AltDiffusion folder or hub id to fine-tune")
-    p.set_defaults(stage="finetune", text_encoder=None, conditioning=None, align_params="kv")
-    _common(p)
+    return train(task, training)

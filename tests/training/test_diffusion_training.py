@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from altdiffusion import load_pipeline
+from altdiffusion.models.assemble import assemble
 from altdiffusion.models.tiny import write_tiny_altclip, write_tiny_altdiffusion
 from altdiffusion.training.data import crop_pixels
-from altdiffusion.training.diffusion import DiffusionTask, assemble, trainable_names
+from altdiffusion.training.diffusion import DiffusionTask, trainable_names
 from altdiffusion.training.loop import train
 from altdiffusion.training.params import TrainSettings
 from tests.training import grammar, runs

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from altdiffusion.models.altclip import AltCLIP
 from altdiffusion.training.data import SkipCounter, data_source, image_text_samples
 from altdiffusion.training.distributed import gather_features
+from altdiffusion.training.params import TrainSettings
+from altdiffusion.training.settings import ContrastiveSettings
 
 
 def clip_loss(text: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -160,27 +162,15 @@ class ContrastiveTask:
         save_safetensors(model.clip.state_dict(), folder / "model.safetensors")
 
 
-def run(args) -> Path:
+def run(settings: ContrastiveSettings, training: TrainSettings) -> Path:
+    """Contrastive learning from ``settings`` under the loop's ``training`` settings; the model folder."""
     from altdiffusion.training.loop import train
-    from altdiffusion.training.params import settings_from_args
 
-    settings = settings_from_args(args)
-    languages = args.languages.split(",") if args.languages else None
     task = ContrastiveTask(
-        args.model, args.shards, seed=settings.seed, train_vision=args.train_vision, languages=languages
+        settings.model,
+        settings.shards,
+        seed=training.seed,
+        train_vision=settings.train_vision,
+        languages=settings.languages,
     )
-    return train(task, settings)
-
-
-def add_arguments(p) -> None:
-    from altdiffusion.training.params import add_common_arguments
-
-    p.add_argument(
-        "--model", required=True, help="the AltCLIP folder teacher learning wrote (OUTPUT/model), or a CLIPModel folder"
-    )
-    p.add_argument(
-        "--shards", required=True, nargs="+", help="webdataset shards: a folder, a glob, or data/{00000..00099}.tar"
-    )
-    p.add_argument("--train-vision", action="store_true", help="also train the image tower (the paper freezes it)")
-    p.add_argument("--languages", default=None, help="with multilingual json captions: sample only these, e.g. en,zh")
-    add_common_arguments(p, lr=2e-5, batch_size=256, steps=5000)
+    return train(task, training)

@@ -23,11 +23,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers.training_utils import compute_snr
 from PIL import Image
 
-from altdiffusion.errors import CheckpointError, InvalidInputError
+from altdiffusion.errors import InvalidInputError
+from altdiffusion.models.assemble import assemble
 from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline
 from altdiffusion.training.data import SkipCounter, crop_pixels, data_source, image_text_samples
+from altdiffusion.training.params import TrainSettings
+from altdiffusion.training.settings import DiffusionSettings
 
 VALIDATION_PROMPTS = (
     "一只穿着唐装的猫，国画风格",
@@ -56,82 +60,6 @@ def trainable_names(unet: torch.nn.Module, stage: str, align_params: str = "kv")
     if not names:
         raise InvalidInputError(f"stage {stage!r} with --align-params {align_params!r} selects no UNet parameter")
     return names
-
-
-# ------------------------------------------------------------------------------ assembling
-
-
-def assemble(
-    base: str | Path, text_encoder: str | Path | None = None, conditioning: str | None = None
-) -> AltDiffusionPipeline:
-    """An AltDiffusion pipeline to train: an AltDiffusion folder as it is, or a Stable Diffusion
-    folder's UNet/VAE/scheduler with the text tower of an AltCLIP.
-
-    ``conditioning`` "m9" uses ``transformation(last layer)``; "m18" uses
-    ``transformation_pre(pre_LN(penultimate layer))`` with ``transformation_pre`` starting as a
-    copy of AltCLIP's ``transformation`` (AltCLIP has no such layer; this is our choice).
-    """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    from altdiffusion.hub import resolve_model
-    from altdiffusion.models.loading import load_altclip, read_json
-    from altdiffusion.models.text_encoder import AltTextEncoder
-    from altdiffusion.models.tokenizer import load_tokenizer
-    from altdiffusion.pipelines.components import load_scheduler
-
-    folder = resolve_model(base, kind="diffusion")
-    index = read_json(folder / "model_index.json")
-    if text_encoder is None:
-        # An AltDiffusion folder, or a Stable Diffusion 1.x one (trained as it is: the mini recipe's SD-mini).
-        names = index.get("text_encoder", [""])
-        if not (str(names[0]).startswith(("alt_diffusion", "altdiffusion")) or names[-1] == "CLIPTextModel"):
-            raise InvalidInputError(
-                f"{folder} is not an AltDiffusion folder; pass --text-encoder ALTCLIP to assemble one"
-            )
-        return AltDiffusionPipeline.from_pretrained(folder, device="cpu", dtype="fp32", safety_checker=False)
-    try:
-        unet = UNet2DConditionModel.from_pretrained(str(folder / "unet"))
-        vae = AutoencoderKL.from_pretrained(str(folder / "vae"))
-    except Exception as err:
-        raise CheckpointError(f"{folder}: cannot load the UNet/VAE ({err})") from None
-    clip_folder = resolve_model(text_encoder, kind="clip")
-    clip = load_altclip(clip_folder)
-    source = clip.text_model
-    width = unet.config.cross_attention_dim
-    head = conditioning or (
-        "m18" if width == source.config.hidden_size and width != source.config.project_dim else "m9"
-    )
-    config = copy.deepcopy(source.config)
-    if head == "m18":
-        config.project_dim, config.has_pre_transformation = width, True
-    elif source.config.project_dim != width:
-        raise InvalidInputError(
-            f"the UNet attends to {width}-d text but the AltCLIP text tower projects to {source.config.project_dim}-d; "
-            "use an AltCLIP of the matching width (768 for SD-1.x, 1024 for SD-2.x) or --conditioning m18"
-        )
-    encoder = AltTextEncoder(config, head=head)
-    encoder.roberta.load_state_dict(source.roberta.state_dict())
-    if head == "m18":
-        if source.transformation.out_features != width:
-            raise InvalidInputError(
-                f"m18 conditioning needs a {width}-d transformation; the AltCLIP has {source.transformation.out_features}-d"
-            )
-        encoder.transformation.load_state_dict(source.transformation.state_dict())
-        encoder.transformation_pre.load_state_dict(source.transformation.state_dict())
-        encoder.pre_LN.load_state_dict(source.pre_LN.state_dict())
-    else:
-        encoder.transformation.load_state_dict(source.transformation.state_dict())
-    tokenizer = load_tokenizer(clip_folder, max_length=77)
-    scheduler = load_scheduler(folder / "scheduler")
-    return AltDiffusionPipeline(
-        tokenizer=tokenizer,
-        text_encoder=encoder.eval(),
-        unet=unet,
-        vae=vae,
-        scheduler=scheduler,
-        name=f"{Path(str(base)).name}-alt",
-        folder=None,
-    )
 
 
 # ------------------------------------------------------------------------------ the task
@@ -246,7 +174,7 @@ class DiffusionTask:
         pred = model(noisy, timesteps, cond)
         per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if self.min_snr_gamma:
-            snr = self._snr(timesteps)
+            snr = compute_snr(self.noise_scheduler, timesteps)
             weight = torch.clamp(snr, max=self.min_snr_gamma) / (snr if self.prediction == "epsilon" else snr + 1)
             per_sample = per_sample * weight
         return per_sample.mean(), {"skipped": self.skipped.total}
@@ -263,10 +191,6 @@ class DiffusionTask:
                 self.latent_cache[key] = encode(image[None])[0].cpu()
             out.append(self.latent_cache[key].to(pixels.device))
         return torch.stack(out)
-
-    def _snr(self, timesteps: torch.Tensor) -> torch.Tensor:
-        abar = self.noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
-        return abar / (1 - abar)
 
     # -- hooks ---------------------------------------------------------------------------------
 
@@ -321,67 +245,26 @@ class DiffusionTask:
 # ------------------------------------------------------------------------------ commands
 
 
-def run(args) -> Path:
+def run(settings: DiffusionSettings, training: TrainSettings) -> Path:
+    """Diffusion training or fine-tuning from ``settings`` under the loop's ``training`` settings;
+    the exported pipeline folder."""
     from altdiffusion.training.loop import train
-    from altdiffusion.training.params import settings_from_args
 
-    settings = settings_from_args(args)
-    stage = getattr(args, "stage", "finetune")
-    pipe = assemble(args.base, getattr(args, "text_encoder", None), getattr(args, "conditioning", None))
+    pipe = assemble(settings.base, settings.text_encoder, settings.conditioning)
     task = DiffusionTask(
         pipe,
-        args.data,
-        stage=stage,
-        align_params=getattr(args, "align_params", "kv"),
-        resolution=args.resolution,
-        caption_dropout=args.caption_dropout,
-        noise_offset=args.noise_offset,
-        min_snr_gamma=args.min_snr_gamma,
-        ema_decay=args.ema_decay,
-        seed=settings.seed,
-        languages=args.languages.split(",") if args.languages else None,
-        validate_every=args.validate_every,
-        output_dir=settings.output_dir,
-        cache_latents=args.cache_latents,
+        settings.data,
+        stage=settings.stage,
+        align_params=settings.align_params,
+        resolution=settings.resolution,
+        caption_dropout=settings.caption_dropout,
+        noise_offset=settings.noise_offset,
+        min_snr_gamma=settings.min_snr_gamma,
+        ema_decay=settings.ema_decay,
+        seed=training.seed,
+        languages=settings.languages,
+        validate_every=settings.validate_every,
+        output_dir=training.output_dir,
+        cache_latents=settings.cache_latents,
     )
-    return train(task, settings)
-
-
-def _common(p) -> None:
-    from altdiffusion.training.params import add_common_arguments
-
-    p.add_argument(
-        "--data", required=True, nargs="+", help="a folder of images with .txt captions, or webdataset shards"
-    )
-    p.add_argument("--resolution", type=int, default=None, help="training size (default: 256 for align, 512 otherwise)")
-    p.add_argument(
-        "--caption-dropout", type=float, default=None, help="probability of an empty caption (CFG); default per stage"
-    )
-    p.add_argument("--noise-offset", type=float, default=0.0)
-    p.add_argument("--min-snr-gamma", type=float, default=None, help="min-SNR loss weighting, e.g. 5")
-    p.add_argument("--ema-decay", type=float, default=None, help="keep an EMA of the weights, e.g. 0.9999 (exported)")
-    p.add_argument("--languages", default=None, help="with multilingual json captions: sample only these")
-    p.add_argument("--validate-every", type=int, default=0, help="save validation images every N steps (0: never)")
-    p.add_argument(
-        "--cache-latents", action="store_true", help="encode each training image with the VAE once (kept in memory)"
-    )
-    add_common_arguments(p, lr=1e-4, batch_size=32, steps=10000)
-
-
-def add_arguments(p) -> None:
-    p.add_argument(
-        "--base", required=True, help="SD-1.x / SD-2.x diffusers folder (with --text-encoder) or an AltDiffusion folder"
-    )
-    p.add_argument("--text-encoder", default=None, help="AltCLIP folder or hub id whose text tower conditions the UNet")
-    p.add_argument("--conditioning", default=None, choices=["m9", "m18"], help="text path (default: from the widths)")
-    p.add_argument("--stage", default="quality", choices=["align", "quality"])
-    p.add_argument(
-        "--align-params", default="kv", choices=["kv", "attn2"], help="align: K/V only (paper) or all attn2 (BAAI code)"
-    )
-    _common(p)
-
-
-def add_finetune_arguments(p) -> None:
-    p.add_argument("--model", dest="base", required=True, help="the AltDiffusion folder or hub id to fine-tune")
-    p.set_defaults(stage="finetune", text_encoder=None, conditioning=None, align_params="kv")
-    _common(p)
+    return train(task, training)

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from altdiffusion.errors import CheckpointError, InvalidInputError
 from altdiffusion.models.text_encoder import AltTextEncoder, text_config_from_dict
 from altdiffusion.training.data import micro_batches, read_parallel_text
+from altdiffusion.training.params import TrainSettings
+from altdiffusion.training.settings import DistillSettings
 from altdiffusion.training.teacher import Teacher, export_altclip
 
 
@@ -125,30 +127,12 @@ class DistillTask:
         export_altclip(model.text, self.tokenizer, self.teacher, folder)
 
 
-def run(args) -> Path:
+def run(settings: DistillSettings, training: TrainSettings) -> Path:
+    """Teacher learning from ``settings`` under the loop's ``training`` settings; the model folder."""
     from altdiffusion.training.loop import train
-    from altdiffusion.training.params import settings_from_args
 
-    settings = settings_from_args(args)
-    teacher = Teacher(args.teacher)
-    student, tokenizer = build_student(args.student, teacher.width, seed=settings.seed)
-    pairs = read_parallel_text(args.data)
-    task = DistillTask(teacher, student, tokenizer, pairs, loss=args.loss, seed=settings.seed)
-    return train(task, settings)
-
-
-def add_arguments(p) -> None:
-    from altdiffusion.training.params import add_common_arguments
-
-    p.add_argument(
-        "--teacher", required=True, help="CLIP (transformers CLIPModel folder or hub id) or an AltCLIP to extend"
-    )
-    p.add_argument("--student", required=True, help="XLM-R-family encoder folder or hub id (e.g. xlm-roberta-large)")
-    p.add_argument(
-        "--data",
-        required=True,
-        nargs="+",
-        help="parallel text: TSV (english<TAB>translation) or JSONL ({'en':..., 'zh':...}); English-only lines allowed",
-    )
-    p.add_argument("--loss", default="mse", choices=["mse", "cosine"])
-    add_common_arguments(p, lr=1e-4, batch_size=256, steps=10000)
+    teacher = Teacher(settings.teacher)
+    student, tokenizer = build_student(settings.student, teacher.width, seed=training.seed)
+    pairs = read_parallel_text(settings.data)
+    task = DistillTask(teacher, student, tokenizer, pairs, loss=settings.loss, seed=training.seed)
+    return train(task, training)

@@ -31,8 +31,8 @@ from PIL import Image
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.training.data import IMAGE_KEYS, crop_pixels, micro_batches
 from altdiffusion.training.diffusion import DiffusionTask, UNetModel
-
-DEFAULTS = {"lora": {"lr": 1e-4, "steps": 500}, "full": {"lr": 5e-6, "steps": 400}}
+from altdiffusion.training.params import TrainSettings
+from altdiffusion.training.settings import DreamBoothSettings
 
 
 def image_files(folder: Path, what: str) -> list[Path]:
@@ -109,8 +109,6 @@ class DreamBoothTask(DiffusionTask):
         metadata: dict[str, str] | None = None,
         validate_every: int = 0,
     ):
-        import inspect
-
         if not instance_prompt or not instance_prompt.strip():
             raise InvalidInputError("--instance-prompt must not be empty")
         self.instances = image_files(instance_images, "instance image")
@@ -122,9 +120,6 @@ class DreamBoothTask(DiffusionTask):
         self.instance_prompt, self.class_prompt = instance_prompt, class_prompt
         self.prior_loss_weight = prior_loss_weight
         self.full, self.lora_name, self.metadata = full, lora_name, dict(metadata or {})
-        extra = {}
-        if "cache_latents" in inspect.signature(DiffusionTask.__init__).parameters:
-            extra["cache_latents"] = True  # a few fixed images, no augmentation: encode each once
         # The fine-tuning task's setup (noise schedule, frozen VAE and text encoder, the loss),
         # without caption dropout; its data stream is replaced by batches() below.
         super().__init__(
@@ -139,15 +134,16 @@ class DreamBoothTask(DiffusionTask):
             validate_every=validate_every,
             validation_prompts=[instance_prompt] + ([class_prompt] if class_prompt else []),
             output_dir=output_dir,
-            **extra,
+            cache_latents=True,  # a few fixed images, no augmentation: encode each once
         )
         unet = pipe.unet
+        self.lora = None  # the injected adapter's rank and alpha, which its export needs
         if full:
             unet.requires_grad_(True)
         else:
             from altdiffusion.training.lora import add_lora
 
-            add_lora(unet, lora_rank, lora_alpha)
+            self.lora = add_lora(unet, lora_rank, lora_alpha)
             self.model = UNetModel(unet)
         self.trained = {name for name, p in unet.named_parameters() if p.requires_grad}
 
@@ -199,7 +195,7 @@ class DreamBoothTask(DiffusionTask):
         from altdiffusion.training.lora import save_lora
 
         folder.mkdir(parents=True, exist_ok=True)
-        save_lora(model.unet, folder, self.lora_name, self.metadata)
+        save_lora(model.unet, self.lora, folder, self.lora_name, self.metadata)
         (folder / "dreambooth.json").write_text(
             json.dumps({k: v for k, v in self.metadata.items()}, indent=2, ensure_ascii=False) + "\n"
         )
@@ -213,114 +209,72 @@ def _lora_name(output_dir: Path) -> str:
     return name or "lora"
 
 
-def run(args) -> Path:
+def run(settings: DreamBoothSettings, training: TrainSettings) -> Path:
+    """DreamBooth from ``settings`` under the loop's ``training`` settings; the exported folder."""
     from accelerate import PartialState
 
-    from altdiffusion.training.diffusion import assemble
+    from altdiffusion.models.assemble import assemble
     from altdiffusion.training.loop import train
-    from altdiffusion.training.params import settings_from_args
 
-    mode = "full" if args.full else "lora"
-    args.lr = DEFAULTS[mode]["lr"] if args.lr is None else args.lr
-    args.steps = DEFAULTS[mode]["steps"] if args.steps is None else args.steps
-    settings = settings_from_args(args)
-    if args.class_images and not args.class_prompt:
-        raise InvalidInputError("--class-images needs --class-prompt (the prompt that describes, and generates, them)")
-    if args.prior_loss_weight < 0:
-        raise InvalidInputError(f"--prior-loss-weight must be >= 0, got {args.prior_loss_weight}")
     state = PartialState()
-    pipe = assemble(args.base).to(state.device, torch.float32)  # frozen VAE/text encoder beside the trained UNet
-    classes = None
-    if args.class_prompt:
-        folder = Path(args.class_images) if args.class_images else settings.output_dir / "class_images"
-        if state.is_main_process:
-            ensure_class_images(
-                pipe,
-                folder,
-                args.class_prompt,
-                args.num_class_images,
-                resolution=args.resolution,
-                steps=args.class_steps,
-                guidance=args.class_guidance,
-                seed=args.seed,
-            )
-        state.wait_for_everyone()
-        classes = image_files(folder, "class image")[: args.num_class_images]
-    name = args.lora_name or _lora_name(settings.output_dir)
-    metadata = {
-        "ss_output_name": name,
-        "ss_sd_model_name": Path(str(args.base)).name,
-        "ss_base_model_version": "altdiffusion",
-        "ss_resolution": f"({args.resolution}, {args.resolution})",
-        "ss_max_train_steps": str(settings.steps),
-        "ss_learning_rate": str(settings.lr),
-        "ss_unet_lr": str(settings.lr),
-        "ss_text_encoder_lr": "0",
-        "ss_training_comment": f"altdiffusion dreambooth; instance prompt: {args.instance_prompt}",
-        "ss_tag_frequency": json.dumps({"instance": {args.instance_prompt: 1}}, ensure_ascii=False),
-        "altdiffusion_instance_prompt": args.instance_prompt,
-        "altdiffusion_class_prompt": args.class_prompt or "",
-        "altdiffusion_base_model": str(args.base),
-    }
+    pipe = assemble(settings.base).to(state.device, torch.float32)  # frozen VAE/text encoder beside the trained UNet
+    classes = _class_images(pipe, settings, training, state) if settings.class_prompt else None
+    name = settings.lora_name or _lora_name(training.output_dir)
     task = DreamBoothTask(
         pipe,
-        Path(args.instance_images),
-        args.instance_prompt,
+        Path(settings.instance_images),
+        settings.instance_prompt,
         class_images=classes,
-        class_prompt=args.class_prompt,
-        prior_loss_weight=args.prior_loss_weight,
-        resolution=args.resolution,
-        full=args.full,
-        lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha,
+        class_prompt=settings.class_prompt,
+        prior_loss_weight=settings.prior_loss_weight,
+        resolution=settings.resolution,
+        full=settings.full,
+        lora_rank=settings.lora_rank,
+        lora_alpha=settings.lora_alpha,
         lora_name=name,
-        noise_offset=args.noise_offset,
-        min_snr_gamma=args.min_snr_gamma,
-        seed=settings.seed,
-        output_dir=settings.output_dir,
-        metadata=metadata,
-        validate_every=args.validate_every,
+        noise_offset=settings.noise_offset,
+        min_snr_gamma=settings.min_snr_gamma,
+        seed=training.seed,
+        output_dir=training.output_dir,
+        metadata=_metadata(settings, training, name),
+        validate_every=settings.validate_every,
     )
-    return train(task, settings)
+    return train(task, training)
 
 
-def add_arguments(p) -> None:
-    from altdiffusion.training.params import add_common_arguments
-
-    p.add_argument("--model", dest="base", required=True, help="the AltDiffusion folder or hub id to teach")
-    p.add_argument("--instance-images", required=True, help="folder with the few images of the subject or style")
-    p.add_argument(
-        "--instance-prompt", required=True, help='the caption of every instance image, e.g. "一张<sks>风格的画"'
-    )
-    g = p.add_argument_group("prior preservation")
-    g.add_argument("--class-prompt", default=None, help='e.g. "一张画"; turns prior preservation on')
-    g.add_argument(
-        "--class-images",
-        default=None,
-        help="class image folder; missing images are generated (default OUT/class_images)",
-    )
-    g.add_argument("--num-class-images", type=int, default=100)
-    g.add_argument("--prior-loss-weight", type=float, default=1.0)
-    g.add_argument("--class-steps", type=int, default=30, help="sampling steps when generating class images")
-    g.add_argument("--class-guidance", type=float, default=7.5, help="CFG scale when generating class images")
-    g = p.add_argument_group("what to train")
-    g.add_argument("--full", action="store_true", help="train the whole UNet (BAAI's recipe) instead of a LoRA")
-    g.add_argument("--lora-rank", type=int, default=4)
-    g.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank, i.e. scale 1)")
-    g.add_argument(
-        "--lora-name", default=None, help="name of the kohya-format file (default: the output folder's name)"
-    )
-    p.add_argument("--resolution", type=int, default=512)
-    p.add_argument("--noise-offset", type=float, default=0.0)
-    p.add_argument("--min-snr-gamma", type=float, default=None)
-    p.add_argument(
-        "--validate-every", type=int, default=0, help="save images of the instance (and class) prompt every N steps"
-    )
-    add_common_arguments(p, lr=0.0, batch_size=4, steps=0)
-    p.set_defaults(lr=None, steps=None)  # per mode: LoRA 1e-4 / 500 steps, full 5e-6 / 400 steps
+def _class_images(pipe, settings: DreamBoothSettings, training: TrainSettings, state) -> list[Path]:
+    """The prior-preservation images: the main process generates the missing ones, then every
+    process reads the same list."""
+    folder = Path(settings.class_images) if settings.class_images else training.output_dir / "class_images"
+    if state.is_main_process:
+        ensure_class_images(
+            pipe,
+            folder,
+            settings.class_prompt,
+            settings.num_class_images,
+            resolution=settings.resolution,
+            steps=settings.class_steps,
+            guidance=settings.class_guidance,
+            seed=training.seed,
+        )
+    state.wait_for_everyone()
+    return image_files(folder, "class image")[: settings.num_class_images]
 
 
-def command(args) -> int:
-    """``altdiffusion train dreambooth``: prints the exported folder."""
-    print(run(args))
-    return 0
+def _metadata(settings: DreamBoothSettings, training: TrainSettings, name: str) -> dict[str, str]:
+    """What the exported files record: kohya's ``ss_*`` keys (read by AUTOMATIC1111) and ours."""
+    return {
+        "ss_output_name": name,
+        "ss_sd_model_name": Path(str(settings.base)).name,
+        "ss_base_model_version": "altdiffusion",
+        "ss_resolution": f"({settings.resolution}, {settings.resolution})",
+        "ss_max_train_steps": str(training.steps),
+        "ss_learning_rate": str(training.lr),
+        "ss_unet_lr": str(training.lr),
+        "ss_text_encoder_lr": "0",
+        "ss_training_comment": f"altdiffusion dreambooth; instance prompt: {settings.instance_prompt}",
+        "ss_tag_frequency": json.dumps({"instance": {settings.instance_prompt: 1}}, ensure_ascii=False),
+        "altdiffusion_instance_prompt": settings.instance_prompt,
+        "altdiffusion_class_prompt": settings.class_prompt or "",
+        "altdiffusion_base_model": str(settings.base),
+    }

@@ -14,8 +14,9 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
@@ -23,6 +24,9 @@ from torch import nn
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.training.distributed import make_accelerator
 from altdiffusion.training.params import TrainSettings
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 STATE_FILE = "trainer_state.json"
 
@@ -90,14 +94,36 @@ def _resume_point(settings: TrainSettings) -> Path | None:
 
 def train(task: Task, settings: TrainSettings) -> Path:
     """Run ``task`` to ``settings.steps``; returns the exported model folder."""
+    settings.output_dir.mkdir(parents=True, exist_ok=True)
+    session = _set_up(task, settings)
+    start = _resume(session.acc, settings)
+    if session.acc.is_main_process and session.acc.log_with:
+        session.acc.init_trackers(task.name)
+    _run_steps(task, settings, session, start)
+    final = _export(task, session.acc, session.model, settings.output_dir)
+    _shut_down(session.acc)
+    return final
+
+
+@dataclass
+class _Session:
+    """What a run prepares once: the accelerator, and the model, optimizer and LR schedule it wraps."""
+
+    acc: Accelerator
+    model: nn.Module
+    params: list[nn.Parameter]  # the trained ones (clipped together)
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    micro: int  # samples per process per micro-step
+
+
+def _set_up(task: Task, settings: TrainSettings) -> _Session:
     from accelerate.utils import set_seed
 
     out = settings.output_dir
-    out.mkdir(parents=True, exist_ok=True)
     acc = make_accelerator(settings.mixed_precision, settings.grad_accum, out / "tensorboard", settings.tensorboard)
     set_seed(settings.seed)
     micro = settings.micro_batch(acc.num_processes)
-
     model = task.model
     if settings.gradient_checkpointing and hasattr(model, "enable_gradient_checkpointing"):
         model.enable_gradient_checkpointing()
@@ -110,67 +136,105 @@ def train(task: Task, settings: TrainSettings) -> Path:
     acc.register_for_checkpointing(schedule)
     for extra in getattr(task, "checkpoint_objects", lambda: [])():  # e.g. an EMA copy of the weights
         acc.register_for_checkpointing(extra)
+    return _Session(acc, model, params, optimizer, schedule, micro)
 
-    start = 0
+
+def _resume(acc: Accelerator, settings: TrainSettings) -> int:
+    """The step to start at: a checkpoint's (model, optimizer, schedule and RNG restored), or 0."""
     resume_from = _resume_point(settings)
     if resume_from is not None:
         acc.load_state(str(resume_from))
         start = json.loads((resume_from / STATE_FILE).read_text())["step"]
         acc.print(f"resumed from {resume_from} at step {start}")
-    elif settings.resume == "auto":
-        acc.print(f"--resume: no checkpoint in {out / 'checkpoints'} yet; starting at step 0")
-    if acc.is_main_process and acc.log_with:
-        acc.init_trackers(task.name)
+        return start
+    if settings.resume == "auto":
+        acc.print(f"--resume: no checkpoint in {settings.output_dir / 'checkpoints'} yet; starting at step 0")
+    return 0
 
-    stream = task.batches(start, micro, acc.process_index, acc.num_processes, settings.grad_accum)
-    log_path = out / "log.jsonl"
-    bar = _progress(acc.is_main_process and settings.progress, start, settings.steps, task.name)
-    window_start, window_samples = time.perf_counter(), 0
+
+def _run_steps(task: Task, settings: TrainSettings, session: _Session, start: int) -> None:
+    acc, model = session.acc, session.model
+    stream = task.batches(start, session.micro, acc.process_index, acc.num_processes, settings.grad_accum)
+    log = _StepLog(acc, settings, start, task.name)
     model.train()
     for step in range(start, settings.steps):
-        metrics: dict[str, float] = {}
-        for _ in range(settings.grad_accum):
-            batch = next(stream)
-            with acc.accumulate(model):
-                loss, metrics = task.loss(model, batch)
-                acc.backward(loss)
-                if acc.sync_gradients and settings.max_grad_norm > 0:
-                    acc.clip_grad_norm_(params, settings.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-        schedule.step()
-        window_samples += settings.batch_size
+        loss, metrics = _optimizer_step(task, settings, session, stream)
+        session.schedule.step()
+        log.count(settings.batch_size)
         done = step + 1
         if hasattr(task, "on_step_end"):  # EMA updates, validation images
             task.on_step_end(acc.unwrap_model(model), done, acc.is_main_process)
         if done % settings.log_every == 0 or done == settings.steps:
-            # A task may report a loss other than the one it backpropagates (see contrastive.py).
-            reported = metrics.pop("loss", loss)
-            loss_value = acc.reduce(reported.detach().float(), reduction="mean").item()
-            elapsed = time.perf_counter() - window_start
-            record = {
-                "step": done,
-                "loss": loss_value,
-                "lr": schedule.get_last_lr()[0],
-                "samples_per_s": window_samples / max(elapsed, 1e-9),
-                **metrics,
-            }
-            window_start, window_samples = time.perf_counter(), 0
-            if acc.is_main_process:
-                with open(log_path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                if acc.log_with:
-                    acc.log({k: v for k, v in record.items() if k != "step"}, step=done)
-            if bar is not None:
-                bar.set_postfix(loss=f"{loss_value:.4g}", samples_s=f"{record['samples_per_s']:.1f}")
-        if bar is not None:
-            bar.update(1)
+            log.write(done, loss, metrics, session.schedule.get_last_lr()[0])
+        log.advance()
         # The last step too: a later run with more --steps and --resume continues from it.
         if done % settings.save_every == 0:
             _save_checkpoint(acc, settings, done)
-    if bar is not None:
-        bar.close()
+    log.close()
 
+
+def _optimizer_step(
+    task: Task, settings: TrainSettings, session: _Session, stream: Iterator
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``grad_accum`` micro-batches, then one (clipped) update; the last micro-batch's loss and metrics."""
+    acc, model, optimizer = session.acc, session.model, session.optimizer
+    metrics: dict[str, float] = {}
+    for _ in range(settings.grad_accum):
+        batch = next(stream)
+        with acc.accumulate(model):
+            loss, metrics = task.loss(model, batch)
+            acc.backward(loss)
+            if acc.sync_gradients and settings.max_grad_norm > 0:
+                acc.clip_grad_norm_(session.params, settings.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    return loss, metrics
+
+
+class _StepLog:
+    """``log.jsonl``, the tracker and the progress bar; samples/s is measured per logging window."""
+
+    def __init__(self, acc: Accelerator, settings: TrainSettings, start: int, name: str):
+        self.acc, self.path = acc, settings.output_dir / "log.jsonl"
+        self.bar = _progress(acc.is_main_process and settings.progress, start, settings.steps, name)
+        self.window_start, self.window_samples = time.perf_counter(), 0
+
+    def count(self, samples: int) -> None:
+        self.window_samples += samples
+
+    def write(self, step: int, loss: torch.Tensor, metrics: dict, lr: float) -> None:
+        acc = self.acc
+        # A task may report a loss other than the one it backpropagates (see contrastive.py).
+        reported = metrics.pop("loss", loss)
+        loss_value = acc.reduce(reported.detach().float(), reduction="mean").item()
+        elapsed = time.perf_counter() - self.window_start
+        record = {
+            "step": step,
+            "loss": loss_value,
+            "lr": lr,
+            "samples_per_s": self.window_samples / max(elapsed, 1e-9),
+            **metrics,
+        }
+        self.window_start, self.window_samples = time.perf_counter(), 0
+        if acc.is_main_process:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+            if acc.log_with:
+                acc.log({k: v for k, v in record.items() if k != "step"}, step=step)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss_value:.4g}", samples_s=f"{record['samples_per_s']:.1f}")
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _export(task: Task, acc: Accelerator, model: nn.Module, out: Path) -> Path:
+    """Export to a temporary folder, then rename it to ``out/model``: never a half-written model."""
     final = out / "model"
     acc.wait_for_everyone()
     if acc.is_main_process:
@@ -180,13 +244,16 @@ def train(task: Task, settings: TrainSettings) -> Path:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     acc.wait_for_everyone()
+    return final
+
+
+def _shut_down(acc: Accelerator) -> None:
     acc.end_training()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # Shut gloo down while every rank is alive; left to interpreter teardown, DDP's reducer
         # can deadlock joining a gloo thread that waits for the GIL.
         acc.free_memory()
         torch.distributed.destroy_process_group()
-    return final
 
 
 def _save_checkpoint(acc, settings: TrainSettings, step: int) -> None:

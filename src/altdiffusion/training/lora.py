@@ -1,7 +1,8 @@
 """Training LoRA adapters with peft, and writing them in both formats users load.
 
-``add_lora`` injects peft LoRA layers into the UNet (base weights frozen, untouched);
-``lora_layers`` reads the trained A/B matrices back out; ``save_lora`` writes
+``add_lora`` injects peft LoRA layers into the UNet (base weights frozen, untouched) and returns
+their :class:`LoraAdapter` (rank, alpha), which the caller keeps and hands on (both files record
+alpha); ``lora_layers`` reads the trained A/B matrices back out; ``save_lora`` writes
 ``pytorch_lora_weights.safetensors`` (diffusers/peft keys) and ``<name>.safetensors`` (kohya
 keys, for AUTOMATIC1111 and ComfyUI). Key mapping lives in :mod:`altdiffusion.pipelines.lora`.
 """
@@ -9,6 +10,7 @@ keys, for AUTOMATIC1111 and ComfyUI). Key mapping lives in :mod:`altdiffusion.pi
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,7 +23,15 @@ ADAPTER = "default"
 PEFT_FILE = "pytorch_lora_weights.safetensors"
 
 
-def add_lora(unet: torch.nn.Module, rank: int = 4, alpha: float | None = None, targets=TARGET_MODULES) -> None:
+@dataclass(frozen=True)
+class LoraAdapter:
+    """The shape of the adapter ``add_lora`` injected: every layer's rank and alpha."""
+
+    rank: int
+    alpha: float
+
+
+def add_lora(unet: torch.nn.Module, rank: int = 4, alpha: float | None = None, targets=TARGET_MODULES) -> LoraAdapter:
     """Freeze ``unet`` and add trainable LoRA layers (rank ``rank``, alpha ``alpha`` (default rank))."""
     try:
         from peft import LoraConfig, inject_adapter_in_model
@@ -37,19 +47,18 @@ def add_lora(unet: torch.nn.Module, rank: int = 4, alpha: float | None = None, t
     inject_adapter_in_model(config, unet, adapter_name=ADAPTER)
     for name, p in unet.named_parameters():
         p.requires_grad_(".lora_A." in name or ".lora_B." in name)
-    unet._altdiffusion_lora = (rank, alpha)
+    return LoraAdapter(rank, alpha)
 
 
-def lora_layers(unet: torch.nn.Module, root: str = "unet") -> list[LoraLayer]:
+def lora_layers(unet: torch.nn.Module, adapter: LoraAdapter, root: str = "unet") -> list[LoraLayer]:
     """The trained LoRA layers of a peft-injected module (detached copies, float32)."""
-    _, alpha = unet._altdiffusion_lora
     found: dict[str, dict[str, torch.Tensor]] = {}
     pattern = re.compile(rf"^(?P<module>.+)\.lora_(?P<part>[AB])\.{ADAPTER}\.weight$")
     for name, p in unet.named_parameters():
         match = pattern.match(name)
         if match:
             found.setdefault(match["module"], {})[match["part"]] = p.detach().to("cpu", torch.float32).clone()
-    return [LoraLayer(root, module, parts["A"], parts["B"], alpha) for module, parts in sorted(found.items())]
+    return [LoraLayer(root, module, parts["A"], parts["B"], adapter.alpha) for module, parts in sorted(found.items())]
 
 
 def base_state_dict(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -63,12 +72,16 @@ def base_state_dict(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_lora(
-    unet: torch.nn.Module, folder: Path, name: str, extra_metadata: dict[str, str] | None = None
+    unet: torch.nn.Module,
+    adapter: LoraAdapter,
+    folder: Path,
+    name: str,
+    extra_metadata: dict[str, str] | None = None,
 ) -> tuple[Path, Path]:
     """Write both files; returns (diffusers file, kohya file)."""
     from altdiffusion.models.weights import save_safetensors
 
-    layers = lora_layers(unet)
+    layers = lora_layers(unet, adapter)
     extra = extra_metadata or {}
     state, meta = layers_to_peft(layers, {k: v for k, v in extra.items() if not k.startswith("ss_")})
     peft_path = Path(folder) / PEFT_FILE

@@ -97,8 +97,10 @@ def add_common_arguments(p: argparse.ArgumentParser, *, lr: float, batch_size: i
     g.add_argument("--no-progress", action="store_true")
 
 
-def settings_from_args(args: argparse.Namespace) -> TrainSettings:
-    s = TrainSettings(
+def settings_from_args(args: argparse.Namespace, **overrides) -> TrainSettings:
+    """The validated loop settings of a training command; ``overrides`` replace options
+    whose default depends on the command (DreamBooth's per-mode ``lr`` and ``steps``)."""
+    options = dict(
         output_dir=args.output_dir,
         steps=args.steps,
         batch_size=args.batch_size,
@@ -120,5 +122,6 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
         tensorboard=not args.no_tensorboard,
         progress=not args.no_progress,
     )
-    s.validate()
-    return s
+    settings = TrainSettings(**{**options, **overrides})
+    settings.validate()
+    return settings

@@ -19,6 +19,8 @@ import torch
 
 from altdiffusion.errors import CheckpointError, InvalidInputError
 from altdiffusion.training.data import SkipCounter, crop_pixels, data_source, image_text_samples
+from altdiffusion.training.params import TrainSettings
+from altdiffusion.training.settings import VAESettings
 
 
 def load_or_init_vae(folder: Path, seed: int):
@@ -124,46 +126,17 @@ class VAETask:
         )
 
 
-def run(args) -> Path:
+def run(settings: VAESettings, training: TrainSettings) -> Path:
+    """Autoencoder training from ``settings`` under the loop's ``training`` settings; the model folder."""
     from altdiffusion.training.loop import train
-    from altdiffusion.training.params import settings_from_args
 
-    settings = settings_from_args(args)
     task = VAETask(
-        args.vae,
-        args.data,
-        resolution=args.resolution,
-        kl_weight=args.kl_weight,
-        seed=settings.seed,
-        posterior=args.posterior,
-        foreground_weight=args.foreground_weight,
+        settings.vae,
+        settings.data,
+        resolution=settings.resolution,
+        kl_weight=settings.kl_weight,
+        seed=training.seed,
+        posterior=settings.posterior,
+        foreground_weight=settings.foreground_weight,
     )
-    return train(task, settings)
-
-
-def add_arguments(p) -> None:
-    from altdiffusion.training.params import add_common_arguments
-
-    p.add_argument(
-        "--vae",
-        required=True,
-        help="an AutoencoderKL folder: config.json, with weights to continue training or without to start from scratch",
-    )
-    p.add_argument(
-        "--data", required=True, nargs="+", help="a folder of images with .txt captions, or webdataset shards"
-    )
-    p.add_argument("--resolution", type=int, default=256)
-    p.add_argument("--kl-weight", type=float, default=1e-6, help="weight of the KL term (per pixel)")
-    p.add_argument(
-        "--foreground-weight",
-        type=float,
-        default=0.0,
-        help="extra loss weight on pixels unlike the image border (objects on plain backgrounds), e.g. 10",
-    )
-    p.add_argument(
-        "--posterior",
-        default="sample",
-        choices=["sample", "mode"],
-        help="decode a sample of q(z|x) (SD) or its mean: faster to train, and the diffusion stages encode with the mean",
-    )
-    add_common_arguments(p, lr=1e-4, batch_size=32, steps=5000)
+    return train(task, training)

@@ -1,0 +1,34 @@
+"""What several commands' parsers and functions share: argument types, device options, image files."""
+
+from __future__ import annotations
+
+import argparse
+
+from altdiffusion.errors import InvalidInputError
+
+
+def positive_int(text: str) -> int:
+    try:
+        return int(text)  # range checked by the pipeline, with its one-line message
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def add_device_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
+    p.add_argument("--dtype", default=None, help="fp32, fp16, bf16 (default: fp16 on GPU, fp32 on CPU)")
+
+
+def open_image(path: str, what: str):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except FileNotFoundError:
+        raise InvalidInputError(f"{what} {path!r} does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise InvalidInputError(
+            f"{what} {path!r} is not a readable image ({err}); use a PNG, JPEG or WebP file"
+        ) from None

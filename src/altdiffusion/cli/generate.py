@@ -1,0 +1,92 @@
+"""``altdiffusion generate``: text-to-image, image-to-image and inpainting."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from altdiffusion.cli.common import add_device_arguments, open_image, positive_int
+from altdiffusion.errors import InvalidInputError
+
+
+def add_generate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="text-to-image, image-to-image and inpainting")
+    p.add_argument("prompt", help="the prompt, in any supported language; A1111 (emphasis:1.2) and BREAK work")
+    p.add_argument("--model", default="mini", help="hub id, local folder, or 'mini' (bundled; default)")
+    p.add_argument("--negative", default="", help="negative prompt")
+    p.add_argument("--steps", type=positive_int, default=20)
+    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance (CFG) scale")
+    p.add_argument("--seed", type=int, default=-1, help="-1 picks a random seed (printed and stored in the PNG)")
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument(
+        "--sampler", default=None, help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M Karras' (default: the model's)"
+    )
+    p.add_argument("--batch", type=positive_int, default=1, help="images to generate")
+    p.add_argument("--out", default="outputs/", help="a .png file or a folder (default outputs/)")
+    p.add_argument("--init-image", default=None, help="image-to-image: the starting image")
+    p.add_argument("--strength", type=float, default=0.75, help="image-to-image denoising strength, 0..1")
+    p.add_argument(
+        "--mask", default=None, help="inpainting: white = repaint, black = keep (same size as the init image)"
+    )
+    p.add_argument("--mask-blur", type=int, default=4)
+    p.add_argument("--no-safety-checker", action="store_true", help="do not load or run the safety checker")
+    p.add_argument(
+        "--lora",
+        action="append",
+        default=None,
+        metavar="FILE[:SCALE]",
+        help="merge a LoRA (kohya or diffusers .safetensors) at SCALE (default 1); repeatable. "
+        "FILE:NUMBER always splits at the last ':', so a path that ends in ':NUMBER' needs an explicit :SCALE",
+    )
+    p.add_argument("--no-progress", action="store_true")
+    add_device_arguments(p)
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(args) -> int:
+    from altdiffusion.pipelines.alt_diffusion import load_pipeline
+    from altdiffusion.pipelines.infotext import output_paths, write_png
+    from altdiffusion.pipelines.lora import parse_lora_arg
+
+    init = open_image(args.init_image, "init image") if args.init_image else None
+    mask = open_image(args.mask, "mask") if args.mask else None
+    if mask is not None and init is None:
+        raise InvalidInputError("--mask needs --init-image (the image to inpaint)")
+    if args.sampler:
+        from altdiffusion.pipelines.samplers import canonical_sampler_name
+
+        canonical_sampler_name(args.sampler)
+    output_paths(args.out, args.batch, seed=max(args.seed, 0))  # a bad --out fails before any work
+    loras = [parse_lora_arg(text) for text in args.lora or []]
+    for lora_path, _ in loras:  # a missing LoRA fails before the model loads
+        if not Path(lora_path).is_file():
+            raise InvalidInputError(f"--lora {lora_path}: no such file (give FILE or FILE:SCALE)")
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, safety_checker=not args.no_safety_checker)
+    for lora_path, scale in loras:
+        pipe.load_lora(lora_path, scale)
+    result = pipe(
+        args.prompt,
+        negative_prompt=args.negative,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        height=args.height,
+        width=args.width,
+        seed=args.seed,
+        num_images_per_prompt=args.batch,
+        image=init,
+        strength=args.strength,
+        mask_image=mask,
+        mask_blur=args.mask_blur,
+        sampler=args.sampler,
+        progress=not args.no_progress,
+    )
+    paths = output_paths(args.out, len(result.images), seed=result.seeds[0])
+    for image, text, path in zip(result.images, result.infotexts, paths):
+        write_png(image, path, text)
+        print(path)
+    if any(result.nsfw):
+        print("note: the safety checker blacked out some images (--no-safety-checker disables it)", file=sys.stderr)
+    print(f"seed {result.seeds[0]}", file=sys.stderr)
+    return 0

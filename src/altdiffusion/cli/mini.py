@@ -1,0 +1,124 @@
+"""``altdiffusion mini ...``: the mini world: rebuild the bundled model, report on it, write its data."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from altdiffusion import mini as mini_defaults
+from altdiffusion.cli.common import positive_int
+
+
+def add_mini_parsers(sub: argparse._SubParsersAction) -> None:
+    mini = sub.add_parser("mini", help="the mini world: rebuild the bundled model, report on it").add_subparsers(
+        dest="mini_command", required=True
+    )
+    _add_build_parser(mini)
+    _add_report_parser(mini)
+    _add_data_parser(mini)
+
+
+def _add_build_parser(mini: argparse._SubParsersAction) -> None:
+    p = mini.add_parser("build", help="run the whole AltCLIP -> AltDiffusion recipe on the mini world, from a seed")
+    p.add_argument("--out", default="build/mini", help="working folder (data, every stage's model, build.json)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help="a few steps per stage, to check the recipe runs")
+    p.add_argument(
+        "--steps-scale",
+        type=float,
+        default=1.0,
+        help="multiply every stage's steps (e.g. 0.5 for a quicker, weaker build)",
+    )
+    p.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the from-scratch multilingual CLIP (the report's compute comparison)",
+    )
+    p.add_argument(
+        "--scratch-segments",
+        type=positive_int,
+        default=None,
+        help="carry the from-scratch baseline up to this many 250-step segments (default 4); a rerun continues it",
+    )
+    p.add_argument("--install", action="store_true", help="make the result the bundled model (`--model mini`)")
+    p.set_defaults(func=cmd_mini_build)
+
+
+def _add_report_parser(mini: argparse._SubParsersAction) -> None:
+    p = mini.add_parser(
+        "report", help="per-language accuracy of AltCLIP-mini and AltDiffusion-mini (JSON, Markdown, PNG)"
+    )
+    p.add_argument("--clip", default="mini", help="AltCLIP folder (default: the bundled AltCLIP-mini)")
+    p.add_argument("--model", default="mini", help="AltDiffusion folder (default: the bundled AltDiffusion-mini)")
+    p.add_argument("--out", default="reports/mini")
+    p.add_argument(
+        "--scenes",
+        type=positive_int,
+        default=mini_defaults.REPORT_SCENES,
+        help="one-thing scenes per split and language (128 x 2 seeds: a rate's standard error is about 2.5 points)",
+    )
+    p.add_argument("--seeds", type=positive_int, default=2, help="seeds per scene")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=mini_defaults.GUIDANCE,
+        help="classifier-free guidance scale for the generation tests (default: %(default)s, the mini models' own)",
+    )
+    p.add_argument("--build-log", default=None, help="build.json for the compute comparison (default: the bundled one)")
+    p.set_defaults(func=cmd_mini_report)
+
+
+def _add_data_parser(mini: argparse._SubParsersAction) -> None:
+    p = mini.add_parser("data", help="write mini-world webdataset shards (9-language captions and labels)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=positive_int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="train", choices=["train", "seen", "heldout"])
+    p.add_argument("--shard-size", type=positive_int, default=1000)
+    p.set_defaults(func=cmd_mini_data)
+
+
+def cmd_mini_build(args) -> int:
+    from altdiffusion.mini.build import Build
+    from altdiffusion.mini.package import install, size_mb
+
+    log = Build(
+        Path(args.out),
+        seed=args.seed,
+        smoke=args.smoke,
+        steps_scale=args.steps_scale,
+        baseline=not args.no_baseline,
+        scratch_segments=args.scratch_segments,
+    )()
+    print(f"built in {log['total_wall_s']:.0f} s: {log['outputs']}")
+    if args.install:
+        dest = install(
+            Path(log["outputs"]["altclip"]), Path(log["outputs"]["altdiffusion"]), Path(args.out) / "build.json"
+        )
+        print(f"installed as the bundled model: {dest} ({size_mb(dest):.1f} MB)")
+    return 0
+
+
+def cmd_mini_report(args) -> int:
+    from altdiffusion.mini.report import build_report, markdown, write_report
+
+    report, samples = build_report(
+        args.clip,
+        args.model,
+        scenes=args.scenes,
+        seeds=args.seeds,
+        guidance=args.guidance,
+        build_log=Path(args.build_log) if args.build_log else None,
+    )
+    write_report(Path(args.out), report, samples)
+    print(markdown(report))
+    print(f"wrote {args.out}/report.json, report.md, samples.png")
+    return 0
+
+
+def cmd_mini_data(args) -> int:
+    from altdiffusion.mini.world import write_shards
+
+    paths = write_shards(Path(args.out), args.n, args.seed, split=args.split, shard_size=args.shard_size)
+    print(f"wrote {len(paths)} shards to {args.out}")
+    return 0

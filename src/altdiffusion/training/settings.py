@@ -1,0 +1,182 @@
+"""Each training task's own options, as its ``run`` receives them.
+
+The loop's options (steps, batch, learning rate, checkpoints, ...) are
+:class:`~altdiffusion.training.params.TrainSettings`; these hold what one task needs besides.
+``from_args`` reads the namespace of :mod:`altdiffusion.training.arguments` and is called only
+by the command line: past it, nothing reads an ``argparse`` namespace. This module imports no
+torch, so the CLI can use it before it knows which (heavy) task will run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from altdiffusion.errors import InvalidInputError
+from altdiffusion.training.params import TrainSettings, settings_from_args
+
+# DreamBooth's --lr and --steps depend on what it trains: diffusers' LoRA recipe, BAAI's full UNet.
+DREAMBOOTH_DEFAULTS = {"lora": {"lr": 1e-4, "steps": 500}, "full": {"lr": 5e-6, "steps": 400}}
+
+
+def _language_list(text: str | None) -> list[str] | None:
+    return text.split(",") if text else None
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """AltCLIP stage 1 (teacher learning): see :mod:`altdiffusion.training.distill`."""
+
+    teacher: str
+    student: str
+    data: list[str]
+    loss: str = "mse"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DistillSettings:
+        return cls(teacher=args.teacher, student=args.student, data=args.data, loss=args.loss)
+
+
+@dataclass(frozen=True)
+class ContrastiveSettings:
+    """AltCLIP stage 2 (contrastive learning): see :mod:`altdiffusion.training.contrastive`."""
+
+    model: str
+    shards: list[str]
+    train_vision: bool = False
+    languages: list[str] | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ContrastiveSettings:
+        return cls(
+            model=args.model,
+            shards=args.shards,
+            train_vision=args.train_vision,
+            languages=_language_list(args.languages),
+        )
+
+
+@dataclass(frozen=True)
+class VAESettings:
+    """The autoencoder: see :mod:`altdiffusion.training.vae`."""
+
+    vae: str
+    data: list[str]
+    resolution: int = 256
+    kl_weight: float = 1e-6
+    foreground_weight: float = 0.0
+    posterior: str = "sample"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> VAESettings:
+        return cls(
+            vae=args.vae,
+            data=args.data,
+            resolution=args.resolution,
+            kl_weight=args.kl_weight,
+            foreground_weight=args.foreground_weight,
+            posterior=args.posterior,
+        )
+
+
+@dataclass(frozen=True)
+class DiffusionSettings:
+    """AltDiffusion training (stage align or quality) and fine-tuning: see
+    :mod:`altdiffusion.training.diffusion`. ``None`` means the stage's preset."""
+
+    base: str
+    data: list[str]
+    stage: str = "quality"
+    text_encoder: str | None = None
+    conditioning: str | None = None
+    align_params: str = "kv"
+    resolution: int | None = None
+    caption_dropout: float | None = None
+    noise_offset: float = 0.0
+    min_snr_gamma: float | None = None
+    ema_decay: float | None = None
+    languages: list[str] | None = None
+    validate_every: int = 0
+    cache_latents: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DiffusionSettings:
+        return cls(
+            base=args.base,
+            data=args.data,
+            stage=args.stage,
+            text_encoder=args.text_encoder,
+            conditioning=args.conditioning,
+            align_params=args.align_params,
+            resolution=args.resolution,
+            caption_dropout=args.caption_dropout,
+            noise_offset=args.noise_offset,
+            min_snr_gamma=args.min_snr_gamma,
+            ema_decay=args.ema_decay,
+            languages=_language_list(args.languages),
+            validate_every=args.validate_every,
+            cache_latents=args.cache_latents,
+        )
+
+
+@dataclass(frozen=True)
+class DreamBoothSettings:
+    """DreamBooth, LoRA or ``full`` UNet: see :mod:`altdiffusion.training.dreambooth`."""
+
+    base: str
+    instance_images: str
+    instance_prompt: str
+    class_prompt: str | None = None
+    class_images: str | None = None  # None: OUTPUT/class_images
+    num_class_images: int = 100
+    prior_loss_weight: float = 1.0
+    class_steps: int = 30
+    class_guidance: float = 7.5
+    full: bool = False
+    lora_rank: int = 4
+    lora_alpha: float | None = None  # None: the rank
+    lora_name: str | None = None  # None: the output folder's name
+    resolution: int = 512
+    noise_offset: float = 0.0
+    min_snr_gamma: float | None = None
+    validate_every: int = 0
+
+    def __post_init__(self) -> None:
+        if self.class_images and not self.class_prompt:
+            raise InvalidInputError(
+                "--class-images needs --class-prompt (the prompt that describes, and generates, them)"
+            )
+        if self.prior_loss_weight < 0:
+            raise InvalidInputError(f"--prior-loss-weight must be >= 0, got {self.prior_loss_weight}")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DreamBoothSettings:
+        return cls(
+            base=args.base,
+            instance_images=args.instance_images,
+            instance_prompt=args.instance_prompt,
+            class_prompt=args.class_prompt,
+            class_images=args.class_images,
+            num_class_images=args.num_class_images,
+            prior_loss_weight=args.prior_loss_weight,
+            class_steps=args.class_steps,
+            class_guidance=args.class_guidance,
+            full=args.full,
+            lora_rank=args.lora_rank,
+            lora_alpha=args.lora_alpha,
+            lora_name=args.lora_name,
+            resolution=args.resolution,
+            noise_offset=args.noise_offset,
+            min_snr_gamma=args.min_snr_gamma,
+            validate_every=args.validate_every,
+        )
+
+
+def dreambooth_train_settings(args: argparse.Namespace) -> TrainSettings:
+    """The loop's settings for DreamBooth: ``--lr`` and ``--steps`` default per mode."""
+    defaults = DREAMBOOTH_DEFAULTS["full" if args.full else "lora"]
+    return settings_from_args(
+        args,
+        lr=defaults["lr"] if args.lr is None else args.lr,
+        steps=defaults["steps"] if args.steps is None else args.steps,
+    )

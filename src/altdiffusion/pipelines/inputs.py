@@ -14,7 +14,7 @@ from PIL import Image
 
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.pipelines.samplers import canonical_sampler_name
-from altdiffusion.pipelines.seeds import MAX_SEED, resolve_seed, seed_range
+from altdiffusion.pipelines.seeds import resolve_seed, seed_range, wrap_seed
 from altdiffusion.prompts.extra_networks import extract_tags
 
 
@@ -79,7 +79,7 @@ def check_inputs(
     _check_numbers(num_inference_steps, guidance_scale, width, height, per_prompt)
     _check_images(image, strength, mask_image)
     if (seed is None or seed < 0) and generator is not None:  # a caller's generator names the seed
-        seed = int(generator.initial_seed()) % (MAX_SEED + 1)
+        seed = wrap_seed(generator.initial_seed())
     return GenerationInputs(
         prompts=[p for p in prompts for _ in range(per_prompt)],
         conditioning_prompts=[_without_tags(p, loras) for p in prompts for _ in range(per_prompt)],

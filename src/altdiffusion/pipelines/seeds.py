@@ -18,6 +18,11 @@ def resolve_seed(seed: int | None) -> int:
     return int(seed)
 
 
+def wrap_seed(value: int) -> int:
+    """Any whole number as a 32-bit seed (e.g. a torch generator's 64-bit initial seed)."""
+    return int(value) % (MAX_SEED + 1)
+
+
 def seed_range(first: int, count: int) -> list[int]:
     """The seeds of ``count`` consecutive images starting at ``first``, wrapping past MAX_SEED."""
-    return [(first + i) % (MAX_SEED + 1) for i in range(count)]
+    return [wrap_seed(first + i) for i in range(count)]

@@ -31,6 +31,7 @@ from altdiffusion.devices import select_device, select_dtype
 from altdiffusion.errors import AltDiffusionError, InvalidInputError
 from altdiffusion.hub import KNOWN_CHECKPOINTS, resolve_model
 from altdiffusion.pipelines.components import load_components
+from altdiffusion.pipelines.defaults import ModelDefaults, model_defaults
 from altdiffusion.pipelines.denoising import Inpainting, Sampling, sample, step_kwargs
 from altdiffusion.pipelines.images import latent_mask, overlay, to_pil, to_tensor
 from altdiffusion.pipelines.infotext import format_infotext
@@ -79,6 +80,7 @@ class AltDiffusionPipeline:
         name: str = "",
         folder: Path | None = None,
         languages: tuple[str, ...] = (),
+        recommended: Mapping[str, object] | None = None,
     ):
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
@@ -90,6 +92,7 @@ class AltDiffusionPipeline:
         self.name = name  # "Model" in infotexts
         self.folder = folder
         self.languages = languages
+        self.recommended = dict(recommended or {})  # settings the builder recorded; see pipelines/defaults.py
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.merged_loras = MergedLoras()
         self._model_hash: str | None = None
@@ -118,6 +121,7 @@ class AltDiffusionPipeline:
             name=name or default_name,
             folder=folder,
             languages=languages,
+            recommended=meta.get("recommended"),
         )
         return pipe.to(device, dtype)
 
@@ -161,6 +165,12 @@ class AltDiffusionPipeline:
     def default_size(self) -> int:
         size = self.unet.config.sample_size
         return int(size if isinstance(size, int) else size[0]) * self.vae_scale_factor
+
+    @property
+    def defaults(self) -> ModelDefaults:
+        """Native size, CFG, sampler, steps and example prompts of this model (pipelines/defaults.py)."""
+        scheduler = type(self.scheduler).__name__
+        return model_defaults(self.unet.config.sample_size, self.vae_scale_factor, scheduler, self.recommended)
 
     @property
     def model_hash(self) -> str:

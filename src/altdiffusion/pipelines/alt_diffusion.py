@@ -169,8 +169,7 @@ class AltDiffusionPipeline:
     @property
     def defaults(self) -> ModelDefaults:
         """Native size, CFG, sampler, steps and example prompts of this model (pipelines/defaults.py)."""
-        scheduler = type(self.scheduler).__name__
-        return model_defaults(self.unet.config.sample_size, self.vae_scale_factor, scheduler, self.recommended)
+        return model_defaults(self.unet.config.sample_size, self.vae_scale_factor, self.recommended)
 
     @property
     def model_hash(self) -> str:

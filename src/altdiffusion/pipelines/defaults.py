@@ -7,12 +7,12 @@ One source for the pipeline, the CLI, the server's API and its web UI:
     cfg_scale, steps, sampler_name
               recorded in ``model_index.json`` under ``_altdiffusion.recommended`` when the model's
               builder knows better (the bundled mini records CFG 3 = ``altdiffusion.mini.GUIDANCE``,
-              the 20 PLMS steps its report measured), else A1111's web UI defaults, CFG 7 and 20 steps,
-              with the checkpoint's own scheduler (PLMS for the published AltDiffusion checkpoints)
+              the 20 PLMS steps its report measured), else A1111's: CFG 7, 20 steps (its web UI's) and
+              Euler (its API's sampler, which every checkpoint runs)
     examples  ``recommended.examples == "mini-world"``: one-thing scenes of the mini world in its
               nine languages (altdiffusion.mini.examples); else real-world scenes for published checkpoints
 
-Reading a folder's defaults opens three small JSON files, so ``sd-models`` can list every
+Reading a folder's defaults opens a few small JSON files, so ``sd-models`` can list every
 configured model's defaults without loading any of them.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 A1111_CFG_SCALE = 7.0
 A1111_STEPS = 20
-FALLBACK_SAMPLER = "Euler a"  # for a scheduler class no A1111 sampler uses
+A1111_SAMPLER = "Euler"
 FAR_FROM_NATIVE = 2.0  # a side more than 2x (or under 1/2) the native one draws badly
 
 # Scenes a Stable Diffusion 1.x-sized multilingual checkpoint draws well, in its languages.
@@ -72,6 +72,8 @@ class ModelDefaults:
 
     def size_warning(self, width: int, height: int) -> str | None:
         """A one-line warning when ``width`` x ``height`` is far from the native size, else None."""
+        if min(width, height) < 8 or width % 8 or height % 8:
+            return None  # a size the pipeline refuses: its one error line says what is wrong
         ratios = (width / self.width, height / self.height)
         if all(1 / FAR_FROM_NATIVE <= r <= FAR_FROM_NATIVE for r in ratios):
             return None
@@ -83,15 +85,15 @@ class ModelDefaults:
 
 
 def model_defaults(
-    sample_size: int | tuple[int, int], vae_factor: int, scheduler_class: str, recommended: Mapping[str, Any]
+    sample_size: int | tuple[int, int], vae_factor: int, recommended: Mapping[str, Any]
 ) -> ModelDefaults:
-    """Defaults from a model's UNet sample size, VAE factor, scheduler class and recorded recommendations."""
+    """Defaults from a model's UNet sample size, VAE factor and recorded recommendations."""
     height, width = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
     return ModelDefaults(
         width=int(width) * vae_factor,
         height=int(height) * vae_factor,
         cfg_scale=float(recommended.get("cfg_scale", A1111_CFG_SCALE)),
-        sampler_name=str(recommended.get("sampler_name") or _sampler_of(scheduler_class)),
+        sampler_name=str(recommended.get("sampler_name") or A1111_SAMPLER),
         steps=int(recommended.get("steps", A1111_STEPS)),
         examples=examples_for(recommended.get("examples")),
     )
@@ -102,12 +104,9 @@ def folder_defaults(folder: str | Path) -> ModelDefaults:
     folder = Path(folder)
     unet = _json(folder / "unet" / "config.json")
     vae = _json(folder / "vae" / "config.json")
-    scheduler = _json(folder / "scheduler" / "scheduler_config.json")
     meta = _json(folder / "model_index.json").get("_altdiffusion", {})
     vae_factor = 2 ** (len(vae.get("block_out_channels", (0, 0, 0, 0))) - 1)
-    return model_defaults(
-        unet.get("sample_size", 64), vae_factor, scheduler.get("_class_name", ""), meta.get("recommended", {})
-    )
+    return model_defaults(unet.get("sample_size", 64), vae_factor, meta.get("recommended", {}))
 
 
 def examples_for(kind: object) -> tuple[tuple[str, str], ...]:
@@ -116,12 +115,6 @@ def examples_for(kind: object) -> tuple[tuple[str, str], ...]:
 
         return example_prompts()
     return PUBLISHED_EXAMPLES
-
-
-def _sampler_of(scheduler_class: str) -> str:
-    from altdiffusion.pipelines.samplers import SAMPLERS
-
-    return next((name for name, spec in SAMPLERS.items() if spec.scheduler == scheduler_class), FALLBACK_SAMPLER)
 
 
 def _json(path: Path) -> dict[str, Any]:

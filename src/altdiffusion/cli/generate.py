@@ -75,7 +75,7 @@ def cmd_generate(args) -> int:
     result = pipe(
         args.prompt,
         negative_prompt=args.negative,
-        num_inference_steps=args.steps or defaults.steps,
+        num_inference_steps=defaults.steps if args.steps is None else args.steps,
         guidance_scale=defaults.cfg_scale if args.guidance is None else args.guidance,
         height=args.height,
         width=args.width,

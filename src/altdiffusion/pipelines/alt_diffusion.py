@@ -240,8 +240,8 @@ class AltDiffusionPipeline:
         self,
         prompt: str | list[str] = "",
         negative_prompt: str | list[str] | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         height: int | None = None,
         width: int | None = None,
         generator: torch.Generator | None = None,
@@ -266,8 +266,9 @@ class AltDiffusionPipeline:
             prompt: one or a list; any length (77-token chunks), A1111 emphasis ``(x:1.2)``, ``[x]``,
                 ``BREAK``; ``<lora:name:w>`` tags must name a loaded LoRA and stay only in the infotext.
             negative_prompt: one for all prompts, or a list with one per prompt.
-            num_inference_steps: sampler steps (image-to-image runs ``strength`` of them).
-            guidance_scale: classifier-free guidance (CFG) scale; <= 1 disables guidance.
+            num_inference_steps: sampler steps (image-to-image runs ``strength`` of them); default: the model's.
+            guidance_scale: classifier-free guidance (CFG) scale, <= 1 disables it; default: the model's
+                (``pipe.defaults``: 3 for the bundled mini model, 7 otherwise).
             height, width: multiples of 8; default: the init image's size, else the model's native size.
             generator: a torch generator for the noise (diffusers' way) instead of per-image seeds.
             seed: the first image's seed (image i gets seed + i, as in A1111); None or -1 picks one.
@@ -283,7 +284,7 @@ class AltDiffusionPipeline:
             progress, callback: show a progress bar; call ``callback(step, total, latents)`` after each step.
             should_stop: asked before each step; True raises :class:`GenerationInterrupted` (with the images so far).
         """
-        inputs = check_inputs(**call_args(locals()), default_size=self.default_size, loras=self.merged_loras.names())
+        inputs = check_inputs(**call_args(locals()), defaults=self.defaults, loras=self.merged_loras.names())
         embeds = self.prepare_conditioning(inputs)
         scheduler = self.prepare_scheduler(inputs)
         timesteps = self.prepare_timesteps(scheduler, inputs)

@@ -100,6 +100,7 @@ def reference_pipeline(pipe, text_encoder, scheduler):
 
 def run_np(pipe, prompt="一只可爱的猫", **kwargs) -> np.ndarray:
     kwargs.setdefault("num_inference_steps", STEPS)
+    kwargs.setdefault("guidance_scale", 7.5)  # the diffusers references' (the pipeline's own default is the model's)
     kwargs.setdefault("height", SIZE)
     kwargs.setdefault("width", SIZE)
     return pipe(prompt, output_type="np", progress=False, **kwargs)

@@ -1,8 +1,13 @@
-"""The web UI at ``/``: static files, and a real headless Chromium generating an image.
+"""The web UI at ``/``: static files, and a real headless Chromium generating images.
 
-The browser test needs ``/usr/bin/chromium`` (``apt-get install chromium``) and the
+The browser test serves the bundled AltDiffusion-mini (the default, as ``altdiffusion serve``
+has it) and a tiny random model. With the mini model, the form as the page fills it (the
+model's 64x64, CFG 3, 20 PLMS steps) and one of its example prompts make 4 images that the
+mini world's checker accepts; then the tiny model is chosen, and the form and the examples
+follow it. The test needs ``/usr/bin/chromium`` (``apt-get install chromium``) and the
 ``playwright`` Python package (no browser download: it drives the system Chromium); it is
-skipped, saying which is missing, otherwise. A screenshot goes to ``test-artifacts/ui.png``.
+skipped, saying which is missing, otherwise. A screenshot goes to ``test-artifacts/ui.png``
+(``ALTDIFFUSION_UPDATE_DOCS_SCREENSHOT=1`` copies it to the README's docs/ui.png).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from PIL import Image
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
+from altdiffusion.mini.checker import passes  # noqa: E402
+from altdiffusion.mini.examples import example_prompts, example_scene  # noqa: E402
 from altdiffusion.models.tiny import write_tiny_altdiffusion  # noqa: E402
 from altdiffusion.serve import ServeConfig, create_app  # noqa: E402
 from tests.serve.running import RunningServer  # noqa: E402
@@ -46,7 +53,8 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_url(tiny_model):
-    running = RunningServer(create_app(ServeConfig({"tiny": tiny_model}, default="tiny", safety_checker=False)))
+    models = {"mini": "mini", "tiny": tiny_model}
+    running = RunningServer(create_app(ServeConfig(models, default="mini", safety_checker=False)))
     try:
         yield running.url
     finally:
@@ -71,8 +79,9 @@ def test_page_and_assets_are_served_offline(base_url):
         js = c.get("/static/app.js").text
         for endpoint in ("txt2img", "img2img", "progress", "interrupt", "png-info", "samplers"):
             assert f'"{endpoint}' in js, endpoint
-        for text in ("唐装", "国画", "古建筑"):
-            assert text in js
+        examples = {m["model_name"]: m["examples"] for m in c.get("/sdapi/v1/sd-models").json()}
+        assert any("唐装" in e["prompt"] for e in examples["tiny"])  # published checkpoints: real-world scenes
+        assert any("圆形" in e["prompt"] for e in examples["mini"])  # the mini model: scenes of its world
         # Only files directly in static/ by name: no traversal, no other folders.
         for path in (
             "/static/../app.py",
@@ -154,6 +163,48 @@ def _playwright():
     return sync_playwright
 
 
+def _generate_with_the_mini_models_defaults(page) -> None:
+    """The page as a new user finds it: the mini model's settings and examples; one click and Generate."""
+    settings = [page.input_value(f"#{field}") for field in ("width", "height", "cfg", "sampler", "steps")]
+    assert settings == ["64", "64", "3", "PLMS", "20"]  # the mini model's, not A1111's 512x512, CFG 7
+    langs = page.eval_on_selector_all("#examples button", "bs => bs.map(b => b.dataset.lang)")
+    assert sorted(langs) == sorted(["zh", "en", "es", "fr", "ru", "ja", "ko", "ar", "it"])
+    lang, prompt = example_prompts()[0]
+    page.fill("#cfg", "9")  # an example brings back the model's settings too
+    page.click(f"#examples button[data-lang='{lang}']")
+    assert page.input_value("#prompt") == prompt and page.input_value("#cfg") == "3"
+    page.fill("#batch", "4")
+    page.fill("#seed", "100")  # a fixed seed keeps the check repeatable; -1 draws as well
+    page.click("#generate")
+    page.wait_for_function("() => document.querySelectorAll('#gallery img').length >= 4", timeout=120_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    sources = page.eval_on_selector_all("#gallery img", "imgs => imgs.map(i => i.src)")
+    images = [Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB") for src in sources]
+    assert [im.size for im in images] == [(64, 64)] * 4
+    assert [passes(im, example_scene(lang)) for im in images] == [True] * 4
+    assert "Steps: 20, Sampler: PLMS, CFG scale: 3, Seed: 100" in page.inner_text("#infotext")
+    assert "Done in" in page.inner_text("#status") and "Warning" not in page.inner_text("#status")
+    page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
+
+
+def _size_warning_and_switching_models(page) -> None:
+    """A size far from native is flagged on the page; another model brings its own settings and examples."""
+    assert page.is_hidden("#size-warning")
+    page.fill("#width", "512")
+    assert "native size 64x64" in page.inner_text("#size-warning")
+    page.fill("#width", "64")
+    assert page.is_hidden("#size-warning")
+    page.select_option("#model", label="tiny")
+    page.wait_for_selector("#status.ok >> text=Loaded")
+    assert page.input_value("#cfg") == "7" and page.input_value("#sampler") == "Euler"
+    langs = page.eval_on_selector_all("#examples button", "bs => bs.map(b => b.dataset.lang)")
+    assert set(langs) >= {"zh", "en", "zh+en", "es", "fr", "ru", "ja", "ko", "ar", "it"}
+    page.click("#examples button[data-lang='ar']")  # a published checkpoint's examples: real-world scenes
+    assert page.input_value("#prompt").startswith("قافلة")
+
+
 def test_generate_in_headless_chromium(base_url):
     sync_playwright = _playwright()
     ARTIFACTS.mkdir(exist_ok=True)
@@ -171,52 +222,39 @@ def test_generate_in_headless_chromium(base_url):
             page.wait_for_selector("body[data-ready='true']")
             samplers = page.eval_on_selector_all("#sampler option", "opts => opts.map(o => o.value)")
             assert "Euler a" in samplers and "DDIM" in samplers
-            langs = page.eval_on_selector_all("#examples button", "bs => bs.map(b => b.dataset.lang)")
-            assert set(langs) >= {"zh", "en", "zh+en", "es", "fr", "ru", "ja", "ko", "ar", "it"}
+            _generate_with_the_mini_models_defaults(page)
 
-            page.click("#examples button[data-lang='ar']")  # an example fills the prompt
-            assert page.input_value("#prompt").startswith("قافلة")
-            page.fill("#prompt", PROMPT)
-            page.fill("#negative", "模糊")
-            page.fill("#steps", "2")
-            page.fill("#width", "64")
-            page.fill("#height", "64")
-            page.fill("#seed", "7")
-            page.fill("#batch", "2")
-            page.click("#generate")
-            page.wait_for_function("() => document.querySelectorAll('#gallery img').length >= 2")
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth > 0)"
-            )
-            sizes = page.eval_on_selector_all(
-                "#gallery img", "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])"
-            )
-            assert sizes == [[64, 64], [64, 64]]
-            assert "seed 7" in page.inner_text("#gallery") and "seed 8" in page.inner_text("#gallery")
-            assert PROMPT in page.inner_text("#infotext")
-            assert page.is_enabled("#generate") and not page.is_enabled("#interrupt")
-            page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
-
-            # PNG info: upload the generated PNG as a file.
+            # PNG info: upload the generated PNG as a file.            # PNG info: upload the generated PNG as a file.
             src = page.get_attribute("#gallery figure:first-child img", "src")
             png = base64.b64decode(src.split(",", 1)[1])
             assert Image.open(io.BytesIO(png)).size == (64, 64)
+            prompt = example_prompts()[0][1]
             page.click("#tab-pnginfo")
             page.set_input_files("#pnginfo-file", files=[{"name": "gen.png", "mimeType": "image/png", "buffer": png}])
             page.wait_for_function("() => document.querySelector('#pnginfo-text').textContent.length > 0")
             text = page.inner_text("#pnginfo-text")
-            assert PROMPT in text and "Steps: 2" in text and "Size: 64x64" in text
-            assert PROMPT in page.inner_text("#pnginfo-table")
+            assert prompt in text and "Steps: 20" in text and "Size: 64x64" in text
+            assert prompt in page.inner_text("#pnginfo-table")
             assert "Size-1" not in page.inner_text("#pnginfo-table")
             page.screenshot(path=str(ARTIFACTS / "ui-pnginfo.png"), full_page=True)
             page.click("#pnginfo-send")  # parameters back into the txt2img form
             assert page.get_attribute("#tab-txt2img", "aria-selected") == "true"
-            assert page.input_value("#prompt") == PROMPT and page.input_value("#negative") == "模糊"
+            assert page.input_value("#prompt") == prompt
             assert (page.input_value("#seed"), page.input_value("#steps"), page.input_value("#width")) == (
-                "7",
-                "2",
+                "100",
+                "20",
                 "64",
             )
+            _size_warning_and_switching_models(page)
+            page.fill("#prompt", PROMPT)
+            page.fill("#negative", "模糊")
+            page.fill("#steps", "2")
+            page.fill("#seed", "7")
+            page.fill("#batch", "2")
+            page.click("#generate")
+            page.wait_for_function("() => document.querySelectorAll('#gallery img').length >= 6")
+            assert "seed 7" in page.inner_text("#gallery") and "seed 8" in page.inner_text("#gallery")
+            assert PROMPT in page.inner_text("#infotext") and "Model: tiny" in page.inner_text("#infotext")
 
             # img2img: a gallery image as the init image, an uploaded mask, a denoising strength.
             page.click("#tab-txt2img")
@@ -232,7 +270,7 @@ def test_generate_in_headless_chromium(base_url):
             assert page.inner_text("#denoise-out") == "0.60"
             page.fill("#batch", "1")
             page.click("#generate")
-            page.wait_for_function("() => document.querySelectorAll('#gallery img').length >= 3")
+            page.wait_for_function("() => document.querySelectorAll('#gallery img').length >= 7")
             page.wait_for_function("() => document.querySelector('#gallery img').naturalWidth > 0")
             assert page.eval_on_selector("#gallery img", "i => [i.naturalWidth, i.naturalHeight]") == [64, 64]
             text = page.inner_text("#infotext")

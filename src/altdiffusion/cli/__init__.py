@@ -28,6 +28,7 @@ from altdiffusion.cli.info import add_info_parser
 from altdiffusion.cli.mini import add_mini_parsers
 from altdiffusion.cli.serve import add_serve_parser
 from altdiffusion.cli.train import add_train_parsers
+from altdiffusion.console import quiet_libraries
 from altdiffusion.errors import AltDiffusionError
 
 
@@ -51,20 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_libraries() -> None:
-    """Library log chatter (legacy-config notices, load reports) is noise at the CLI."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        _quiet_libraries()
+        quiet_libraries()
         return args.func(args)
     except AltDiffusionError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -15,11 +15,13 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("prompt", help="the prompt, in any supported language; A1111 (emphasis:1.2) and BREAK work")
     p.add_argument("--model", default="mini", help="hub id, local folder, or 'mini' (bundled; default)")
     p.add_argument("--negative", default="", help="negative prompt")
-    p.add_argument("--steps", type=positive_int, default=20)
-    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance (CFG) scale")
+    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the model's)")
+    p.add_argument(
+        "--guidance", type=float, default=None, help="classifier-free guidance (CFG) scale (default: the model's)"
+    )
     p.add_argument("--seed", type=int, default=-1, help="-1 picks a random seed (printed and stored in the PNG)")
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--width", type=int, default=None, help="default: the model's native size (or the init image's)")
+    p.add_argument("--height", type=int, default=None, help="default: the model's native size (or the init image's)")
     p.add_argument(
         "--sampler", default=None, help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M Karras' (default: the model's)"
     )
@@ -66,11 +68,15 @@ def cmd_generate(args) -> int:
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, safety_checker=not args.no_safety_checker)
     for lora_path, scale in loras:
         pipe.load_lora(lora_path, scale)
+    defaults = pipe.defaults  # the same source the server and its web UI read
+    warning = defaults.size_warning(*_size(args, init, defaults))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     result = pipe(
         args.prompt,
         negative_prompt=args.negative,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
+        num_inference_steps=defaults.steps if args.steps is None else args.steps,
+        guidance_scale=defaults.cfg_scale if args.guidance is None else args.guidance,
         height=args.height,
         width=args.width,
         seed=args.seed,
@@ -79,7 +85,7 @@ def cmd_generate(args) -> int:
         strength=args.strength,
         mask_image=mask,
         mask_blur=args.mask_blur,
-        sampler=args.sampler,
+        sampler=args.sampler or defaults.sampler_name,
         progress=not args.no_progress,
     )
     paths = output_paths(args.out, len(result.images), seed=result.seeds[0])
@@ -90,3 +96,10 @@ def cmd_generate(args) -> int:
         print("note: the safety checker blacked out some images (--no-safety-checker disables it)", file=sys.stderr)
     print(f"seed {result.seeds[0]}", file=sys.stderr)
     return 0
+
+
+def _size(args, init, defaults) -> tuple[int, int]:
+    """The size the pipeline will draw at: as given, else the init image's, else the model's native one."""
+    width = args.width or (init.width - init.width % 8 if init is not None else defaults.width)
+    height = args.height or (init.height - init.height % 8 if init is not None else defaults.height)
+    return width, height

@@ -16,7 +16,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from altdiffusion.hub import bundled_model_dir
+from altdiffusion.mini import GUIDANCE
 from altdiffusion.mini.world import LANGUAGES
+
+# What the server, the web UI and the CLI run the bundled model with when a user leaves a setting
+# out (pipelines/defaults.py): the report's CFG, steps and sampler (PLMS, the model's own scheduler),
+# and example prompts from its own world.
+RECOMMENDED = {"cfg_scale": GUIDANCE, "steps": 20, "sampler_name": "PLMS", "examples": "mini-world"}
 
 
 def to_half(folder: Path) -> None:
@@ -38,7 +44,7 @@ def install(altclip: Path, altdiffusion: Path, build_log: Path, dest: Path | Non
     to_half(tmp)
     index_path = tmp / "AltDiffusion-mini" / "model_index.json"
     index = json.loads(index_path.read_text())
-    index["_altdiffusion"].update(name="AltDiffusion-mini", languages=list(LANGUAGES))
+    index["_altdiffusion"].update(name="AltDiffusion-mini", languages=list(LANGUAGES), recommended=RECOMMENDED)
     index_path.write_text(json.dumps(index, indent=2) + "\n")
     strip_build_paths(tmp)
     shutil.copy2(build_log, tmp / "build.json")

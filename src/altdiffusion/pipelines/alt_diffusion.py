@@ -31,6 +31,7 @@ from altdiffusion.devices import select_device, select_dtype
 from altdiffusion.errors import AltDiffusionError, InvalidInputError
 from altdiffusion.hub import KNOWN_CHECKPOINTS, resolve_model
 from altdiffusion.pipelines.components import load_components
+from altdiffusion.pipelines.defaults import ModelDefaults, model_defaults
 from altdiffusion.pipelines.denoising import Inpainting, Sampling, sample, step_kwargs
 from altdiffusion.pipelines.images import latent_mask, overlay, to_pil, to_tensor
 from altdiffusion.pipelines.infotext import format_infotext
@@ -79,6 +80,7 @@ class AltDiffusionPipeline:
         name: str = "",
         folder: Path | None = None,
         languages: tuple[str, ...] = (),
+        recommended: Mapping[str, object] | None = None,
     ):
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
@@ -90,6 +92,7 @@ class AltDiffusionPipeline:
         self.name = name  # "Model" in infotexts
         self.folder = folder
         self.languages = languages
+        self.recommended = dict(recommended or {})  # settings the builder recorded; see pipelines/defaults.py
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.merged_loras = MergedLoras()
         self._model_hash: str | None = None
@@ -118,6 +121,7 @@ class AltDiffusionPipeline:
             name=name or default_name,
             folder=folder,
             languages=languages,
+            recommended=meta.get("recommended"),
         )
         return pipe.to(device, dtype)
 
@@ -161,6 +165,11 @@ class AltDiffusionPipeline:
     def default_size(self) -> int:
         size = self.unet.config.sample_size
         return int(size if isinstance(size, int) else size[0]) * self.vae_scale_factor
+
+    @property
+    def defaults(self) -> ModelDefaults:
+        """Native size, CFG, sampler, steps and example prompts of this model (pipelines/defaults.py)."""
+        return model_defaults(self.unet.config.sample_size, self.vae_scale_factor, self.recommended)
 
     @property
     def model_hash(self) -> str:
@@ -231,8 +240,8 @@ class AltDiffusionPipeline:
         self,
         prompt: str | list[str] = "",
         negative_prompt: str | list[str] | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         height: int | None = None,
         width: int | None = None,
         generator: torch.Generator | None = None,
@@ -257,8 +266,9 @@ class AltDiffusionPipeline:
             prompt: one or a list; any length (77-token chunks), A1111 emphasis ``(x:1.2)``, ``[x]``,
                 ``BREAK``; ``<lora:name:w>`` tags must name a loaded LoRA and stay only in the infotext.
             negative_prompt: one for all prompts, or a list with one per prompt.
-            num_inference_steps: sampler steps (image-to-image runs ``strength`` of them).
-            guidance_scale: classifier-free guidance (CFG) scale; <= 1 disables guidance.
+            num_inference_steps: sampler steps (image-to-image runs ``strength`` of them); default: the model's.
+            guidance_scale: classifier-free guidance (CFG) scale, <= 1 disables it; default: the model's
+                (``pipe.defaults``: 3 for the bundled mini model, 7 otherwise).
             height, width: multiples of 8; default: the init image's size, else the model's native size.
             generator: a torch generator for the noise (diffusers' way) instead of per-image seeds.
             seed: the first image's seed (image i gets seed + i, as in A1111); None or -1 picks one.
@@ -274,7 +284,7 @@ class AltDiffusionPipeline:
             progress, callback: show a progress bar; call ``callback(step, total, latents)`` after each step.
             should_stop: asked before each step; True raises :class:`GenerationInterrupted` (with the images so far).
         """
-        inputs = check_inputs(**call_args(locals()), default_size=self.default_size, loras=self.merged_loras.names())
+        inputs = check_inputs(**call_args(locals()), defaults=self.defaults, loras=self.merged_loras.names())
         embeds = self.prepare_conditioning(inputs)
         scheduler = self.prepare_scheduler(inputs)
         timesteps = self.prepare_timesteps(scheduler, inputs)

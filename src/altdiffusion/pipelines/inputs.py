@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from altdiffusion.errors import InvalidInputError
+from altdiffusion.pipelines.defaults import ModelDefaults
 from altdiffusion.pipelines.samplers import canonical_sampler_name
 from altdiffusion.pipelines.seeds import resolve_seed, seed_range, wrap_seed
 from altdiffusion.prompts.extra_networks import extract_tags
@@ -65,7 +66,7 @@ def check_inputs(
     schedule,
     eta,
     *,
-    default_size: int,  # the model's native size
+    defaults: ModelDefaults,  # the model's native size, steps and CFG
     loras: set[str],  # names of the LoRAs merged into the pipeline
 ) -> GenerationInputs:
     """Validate a pipeline call's arguments (one InvalidInputError naming the argument) and resolve
@@ -75,7 +76,9 @@ def check_inputs(
     if image is not None and (height is None or width is None):
         w, h = image.size
         width, height = width or w - w % 8, height or h - h % 8
-    width, height = width or default_size, height or default_size
+    width, height = width or defaults.width, height or defaults.height
+    num_inference_steps = defaults.steps if num_inference_steps is None else num_inference_steps
+    guidance_scale = defaults.cfg_scale if guidance_scale is None else guidance_scale
     _check_numbers(num_inference_steps, guidance_scale, width, height, per_prompt)
     _check_images(image, strength, mask_image)
     if (seed is None or seed < 0) and generator is not None:  # a caller's generator names the seed

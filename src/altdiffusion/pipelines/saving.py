@@ -43,7 +43,12 @@ def _model_index(pipe) -> dict:
     return {
         "_class_name": "AltDiffusionPipeline",
         "_diffusers_version": diffusers.__version__,
-        "_altdiffusion": {"version": __version__, "name": pipe.name, "languages": list(pipe.languages)},
+        "_altdiffusion": {
+            "version": __version__,
+            "name": pipe.name,
+            "languages": list(pipe.languages),
+            **({"recommended": pipe.recommended} if pipe.recommended else {}),
+        },
         "scheduler": ["diffusers", type(pipe.scheduler).__name__],
         "text_encoder": ["alt_diffusion", "RobertaSeriesModelWithTransformation"],
         "tokenizer": ["transformers", type(pipe.tokenizer).__name__],

@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from altdiffusion.errors import InvalidInputError
+from altdiffusion.pipelines.defaults import ModelDefaults
 from altdiffusion.pipelines.samplers import SCHEDULE_TYPES, canonical_sampler_name, make_scheduler
 from altdiffusion.pipelines.seeds import resolve_seed, seed_range
 from altdiffusion.prompts.extra_networks import extract_tags
@@ -48,6 +49,7 @@ class Plan:
     mask_blur: int
     init_images: tuple[Image.Image, ...] = ()
     mask: Image.Image | None = None
+    warnings: tuple[str, ...] = ()  # settings the job runs with but the model draws badly at
 
     @property
     def total(self) -> int:
@@ -77,20 +79,26 @@ class Planner:
         self.loras = loras
 
     def plan(self, kind: str, req: GenerationRequest) -> Plan:
-        """The plan of ``req``, without its images (see :meth:`with_images`); raises field errors."""
+        """The plan of ``req``, without its images (see :meth:`with_images`); raises field errors.
+        Settings the request leaves out are the model's defaults (the one it will run on)."""
+        model = self._model(req)
+        defaults = self.models.defaults(model or self.models.current)
+        req = with_defaults(req, defaults)
         self._check_limits(req)
         sampler = self._sampler(req)
         schedule = self._schedule(req, sampler)
+        size_warning = defaults.size_warning(req.width, req.height)
         return Plan(
             kind=kind,
             req=req,
             sampler=sampler,
             schedule=schedule,
             seed=self._seed(req),
-            model=self._model(req),
+            model=model,
             loras=self._loras(req),
             strength=req.denoising_strength if kind == "img2img" else None,
             mask_blur=_mask_blur(req) if kind == "img2img" else 4,
+            warnings=(size_warning,) if size_warning else (),
         )
 
     def with_images(self, plan: Plan, req: Img2ImgRequest) -> Plan:
@@ -171,6 +179,15 @@ class Planner:
             return tuple((self.loras.path(name), weight) for name, weight in tags)
         except InvalidInputError as exc:
             raise field_error("prompt", str(exc)) from None
+
+
+def with_defaults(req: GenerationRequest, defaults: ModelDefaults) -> GenerationRequest:
+    """``req`` with the model's defaults for the size, CFG, steps and sampler it did not send."""
+    sent = req.model_fields_set
+    update = {name: value for name, value in defaults.settings().items() if name not in sent}
+    if "sampler_index" in sent:  # A1111's legacy spelling counts as naming a sampler
+        update.pop("sampler_name", None)
+    return req.model_copy(update=update)
 
 
 def _schedule_name(text: str | None) -> str | None:

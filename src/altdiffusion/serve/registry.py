@@ -17,6 +17,7 @@ import torch
 
 from altdiffusion.errors import AltDiffusionError
 from altdiffusion.hashing import unet_sha256
+from altdiffusion.pipelines.defaults import ModelDefaults, folder_defaults
 from altdiffusion.serve.config import ServeConfig
 
 logger = logging.getLogger("altdiffusion.serve")
@@ -34,6 +35,7 @@ class ModelRegistry:
         self._hash_locks = {name: threading.Lock() for name in self.sources}
         self._folders: dict[str, Path] = {}
         self._sha: dict[str, str | None] = {}
+        self._defaults: dict[str, ModelDefaults] = {}
 
     def resolve_all(self) -> None:
         """Resolve every source now (downloads hub ids once, at startup), so a wrong path fails fast."""
@@ -56,6 +58,14 @@ class ModelRegistry:
                 self._folders[name] = resolve_model(self.sources[name], kind="diffusion")
             return self._folders[name]
 
+    def defaults(self, name: str) -> ModelDefaults:
+        """What a request for model ``name`` runs with when it leaves a setting out (read from its configs)."""
+        folder = self.folder(name)
+        with self._lock:
+            if name not in self._defaults:
+                self._defaults[name] = folder_defaults(folder)
+            return self._defaults[name]
+
     def sha256(self, name: str) -> str | None:
         with self._hash_locks[name]:  # one reader of a multi-GB file at a time
             with self._lock:
@@ -75,10 +85,12 @@ class ModelRegistry:
         return f"{name} [{sha[:10]}]" if sha else name
 
     def items(self) -> list[dict[str, Any]]:
-        """A1111's ``sd-models`` entries; ``filename`` is the name, never a server path."""
+        """A1111's ``sd-models`` entries; ``filename`` is the name, never a server path. Beyond A1111's
+        fields, each says what a request that leaves a setting out gets, and prompts the model draws well."""
         out = []
         for name in self.sources:
             sha = self.sha256(name)
+            defaults = self.defaults(name)
             out.append(
                 {
                     "title": self.title(name),
@@ -87,6 +99,8 @@ class ModelRegistry:
                     "sha256": sha,
                     "filename": name,
                     "config": None,
+                    "defaults": defaults.settings(),
+                    "examples": [{"lang": lang, "prompt": prompt} for lang, prompt in defaults.examples],
                 }
             )
         return out
@@ -106,6 +120,7 @@ class ModelRegistry:
         with self._lock:
             self._folders.clear()
             self._sha.clear()
+            self._defaults.clear()
 
     def load(self, name: str | None = None):
         """Load ``name`` (default: the current one) unless it is already loaded; worker thread only."""

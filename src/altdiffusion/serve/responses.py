@@ -2,7 +2,8 @@
 
 Besides A1111's fields, ``info`` says per image whether it is ``partial`` (the job was
 stopped) and how many ``sampling_steps_done`` it went through, and for the job whether it
-was ``interrupted`` and how many iterations were ``skipped_iterations``.
+was ``interrupted``, how many iterations were ``skipped_iterations``, and ``warnings``: one
+line per setting the model draws badly at (a size far from its native one).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def _request_info(plan: Plan) -> dict[str, Any]:
         "clip_skip": 1,
         "is_using_inpainting_conditioning": False,
         "version": f"altdiffusion {__version__}",
+        "warnings": list(plan.warnings),
     }
 
 

@@ -33,17 +33,21 @@ class GenerationRequest(_Lenient):
     subseed_strength: float = Field(0.0, description="accepted and ignored")
     seed_resize_from_h: int = -1
     seed_resize_from_w: int = -1
-    sampler_name: str | None = Field("Euler", description='A1111 sampler name or alias, e.g. "Euler a", "k_dpmpp_2m"')
+    sampler_name: str | None = Field(
+        "Euler", description='A1111 sampler name or alias, e.g. "Euler a"; left out: the model\'s (see sd-models)'
+    )
     sampler_index: str = Field(
         "Euler", description="legacy spelling of sampler_name, used when sampler_name is not sent"
     )
     scheduler: str | None = Field(None, description='A1111 schedule type ("Automatic", "Karras"...)')
     batch_size: int = Field(1, ge=1, description="images per iteration")
     n_iter: int = Field(1, ge=1, description="iterations (batches) per job")
-    steps: int = Field(50, ge=1)
-    cfg_scale: float = 7.0
-    width: int = Field(512, ge=8, multiple_of=8)
-    height: int = Field(512, ge=8, multiple_of=8)
+    # Left out, these four and sampler_name are the model's defaults (sd-models lists them): A1111's
+    # 512x512 is Stable Diffusion 1.x's native size, and the bundled mini model's is 64x64.
+    steps: int = Field(50, ge=1, description="left out: the model's default (sd-models)")
+    cfg_scale: float = Field(7.0, description="left out: the model's default (sd-models)")
+    width: int = Field(512, ge=8, multiple_of=8, description="left out: the model's native width (sd-models)")
+    height: int = Field(512, ge=8, multiple_of=8, description="left out: the model's native height (sd-models)")
     restore_faces: bool | None = Field(None, description="accepted and ignored")
     tiling: bool | None = Field(None, description="accepted and ignored")
     do_not_save_samples: bool = False
@@ -165,6 +169,19 @@ class ProgressResponse(BaseModel):
     textinfo: str | None = None
 
 
+class ModelSettings(BaseModel):
+    width: int
+    height: int
+    cfg_scale: float
+    sampler_name: str
+    steps: int
+
+
+class ExamplePrompt(BaseModel):
+    lang: str = Field(..., description='language code, or "zh+en" for a mixed prompt')
+    prompt: str
+
+
 class SDModelItem(BaseModel):
     title: str
     model_name: str
@@ -172,6 +189,10 @@ class SDModelItem(BaseModel):
     sha256: str | None
     filename: str
     config: str | None = None
+    defaults: ModelSettings | None = Field(
+        None, description="what txt2img / img2img use for each of these fields a request leaves out"
+    )
+    examples: list[ExamplePrompt] = Field(default_factory=list, description="prompts this model draws well")
 
 
 class SamplerItem(BaseModel):

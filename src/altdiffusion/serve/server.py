@@ -55,8 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from altdiffusion.console import quiet_libraries
+
     args = build_parser().parse_args(argv)
     try:
+        quiet_libraries()  # as `altdiffusion serve` does: hub download bars in the log, no library chatter
         return run_from_args(args)
     except AltDiffusionError as exc:
         print(f"error: {exc}", file=sys.stderr)

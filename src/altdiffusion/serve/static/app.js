@@ -5,26 +5,12 @@
 
 const API = "sdapi/v1/";
 
-const EXAMPLES = [
-  ["zh", "穿着红色唐装的老人在四合院古建筑前微笑，暖光，高清摄影"],
-  ["zh", "一幅水墨国画：山水之间的亭台楼阁，云雾缭绕，留白"],
-  ["zh", "工笔国画风格的牡丹与蝴蝶，细腻，淡彩"],
-  ["zh", "故宫古建筑的飞檐斗拱，红墙黄瓦，雪后初晴"],
-  ["zh", "身穿唐装的小女孩在春节庙会上提着灯笼"],
-  ["zh+en", "一只戴着墨镜的柴犬, cyberpunk style, neon lights, 4k"],
-  ["zh+en", "长城上的日出, cinematic lighting, ultra detailed"],
-  ["en", "a watercolor painting of a lighthouse at dawn, soft light"],
-  ["es", "Un castillo medieval en lo alto de una colina al atardecer, pintura al óleo"],
-  ["fr", "Un café parisien sous la pluie, style impressionniste"],
-  ["ru", "Зимний лес в снегу, утренний свет, масляная живопись"],
-  ["ja", "桜の木の下に佇む着物の女性、浮世絵風"],
-  ["ko", "한복을 입은 소녀가 궁궐 앞에 서 있는 모습, 수채화"],
-  ["ar", "قافلة جمال في الصحراء عند غروب الشمس، لوحة زيتية"],
-  ["it", "Una gondola a Venezia al tramonto, pittura ad acquerello"],
-];
+// A size side more than this factor away from the model's native one draws badly (the server
+// says so too, in info.warnings; pipelines/defaults.py FAR_FROM_NATIVE).
+const FAR_FROM_NATIVE = 2;
 
 const $ = (id) => document.getElementById(id);
-const state = { tab: "txt2img", busy: false, lastSeed: null, pollTimer: null, pngInfo: null };
+const state = { tab: "txt2img", busy: false, lastSeed: null, pollTimer: null, pngInfo: null, models: [] };
 
 // ------------------------------------------------------------------ helpers
 
@@ -100,15 +86,20 @@ function payload() {
   const body = {
     prompt: $("prompt").value,
     negative_prompt: $("negative").value,
-    sampler_name: $("sampler").value || "Euler a",
-    steps: intValue("steps", 20),
-    cfg_scale: parseFloat($("cfg").value) || 7,
     seed: intValue("seed", -1),
-    width: intValue("width", 512),
-    height: intValue("height", 512),
     batch_size: intValue("batch", 1),
     n_iter: 1,
   };
+  // A setting left empty is left out of the request: the server then uses the model's default.
+  const cfg = parseFloat($("cfg").value);
+  const settings = {
+    sampler_name: $("sampler").value || null,
+    steps: intValue("steps", null),
+    cfg_scale: Number.isFinite(cfg) ? cfg : null,
+    width: intValue("width", null),
+    height: intValue("height", null),
+  };
+  for (const [key, value] of Object.entries(settings)) if (value !== null) body[key] = value;
   return body;
 }
 
@@ -142,7 +133,9 @@ async function generate(event) {
     const secs = ((performance.now() - started) / 1000).toFixed(1);
     let text = `Done in ${secs} s: ${result.images.length} image(s), seed ${info.seed}.`;
     if (info.interrupted) text = `Interrupted after ${secs} s: partial image(s) shown.`;
-    setStatus(text, info.interrupted ? "warn" : "ok");
+    const warnings = info.warnings || [];
+    if (warnings.length) text += " Warning: " + warnings.join(" ");
+    setStatus(text, info.interrupted || warnings.length ? "warn" : "ok");
   } catch (err) {
     setStatus(err.message || String(err), "error");
   } finally {
@@ -320,7 +313,82 @@ function sendInfoToTxt2img() {
   set("width", "Size-1");
   set("height", "Size-2");
   if (p["Sampler"] && [...$("sampler").options].some((o) => o.value === p["Sampler"])) $("sampler").value = p["Sampler"];
+  checkSize();
   showTab("txt2img");
+}
+
+// ------------------------------------------------------------------ models and their defaults
+
+function selectedModel() {
+  return state.models.find((m) => m.title === $("model").value) || state.models[0] || null;
+}
+
+// The form's settings from the model's own defaults (sd-models): its native size, CFG, sampler, steps.
+function applyDefaults() {
+  const model = selectedModel();
+  const d = model && model.defaults;
+  if (!d) return;
+  $("width").value = d.width;
+  $("height").value = d.height;
+  $("cfg").value = d.cfg_scale;
+  $("steps").value = d.steps;
+  if ([...$("sampler").options].some((o) => o.value === d.sampler_name)) $("sampler").value = d.sampler_name;
+  checkSize();
+}
+
+function checkSize() {
+  const model = selectedModel();
+  const d = model && model.defaults;
+  const w = intValue("width", 0), h = intValue("height", 0);
+  const far = d && [w / d.width, h / d.height].some((r) => r > FAR_FROM_NATIVE || r < 1 / FAR_FROM_NATIVE);
+  $("size-warning").hidden = !far;
+  $("size-warning").textContent = far
+    ? `${w}x${h} is far from this model's native size ${d.width}x${d.height}: expect repeated or broken shapes.`
+    : "";
+}
+
+function showExamples() {
+  const examples = $("examples");
+  examples.replaceChildren();
+  const model = selectedModel();
+  for (const { lang, prompt } of (model && model.examples) || []) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "example";
+    b.lang = lang === "zh+en" ? "zh" : lang;
+    b.dir = "auto";
+    b.dataset.lang = lang;
+    b.textContent = prompt;
+    b.title = `example (${lang}): fills the prompt and the model's settings`;
+    b.addEventListener("click", () => { $("prompt").value = prompt; applyDefaults(); $("prompt").focus(); });
+    examples.append(b);
+  }
+}
+
+async function loadModels() {
+  const [models, options] = await Promise.all([api("sd-models"), api("options")]);
+  state.models = models;
+  const select = $("model");
+  select.replaceChildren(...models.map((m) => new Option(m.model_name, m.title)));
+  select.value = options.sd_model_checkpoint;
+  showExamples();
+  applyDefaults();
+}
+
+async function changeModel() {
+  const title = $("model").value;
+  showExamples();
+  applyDefaults();
+  setBusy(true);
+  setStatus(`Loading ${title}…`);
+  try {
+    await api("options", { json: { sd_model_checkpoint: title } });
+    setStatus(`Loaded ${title}.`, "ok");
+  } catch (err) {
+    setStatus(err.message || String(err), "error");
+  } finally {
+    setBusy(false);
+  }
 }
 
 // ------------------------------------------------------------------ start
@@ -337,19 +405,9 @@ async function init() {
   for (const button of document.querySelectorAll("nav [data-tab]")) {
     button.addEventListener("click", () => showTab(button.dataset.tab));
   }
-  const examples = $("examples");
-  for (const [lang, text] of EXAMPLES) {
-    const b = document.createElement("button");
-    b.type = "button";
-    b.className = "example";
-    b.lang = lang === "zh+en" ? "zh" : lang;
-    b.dir = "auto";
-    b.dataset.lang = lang;
-    b.textContent = text;
-    b.title = `example (${lang})`;
-    b.addEventListener("click", () => { $("prompt").value = text; $("prompt").focus(); });
-    examples.append(b);
-  }
+  $("model").addEventListener("change", changeModel);
+  $("width").addEventListener("input", checkSize);
+  $("height").addEventListener("input", checkSize);
   $("form").addEventListener("submit", generate);
   $("interrupt").addEventListener("click", interrupt);
   $("seed-random").addEventListener("click", () => { $("seed").value = -1; });
@@ -366,13 +424,11 @@ async function init() {
     const samplers = await api("samplers");
     const select = $("sampler");
     for (const s of samplers) select.add(new Option(s.name, s.name));
-    if (samplers.some((s) => s.name === "Euler a")) select.value = "Euler a";
   } catch (err) {
     setStatus("Cannot reach the API: " + err.message, "error");
   }
   try {
-    const options = await api("options");
-    $("model").textContent = options.sd_model_checkpoint || "";
+    await loadModels();
   } catch (_) { /* shown above */ }
   document.body.dataset.ready = "true";
 }

@@ -91,3 +91,53 @@ def test_vae_learns_to_reconstruct_the_new_pattern(boards, tmp_path):
     assert stored_dtype(tmp_path / "model") == torch.float16
     before, after = _reconstruction_error(source), _reconstruction_error(tmp_path / "model")
     assert after < before * 0.7, f"held-out reconstruction L1 {before:.4f} -> {after:.4f}"
+
+
+# ------------------------------------------------------------------------------ clip-distill
+
+
+def _swap_red_blue(text: str) -> str:
+    return text.replace("红色", "\0").replace("蓝色", "红色").replace("\0", "蓝色")
+
+
+def _red_or_blue_pairs(seed: int, n: int) -> list[tuple[str, str]]:
+    """(English, Chinese with 红色 and 蓝色 swapped) for mini-world scenes that name red or blue."""
+    from altdiffusion.mini.world import make_sample
+
+    pairs, index = [], 0
+    while len(pairs) < n:
+        captions = make_sample(seed, "train", index).captions
+        index += 1
+        if "红色" in captions["zh"] or "蓝色" in captions["zh"]:
+            pairs.append((captions["en"], _swap_red_blue(captions["zh"])))
+    return pairs
+
+
+def _distillation_loss(student_folder, teacher, pairs) -> float:
+    """Held-out teacher-learning loss: mean ||student(zh) - teacher(en)||^2."""
+    from altdiffusion.models.loading import load_altclip
+    from altdiffusion.models.tokenizer import load_tokenizer
+
+    student = load_altclip(student_folder).text_model.float().eval()
+    tokens = load_tokenizer(student_folder)([zh for _, zh in pairs], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        predicted = student.retrieval_embedding(tokens.input_ids, tokens.attention_mask).float()
+    return float(((predicted - teacher.targets([en for en, _ in pairs])) ** 2).mean())
+
+
+def test_clip_distill_teaches_the_swapped_words_on_held_out_sentences(tmp_path):
+    """Teacher and student both start as the float16 AltCLIP-mini; the Chinese side of the data
+    swaps 红色 and 蓝色, so the student must learn to map them to the teacher's blue and red."""
+    from altdiffusion.training.teacher import Teacher
+
+    clip = bundled_model_dir("clip")
+    data = tmp_path / "pairs.tsv"
+    data.write_text("".join(f"{en}\t{zh}\n" for en, zh in _red_or_blue_pairs(0, 200)), encoding="utf-8")
+    cmd = ["train", "clip-distill", "--teacher", str(clip), "--student", str(clip), "--data", str(data)]
+    options = ["--steps", "80", "--batch-size", "32", "--lr", "1e-4", "--output-dir", str(tmp_path / "run")]
+    assert main(cmd + options + COMMON[2:]) == 0
+    assert stored_dtype(tmp_path / "run" / "model") == torch.float16
+    teacher, held_out = Teacher(clip), _red_or_blue_pairs(1, 40)
+    before = _distillation_loss(clip, teacher, held_out)
+    after = _distillation_loss(tmp_path / "run" / "model", teacher, held_out)
+    assert after < before * 0.5, f"held-out distillation loss {before:.4g} -> {after:.4g}"

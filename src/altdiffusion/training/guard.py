@@ -28,7 +28,9 @@ MAX_SKIPPED_IN_A_ROW = 20
 class DivergenceGuard:
     def __init__(self, acc: Accelerator, settings: TrainSettings, params: list[torch.nn.Parameter]):
         self.acc, self.settings, self.params = acc, settings, params
-        self.scaled = settings.mixed_precision == "fp16"  # a gradient scaler skips overflowing steps
+        # A gradient scaler (fp16 on a GPU) skips overflowing steps itself; where accelerate runs
+        # fp16 without one (CPU), an infinite gradient must stop the run like any other.
+        self.scaled = getattr(acc, "scaler", None) is not None
         self.skipped_total = 0
         self.skipped_in_a_row = 0
 

@@ -62,6 +62,19 @@ def test_finetune_makes_the_prompt_draw_the_new_pattern(boards, tmp_path):
     assert after < before * 0.8, f"mean-colour distance to the boards {before:.3f} -> {after:.3f}"
 
 
+def test_finetune_at_lr_1e3_stops_with_one_error_and_exports_nothing(boards, tmp_path, capsys):
+    base = bundled_model_dir("diffusion")
+    cmd = ["train", "finetune", "--model", str(base), "--data", str(boards), "--output-dir", str(tmp_path)]
+    code = main([*cmd, "--steps", "40", "--batch-size", "4", "--lr", "1e3", *COMMON[:-2], "--save-every", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: training diverged at step ") and "(--lr 1000; try 10x lower)" in err, err
+    step = int(err.split("at step ")[1].split(":")[0])
+    assert step < 10 and not (tmp_path / "model").exists()
+    kept = sorted((tmp_path / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert (not kept and "no checkpoint had been written yet" in err) or f"checkpoint is {kept[-1]}" in err
+
+
 def test_dreambooth_lora_moves_generations_toward_the_instance_images(boards, tmp_path):
     base = bundled_model_dir("diffusion")
     cmd = ["train", "dreambooth", "--model", str(base), "--instance-images", str(boards), "--output-dir", str(tmp_path)]

@@ -62,6 +62,18 @@ def test_finetune_makes_the_prompt_draw_the_new_pattern(boards, tmp_path):
     assert after < before * 0.8, f"mean-colour distance to the boards {before:.3f} -> {after:.3f}"
 
 
+def test_diffusion_align_stage_moves_the_prompt_toward_the_new_pattern(boards, tmp_path):
+    """``train diffusion --stage align`` trains only cross-attention K/V: the text's effect."""
+    base = bundled_model_dir("diffusion")
+    cmd = ["train", "diffusion", "--base", str(base), "--data", str(boards), "--output-dir", str(tmp_path)]
+    assert main([*cmd, "--stage", "align", "--steps", "60", "--batch-size", "4", "--lr", "1e-3", *COMMON]) == 0
+    assert stored_dtype(tmp_path / "model" / "unet") == torch.float16
+    before = _distance_to_boards(_generate(load_pipeline(base, device="cpu", dtype="fp32", safety_checker=False)))
+    after_pipe = load_pipeline(tmp_path / "model", device="cpu", dtype="fp32", safety_checker=False)
+    after = _distance_to_boards(_generate(after_pipe))
+    assert after < before * 0.8, f"mean-colour distance to the boards {before:.3f} -> {after:.3f}"
+
+
 def test_finetune_at_lr_1e3_stops_with_one_error_and_exports_nothing(boards, tmp_path, capsys):
     base = bundled_model_dir("diffusion")
     cmd = ["train", "finetune", "--model", str(base), "--data", str(boards), "--output-dir", str(tmp_path)]

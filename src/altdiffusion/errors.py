@@ -20,3 +20,7 @@ class CheckpointError(AltDiffusionError):
 
 class InvalidInputError(AltDiffusionError, ValueError):
     """A user-supplied setting or input file is invalid."""
+
+
+class TrainingDivergedError(AltDiffusionError):
+    """A training run produced a non-finite loss, gradient or weight; nothing was exported."""

@@ -126,6 +126,7 @@ class DiffusionTask:
         for frozen in (pipe.vae, pipe.text_encoder):
             frozen.requires_grad_(False).eval()
         self.model = UNetModel(unet)
+        self.source_dtype: torch.dtype | None = None  # the UNet's stored dtype (run() reads it), for export
         self.ema = None
         if ema_decay:
             from diffusers.training_utils import EMAModel
@@ -200,9 +201,11 @@ class DiffusionTask:
     def on_step_end(self, model, step: int, is_main: bool) -> None:
         if self.ema is not None:
             params = [p for p in model.unet.parameters() if p.requires_grad]
-            if self.ema.shadow_params[0].device != params[0].device:
-                # The copy was made before accelerate moved the UNet to the GPU ("cuda:0 and cpu!").
-                self.ema.to(device=params[0].device)
+            shadow = self.ema.shadow_params[0]
+            if (shadow.device, shadow.dtype) != (params[0].device, params[0].dtype):
+                # The copy was made before accelerate moved the UNet to the GPU ("cuda:0 and cpu!")
+                # and before the loop made float32 master weights of a float16 checkpoint.
+                self.ema.to(device=params[0].device, dtype=params[0].dtype)
             self.ema.step(params)
         if is_main and self.validate_every and step % self.validate_every == 0 and self.output_dir is not None:
             self.validation_images(step)
@@ -267,4 +270,13 @@ def run(settings: DiffusionSettings, training: TrainSettings) -> Path:
         output_dir=training.output_dir,
         cache_latents=settings.cache_latents,
     )
+    task.source_dtype = unet_stored_dtype(settings.base)
     return train(task, training)
+
+
+def unet_stored_dtype(base) -> torch.dtype | None:
+    """The dtype of the UNet weights on disk: the pipeline loads them as float32 to train."""
+    from altdiffusion.hub import resolve_model
+    from altdiffusion.training.precision import stored_dtype
+
+    return stored_dtype(resolve_model(base, kind="diffusion") / "unet")

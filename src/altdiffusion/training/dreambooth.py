@@ -30,7 +30,7 @@ from PIL import Image
 
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.training.data import IMAGE_KEYS, crop_pixels, micro_batches
-from altdiffusion.training.diffusion import DiffusionTask, UNetModel
+from altdiffusion.training.diffusion import DiffusionTask, UNetModel, unet_stored_dtype
 from altdiffusion.training.params import TrainSettings
 from altdiffusion.training.settings import DreamBoothSettings
 
@@ -239,6 +239,7 @@ def run(settings: DreamBoothSettings, training: TrainSettings) -> Path:
         metadata=_metadata(settings, training, name),
         validate_every=settings.validate_every,
     )
+    task.source_dtype = unet_stored_dtype(settings.base)
     return train(task, training)
 
 

@@ -21,9 +21,17 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import nn
 
-from altdiffusion.errors import InvalidInputError
+from altdiffusion.errors import InvalidInputError, TrainingDivergedError
 from altdiffusion.training.distributed import make_accelerator
+from altdiffusion.training.guard import DivergenceGuard
 from altdiffusion.training.params import TrainSettings
+from altdiffusion.training.precision import (
+    SAVE_DTYPES,
+    dtype_name,
+    finalize_weight_files,
+    non_finite,
+    to_master_weights,
+)
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -43,7 +51,9 @@ class Task(Protocol):
     def export(self, model: nn.Module, folder: Path) -> None: ...
 
     # Optional: checkpoint_objects() -> objects with state_dict/load_state_dict saved with each
-    # checkpoint; on_step_end(model, step, is_main) -> None after every optimizer step.
+    # checkpoint; on_step_end(model, step, is_main) -> None after every optimizer step;
+    # source_dtype: the dtype the checkpoint was stored in, when the task loaded it in another
+    # (the default --save-dtype; otherwise the model's dtype when training starts).
 
 
 def lr_factor(step: int, settings: TrainSettings) -> float:
@@ -99,8 +109,12 @@ def train(task: Task, settings: TrainSettings) -> Path:
     start = _resume(session.acc, settings)
     if session.acc.is_main_process and session.acc.log_with:
         session.acc.init_trackers(task.name)
-    _run_steps(task, settings, session, start)
-    final = _export(task, session.acc, session.model, settings.output_dir)
+    try:
+        _run_steps(task, settings, session, start)
+        final = _export(task, session, settings)
+    except TrainingDivergedError:
+        _shut_down(session.acc)
+        raise
     _shut_down(session.acc)
     return final
 
@@ -115,6 +129,8 @@ class _Session:
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LambdaLR
     micro: int  # samples per process per micro-step
+    source_dtype: torch.dtype  # the checkpoint's; the weights train in float32 whatever it is
+    guard: DivergenceGuard
 
 
 def _set_up(task: Task, settings: TrainSettings) -> _Session:
@@ -125,6 +141,8 @@ def _set_up(task: Task, settings: TrainSettings) -> _Session:
     set_seed(settings.seed)
     micro = settings.micro_batch(acc.num_processes)
     model = task.model
+    loaded_dtype = to_master_weights(model)
+    source_dtype = getattr(task, "source_dtype", None) or loaded_dtype
     if settings.gradient_checkpointing and hasattr(model, "enable_gradient_checkpointing"):
         model.enable_gradient_checkpointing()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -136,7 +154,8 @@ def _set_up(task: Task, settings: TrainSettings) -> _Session:
     acc.register_for_checkpointing(schedule)
     for extra in getattr(task, "checkpoint_objects", lambda: [])():  # e.g. an EMA copy of the weights
         acc.register_for_checkpointing(extra)
-    return _Session(acc, model, params, optimizer, schedule, micro)
+    guard = DivergenceGuard(acc, settings, params)
+    return _Session(acc, model, params, optimizer, schedule, micro, source_dtype, guard)
 
 
 def _resume(acc: Accelerator, settings: TrainSettings) -> int:
@@ -158,35 +177,44 @@ def _run_steps(task: Task, settings: TrainSettings, session: _Session, start: in
     log = _StepLog(acc, settings, start, task.name)
     model.train()
     for step in range(start, settings.steps):
-        loss, metrics = _optimizer_step(task, settings, session, stream)
+        done = step + 1
+        loss, metrics = _optimizer_step(task, settings, session, stream, done)
         session.schedule.step()
         log.count(settings.batch_size)
-        done = step + 1
         if hasattr(task, "on_step_end"):  # EMA updates, validation images
             task.on_step_end(acc.unwrap_model(model), done, acc.is_main_process)
         if done % settings.log_every == 0 or done == settings.steps:
+            if session.guard.scaled:
+                metrics["skipped_steps"] = session.guard.skipped_total
             log.write(done, loss, metrics, session.schedule.get_last_lr()[0])
         log.advance()
         # The last step too: a later run with more --steps and --resume continues from it.
         if done % settings.save_every == 0:
+            session.guard.check_weights(model, done)  # a checkpoint is always a good one
             _save_checkpoint(acc, settings, done)
     log.close()
+    if session.guard.skipped_total:
+        acc.print(f"fp16: the gradient scaler skipped {session.guard.skipped_total} of the updates")
 
 
 def _optimizer_step(
-    task: Task, settings: TrainSettings, session: _Session, stream: Iterator
+    task: Task, settings: TrainSettings, session: _Session, stream: Iterator, step: int
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """``grad_accum`` micro-batches, then one (clipped) update; the last micro-batch's loss and metrics."""
-    acc, model, optimizer = session.acc, session.model, session.optimizer
+    """``grad_accum`` micro-batches, then one (clipped) update; the last micro-batch's loss and metrics.
+    A non-finite loss or gradient stops the run here, before the update can spread it."""
+    acc, model, optimizer, guard = session.acc, session.model, session.optimizer, session.guard
     metrics: dict[str, float] = {}
     for _ in range(settings.grad_accum):
         batch = next(stream)
         with acc.accumulate(model):
             loss, metrics = task.loss(model, batch)
+            guard.check_loss(loss, step)
             acc.backward(loss)
-            if acc.sync_gradients and settings.max_grad_norm > 0:
-                acc.clip_grad_norm_(session.params, settings.max_grad_norm)
+            if acc.sync_gradients:
+                guard.clip_and_check_gradients(step)
             optimizer.step()
+            if acc.sync_gradients:
+                guard.count_skipped(optimizer, step)
             optimizer.zero_grad(set_to_none=True)
     return loss, metrics
 
@@ -233,16 +261,33 @@ class _StepLog:
             self.bar.close()
 
 
-def _export(task: Task, acc: Accelerator, model: nn.Module, out: Path) -> Path:
-    """Export to a temporary folder, then rename it to ``out/model``: never a half-written model."""
+def _export(task: Task, session: _Session, settings: TrainSettings) -> Path:
+    """Export to a temporary folder, then rename it to ``out/model``: never a half-written model,
+    nor one with a non-finite tensor. Weight files are written in ``--save-dtype``."""
+    acc, out = session.acc, settings.output_dir
     final = out / "model"
+    model = acc.unwrap_model(session.model)
+    dtype = session.source_dtype if settings.save_dtype == "source" else SAVE_DTYPES[settings.save_dtype]
+    session.guard.check_weights(model, settings.steps)
+    overflow = non_finite((name, t.to(dtype)) for name, t in model.state_dict().items())
+    if overflow:
+        session.guard.stop(
+            settings.steps, f"{overflow[0]} overflows {dtype_name(dtype)}; export with --save-dtype float32"
+        )
     acc.wait_for_everyone()
     if acc.is_main_process:
         tmp = out / ".model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        task.export(acc.unwrap_model(model), tmp)
+        task.export(model, tmp)
+        try:
+            finalize_weight_files(tmp, dtype)
+        except TrainingDivergedError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
+        why = "the source checkpoint's dtype" if settings.save_dtype == "source" else "--save-dtype"
+        acc.print(f"exported {final} in {dtype_name(dtype)} ({why}; trained in float32)")
     acc.wait_for_everyone()
     return final
 

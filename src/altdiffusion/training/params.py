@@ -26,7 +26,8 @@ class TrainSettings:
     min_lr: float = 0.0
     grad_accum: int = 1
     max_grad_norm: float = 1.0
-    mixed_precision: str = "no"  # no | bf16 | fp16
+    mixed_precision: str = "no"  # no | bf16 | fp16: the compute's dtype; weights train in float32
+    save_dtype: str = "source"  # source (the checkpoint's dtype) | float32 | float16 | bfloat16
     gradient_checkpointing: bool = False
     save_every: int = 500
     keep_checkpoints: int = 2
@@ -58,6 +59,10 @@ class TrainSettings:
             raise InvalidInputError(f"--lr-schedule must be cosine or constant, got {self.lr_schedule!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise InvalidInputError(f"--mixed-precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.save_dtype not in ("source", "float32", "float16", "bfloat16"):
+            raise InvalidInputError(
+                f"--save-dtype must be source, float32, float16 or bfloat16, got {self.save_dtype!r}"
+            )
         if self.optimizer not in ("adamw", "adamw8bit"):
             raise InvalidInputError(f"--optimizer must be adamw or adamw8bit, got {self.optimizer!r}")
         if self.save_every <= 0 or self.log_every <= 0:
@@ -76,7 +81,18 @@ def add_common_arguments(p: argparse.ArgumentParser, *, lr: float, batch_size: i
     g.add_argument("--min-lr", type=float, default=0.0, help="cosine schedule floor")
     g.add_argument("--grad-accum", type=int, default=1)
     g.add_argument("--max-grad-norm", type=float, default=1.0, help="0 disables clipping")
-    g.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    g.add_argument(
+        "--mixed-precision",
+        default="no",
+        choices=["no", "bf16", "fp16"],
+        help="compute in bf16/fp16 (autocast); the weights always train in float32",
+    )
+    g.add_argument(
+        "--save-dtype",
+        default="source",
+        choices=["source", "float32", "float16", "bfloat16"],
+        help="dtype of the exported weights (default: the source checkpoint's)",
+    )
     g.add_argument("--gradient-checkpointing", action="store_true")
     g.add_argument(
         "--save-every",
@@ -112,6 +128,7 @@ def settings_from_args(args: argparse.Namespace, **overrides) -> TrainSettings:
         grad_accum=args.grad_accum,
         max_grad_norm=args.max_grad_norm,
         mixed_precision=args.mixed_precision,
+        save_dtype=args.save_dtype,
         gradient_checkpointing=args.gradient_checkpointing,
         save_every=args.save_every,
         keep_checkpoints=args.keep_checkpoints,

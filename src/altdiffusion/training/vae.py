@@ -20,6 +20,7 @@ import torch
 from altdiffusion.errors import CheckpointError, InvalidInputError
 from altdiffusion.training.data import SkipCounter, crop_pixels, data_source, image_text_samples
 from altdiffusion.training.params import TrainSettings
+from altdiffusion.training.precision import stored_dtype
 from altdiffusion.training.settings import VAESettings
 
 
@@ -70,6 +71,7 @@ class VAETask:
         if resolution % 8:
             raise InvalidInputError(f"--resolution must be a multiple of 8, got {resolution}")
         self.model = load_or_init_vae(Path(vae_folder), seed)
+        self.source_dtype = stored_dtype(Path(vae_folder))  # diffusers loads float32; export like the file
         self.source = data_source(data)
         if posterior not in ("sample", "mode"):
             raise InvalidInputError(f"--posterior must be sample or mode, got {posterior!r}")

@@ -52,4 +52,4 @@ def test_finetune_is_diffusion_training_at_the_finetune_preset():
         None,
     )
     assert settings.languages == ["zh", "en"]
-    assert args.func.__name__ == "cmd_train_diffusion"
+    assert (args.func.module, args.func.task_settings) == ("diffusion", DiffusionSettings)

@@ -8,6 +8,9 @@ namespace into settings dataclasses, runs the task and prints the exported model
 from __future__ import annotations
 
 import argparse
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from altdiffusion.training import arguments
 from altdiffusion.training.params import settings_from_args
@@ -21,83 +24,58 @@ from altdiffusion.training.settings import (
 )
 
 
-def cmd_train_clip_distill(args) -> int:
-    training, settings = settings_from_args(args), DistillSettings.from_args(args)
-    from altdiffusion.training import distill
+@dataclass(frozen=True)
+class TaskCommand:
+    """Runs ``altdiffusion.training.<module>.run(task settings, loop settings)`` for parsed arguments."""
 
-    print(distill.run(settings, training))
-    return 0
+    module: str
+    task_settings: type
+    loop_settings: Callable[[argparse.Namespace], object] = settings_from_args
 
-
-def cmd_train_clip_contrastive(args) -> int:
-    training, settings = settings_from_args(args), ContrastiveSettings.from_args(args)
-    from altdiffusion.training import contrastive
-
-    print(contrastive.run(settings, training))
-    return 0
-
-
-def cmd_train_diffusion(args) -> int:
-    """``train diffusion`` and ``train finetune`` (whose parser fixes the stage and the text encoder)."""
-    training, settings = settings_from_args(args), DiffusionSettings.from_args(args)
-    from altdiffusion.training import diffusion
-
-    print(diffusion.run(settings, training))
-    return 0
+    def __call__(self, args: argparse.Namespace) -> int:
+        training, settings = self.loop_settings(args), self.task_settings.from_args(args)
+        task = importlib.import_module(f"altdiffusion.training.{self.module}")  # torch & co. only now
+        print(task.run(settings, training))
+        return 0
 
 
-def cmd_train_vae(args) -> int:
-    training, settings = settings_from_args(args), VAESettings.from_args(args)
-    from altdiffusion.training import vae
-
-    print(vae.run(settings, training))
-    return 0
-
-
-def cmd_train_dreambooth(args) -> int:
-    training, settings = dreambooth_train_settings(args), DreamBoothSettings.from_args(args)
-    from altdiffusion.training import dreambooth
-
-    print(dreambooth.run(settings, training))
-    return 0
-
-
-COMMANDS = (  # name, help, parser options, command
+# name, help, parser options, command ("finetune" is "diffusion" with its stage fixed by its parser)
+COMMANDS = (
     (
         "clip-distill",
         "AltCLIP stage 1: teacher learning on parallel text",
         arguments.add_distill_arguments,
-        cmd_train_clip_distill,
+        TaskCommand("distill", DistillSettings),
     ),
     (
         "clip-contrastive",
         "AltCLIP stage 2: contrastive learning, image tower frozen",
         arguments.add_contrastive_arguments,
-        cmd_train_clip_contrastive,
+        TaskCommand("contrastive", ContrastiveSettings),
     ),
     (
         "diffusion",
         "AltDiffusion: assemble SD + AltCLIP text tower, train stage align or quality",
         arguments.add_diffusion_arguments,
-        cmd_train_diffusion,
+        TaskCommand("diffusion", DiffusionSettings),
     ),
     (
         "finetune",
         "fine-tune an AltDiffusion on captioned images (folder or shards)",
         arguments.add_finetune_arguments,
-        cmd_train_diffusion,
+        TaskCommand("diffusion", DiffusionSettings),
     ),
     (
         "vae",
         "train an AutoencoderKL (a latent diffusion model's autoencoder) to reconstruct images",
         arguments.add_vae_arguments,
-        cmd_train_vae,
+        TaskCommand("vae", VAESettings),
     ),
     (
         "dreambooth",
         "DreamBooth a subject or style into an AltDiffusion (LoRA or --full UNet)",
         arguments.add_dreambooth_arguments,
-        cmd_train_dreambooth,
+        TaskCommand("dreambooth", DreamBoothSettings, dreambooth_train_settings),
     ),
 )
 

@@ -10,6 +10,7 @@ torch, so the CLI can use it before it knows which (heavy) task will run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
 
 from altdiffusion.errors import InvalidInputError
@@ -23,6 +24,13 @@ def _language_list(text: str | None) -> list[str] | None:
     return text.split(",") if text else None
 
 
+def from_namespace(cls, args: argparse.Namespace, **converted):
+    """A settings dataclass from the namespace attributes named like its fields; ``converted``
+    replaces those the command line spells differently (e.g. a comma-separated list)."""
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(cls)}
+    return cls(**{**values, **converted})
+
+
 @dataclass(frozen=True)
 class DistillSettings:
     """AltCLIP stage 1 (teacher learning): see :mod:`altdiffusion.training.distill`."""
@@ -34,7 +42,7 @@ class DistillSettings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DistillSettings:
-        return cls(teacher=args.teacher, student=args.student, data=args.data, loss=args.loss)
+        return from_namespace(cls, args)
 
 
 @dataclass(frozen=True)
@@ -48,12 +56,7 @@ class ContrastiveSettings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ContrastiveSettings:
-        return cls(
-            model=args.model,
-            shards=args.shards,
-            train_vision=args.train_vision,
-            languages=_language_list(args.languages),
-        )
+        return from_namespace(cls, args, languages=_language_list(args.languages))
 
 
 @dataclass(frozen=True)
@@ -69,14 +72,7 @@ class VAESettings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> VAESettings:
-        return cls(
-            vae=args.vae,
-            data=args.data,
-            resolution=args.resolution,
-            kl_weight=args.kl_weight,
-            foreground_weight=args.foreground_weight,
-            posterior=args.posterior,
-        )
+        return from_namespace(cls, args)
 
 
 @dataclass(frozen=True)
@@ -101,22 +97,7 @@ class DiffusionSettings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DiffusionSettings:
-        return cls(
-            base=args.base,
-            data=args.data,
-            stage=args.stage,
-            text_encoder=args.text_encoder,
-            conditioning=args.conditioning,
-            align_params=args.align_params,
-            resolution=args.resolution,
-            caption_dropout=args.caption_dropout,
-            noise_offset=args.noise_offset,
-            min_snr_gamma=args.min_snr_gamma,
-            ema_decay=args.ema_decay,
-            languages=_language_list(args.languages),
-            validate_every=args.validate_every,
-            cache_latents=args.cache_latents,
-        )
+        return from_namespace(cls, args, languages=_language_list(args.languages))
 
 
 @dataclass(frozen=True)
@@ -151,25 +132,7 @@ class DreamBoothSettings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DreamBoothSettings:
-        return cls(
-            base=args.base,
-            instance_images=args.instance_images,
-            instance_prompt=args.instance_prompt,
-            class_prompt=args.class_prompt,
-            class_images=args.class_images,
-            num_class_images=args.num_class_images,
-            prior_loss_weight=args.prior_loss_weight,
-            class_steps=args.class_steps,
-            class_guidance=args.class_guidance,
-            full=args.full,
-            lora_rank=args.lora_rank,
-            lora_alpha=args.lora_alpha,
-            lora_name=args.lora_name,
-            resolution=args.resolution,
-            noise_offset=args.noise_offset,
-            min_snr_gamma=args.min_snr_gamma,
-            validate_every=args.validate_every,
-        )
+        return from_namespace(cls, args)
 
 
 def dreambooth_train_settings(args: argparse.Namespace) -> TrainSettings:

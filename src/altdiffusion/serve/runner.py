@@ -149,9 +149,6 @@ class Worker:
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._stop.is_set()
 
-    def pending(self) -> int:
-        return self.queue.qsize()
-
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:

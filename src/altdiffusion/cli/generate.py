@@ -50,6 +50,7 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_generate(args) -> int:
     from altdiffusion.pipelines.alt_diffusion import load_pipeline
     from altdiffusion.pipelines.infotext import output_paths, write_png
+    from altdiffusion.pipelines.inputs import resolve_size
     from altdiffusion.pipelines.lora import parse_lora_arg
 
     init = open_image(args.init_image, "init image") if args.init_image else None
@@ -69,14 +70,14 @@ def cmd_generate(args) -> int:
     for lora_path, scale in loras:
         pipe.load_lora(lora_path, scale)
     defaults = pipe.defaults  # the same source the server and its web UI read
-    warning = defaults.size_warning(*_size(args, init, defaults))
+    warning = defaults.size_warning(*resolve_size(args.width, args.height, init, defaults))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     result = pipe(
         args.prompt,
         negative_prompt=args.negative,
-        num_inference_steps=defaults.steps if args.steps is None else args.steps,
-        guidance_scale=defaults.cfg_scale if args.guidance is None else args.guidance,
+        num_inference_steps=args.steps,  # None: the model's defaults, applied by the pipeline
+        guidance_scale=args.guidance,
         height=args.height,
         width=args.width,
         seed=args.seed,
@@ -96,10 +97,3 @@ def cmd_generate(args) -> int:
         print("note: the safety checker blacked out some images (--no-safety-checker disables it)", file=sys.stderr)
     print(f"seed {result.seeds[0]}", file=sys.stderr)
     return 0
-
-
-def _size(args, init, defaults) -> tuple[int, int]:
-    """The size the pipeline will draw at: as given, else the init image's, else the model's native one."""
-    width = args.width or (init.width - init.width % 8 if init is not None else defaults.width)
-    height = args.height or (init.height - init.height % 8 if init is not None else defaults.height)
-    return width, height

@@ -163,8 +163,8 @@ class AltDiffusionPipeline:
 
     @property
     def default_size(self) -> int:
-        size = self.unet.config.sample_size
-        return int(size if isinstance(size, int) else size[0]) * self.vae_scale_factor
+        """The native height (= width for every published model), from :attr:`defaults`."""
+        return self.defaults.height
 
     @property
     def defaults(self) -> ModelDefaults:

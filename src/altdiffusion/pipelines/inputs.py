@@ -73,10 +73,7 @@ def check_inputs(
     them; the names are ``AltDiffusionPipeline.__call__``'s, whose docstring describes them."""
     prompts, negatives = _prompt_lists(prompt, negative_prompt)
     per_prompt = num_images_per_prompt
-    if image is not None and (height is None or width is None):
-        w, h = image.size
-        width, height = width or w - w % 8, height or h - h % 8
-    width, height = width or defaults.width, height or defaults.height
+    width, height = resolve_size(width, height, image, defaults)
     num_inference_steps = defaults.steps if num_inference_steps is None else num_inference_steps
     guidance_scale = defaults.cfg_scale if guidance_scale is None else guidance_scale
     _check_numbers(num_inference_steps, guidance_scale, width, height, per_prompt)
@@ -111,6 +108,14 @@ CALL_ARGUMENTS = tuple(
 def call_args(namespace: dict) -> dict:
     """The arguments ``check_inputs`` takes, picked by name from the pipeline call's ``locals()``."""
     return {name: namespace[name] for name in CALL_ARGUMENTS}
+
+
+def resolve_size(width, height, image, defaults: ModelDefaults) -> tuple[int, int]:
+    """The size to draw at: as given, else the init image's (rounded down to 8), else the model's native one."""
+    if image is not None:
+        w, h = image.size
+        width, height = width or w - w % 8, height or h - h % 8
+    return width or defaults.width, height or defaults.height
 
 
 def _prompt_lists(prompt, negative_prompt) -> tuple[list[str], list[str]]:

@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 import torch
-from PIL import Image
 
+from altdiffusion.pipelines.images import to_pil
 from altdiffusion.serve.images import encode_png
 from altdiffusion.serve.runner import JobState
 
@@ -70,7 +70,7 @@ def _decode_preview(pipe, latents) -> str | None:
     try:
         with torch.no_grad():
             pixels = pipe.decode_latents(latents[:1])
-        return encode_png(Image.fromarray((pixels[0] * 255).round().astype("uint8")))
+        return encode_png(to_pil(pixels)[0])
     except Exception as exc:  # a preview is best effort; the job goes on
         logger.debug("preview failed: %s", exc)
         return None

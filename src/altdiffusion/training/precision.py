@@ -12,8 +12,7 @@
 
 from __future__ import annotations
 
-import json
-import struct
+import math
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,17 +40,18 @@ def floating_dtype(module: nn.Module) -> torch.dtype:
 
 
 def stored_dtype(folder: Path) -> torch.dtype | None:
-    """The floating dtype of the weights stored in ``folder``'s safetensors files, read from their
-    headers (no tensor is loaded); None when there is no such file."""
+    """The floating dtype of most of the weights stored in ``folder``'s safetensors files, read
+    from their headers (no tensor is loaded); None when there is no such file."""
+    from safetensors import safe_open
+
     counts: Counter = Counter()
     for path in sorted(Path(folder).glob("*.safetensors")):
-        with open(path, "rb") as fh:
-            (size,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(size))
-        for key, entry in header.items():
-            if key != "__metadata__" and entry["dtype"] in SAFETENSORS_DTYPES:
-                start, end = entry["data_offsets"]
-                counts[SAFETENSORS_DTYPES[entry["dtype"]]] += end - start
+        with safe_open(str(path), framework="pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 - safe_open has no __iter__
+                tensor = fh.get_slice(key)
+                dtype = SAFETENSORS_DTYPES.get(tensor.get_dtype())
+                if dtype is not None:
+                    counts[dtype] += math.prod(tensor.get_shape()) * dtype.itemsize
     return counts.most_common(1)[0][0] if counts else None
 
 

@@ -19,6 +19,24 @@ def add_device_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, help="fp32, fp16, bf16 (default: fp16 on GPU, fp32 on CPU)")
 
 
+def add_performance_arguments(p: argparse.ArgumentParser) -> None:
+    from altdiffusion.pipelines.modes import MEMORY_MODES
+
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="speed mode: torch.compile the UNet and VAE decoder (first call per size/batch compiles; "
+        "kernels cached under ~/.cache/altdiffusion/inductor or TORCHINDUCTOR_CACHE_DIR)",
+    )
+    p.add_argument(
+        "--memory",
+        choices=MEMORY_MODES,
+        default="full",
+        help="full: all on the device; balanced: components wait on the CPU, VAE tiled (like A1111's "
+        "--medvram); low: weights streamed layer by layer (like --lowvram)",
+    )
+
+
 def open_image(path: str, what: str):
     from PIL import Image, UnidentifiedImageError
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from altdiffusion.cli.common import add_device_arguments, open_image, positive_int
+from altdiffusion.cli.common import add_device_arguments, add_performance_arguments, open_image, positive_int
 from altdiffusion.errors import InvalidInputError
 
 
@@ -44,6 +44,7 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true")
     add_device_arguments(p)
+    add_performance_arguments(p)
     p.set_defaults(func=cmd_generate)
 
 
@@ -52,6 +53,7 @@ def cmd_generate(args) -> int:
     from altdiffusion.pipelines.infotext import output_paths, write_png
     from altdiffusion.pipelines.inputs import resolve_size
     from altdiffusion.pipelines.lora import parse_lora_arg
+    from altdiffusion.pipelines.modes import check_modes
 
     init = open_image(args.init_image, "init image") if args.init_image else None
     mask = open_image(args.mask, "mask") if args.mask else None
@@ -61,6 +63,7 @@ def cmd_generate(args) -> int:
         from altdiffusion.pipelines.samplers import canonical_sampler_name
 
         canonical_sampler_name(args.sampler)
+    check_modes(args.compile, args.memory)
     output_paths(args.out, args.batch, seed=max(args.seed, 0))  # a bad --out fails before any work
     loras = [parse_lora_arg(text) for text in args.lora or []]
     for lora_path, _ in loras:  # a missing LoRA fails before the model loads
@@ -73,8 +76,8 @@ def cmd_generate(args) -> int:
     warning = defaults.size_warning(*resolve_size(args.width, args.height, init, defaults))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    result = pipe(
-        args.prompt,
+    call = dict(
+        prompt=args.prompt,
         negative_prompt=args.negative,
         num_inference_steps=args.steps,  # None: the model's defaults, applied by the pipeline
         guidance_scale=args.guidance,
@@ -89,6 +92,8 @@ def cmd_generate(args) -> int:
         sampler=args.sampler or defaults.sampler_name,
         progress=not args.no_progress,
     )
+    _apply_modes(pipe, args, call)
+    result = pipe(**call)
     paths = output_paths(args.out, len(result.images), seed=result.seeds[0])
     for image, text, path in zip(result.images, result.infotexts, paths):
         write_png(image, path, text)
@@ -97,3 +102,15 @@ def cmd_generate(args) -> int:
         print("note: the safety checker blacked out some images (--no-safety-checker disables it)", file=sys.stderr)
     print(f"seed {result.seeds[0]}", file=sys.stderr)
     return 0
+
+
+def _apply_modes(pipe, args, call: dict) -> None:
+    """``--memory`` and ``--compile``; speed mode warms up on this call's shapes and says how long it took."""
+    if args.memory != "full":
+        pipe.enable_memory_mode(args.memory)
+    if args.compile:
+        from altdiffusion.pipelines.speed import timed_warm_up
+
+        speed = pipe.enable_speed_mode()
+        seconds = timed_warm_up(pipe, **call)
+        print(f"speed mode: compiled in {seconds:.1f} s (kernel cache {speed.cache_dir})", file=sys.stderr)

@@ -44,6 +44,9 @@ class CLIPTextConditioning(torch.nn.Module):
     def conditioning(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(input_ids=input_ids).last_hidden_state
 
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conditioning(input_ids, attention_mask)
+
     def save_pretrained(self, folder: Path) -> None:
         self.model.save_pretrained(str(folder), safe_serialization=True)
 

@@ -37,6 +37,8 @@ from altdiffusion.pipelines.images import latent_mask, overlay, to_pil, to_tenso
 from altdiffusion.pipelines.infotext import format_infotext
 from altdiffusion.pipelines.inputs import GenerationInputs, call_args, check_inputs
 from altdiffusion.pipelines.lora import MergedLoras
+from altdiffusion.pipelines.memory import MemoryMode, apply_memory_mode, decode_with_fallback
+from altdiffusion.pipelines.preview import LatentToRGB, latent_to_rgb_for
 from altdiffusion.pipelines.samplers import make_scheduler, sampler_name_for
 from altdiffusion.pipelines.seeds import MAX_SEED
 from altdiffusion.prompts.chunking import PromptChunk, apply_original_weighting, empty_chunk, tokenize_prompt
@@ -95,6 +97,9 @@ class AltDiffusionPipeline:
         self.recommended = dict(recommended or {})  # settings the builder recorded; see pipelines/defaults.py
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.merged_loras = MergedLoras()
+        self.memory = MemoryMode()  # where the weights live; see enable_memory_mode
+        self.speed = None  # a pipelines.speed.SpeedMode once enable_speed_mode ran
+        self._latent_to_rgb: LatentToRGB | None = None  # the live preview's map, made on first use
         self._model_hash: str | None = None
 
     # ------------------------------------------------------------------ loading and saving
@@ -126,6 +131,8 @@ class AltDiffusionPipeline:
         return pipe.to(device, dtype)
 
     def to(self, device=None, dtype=None) -> AltDiffusionPipeline:
+        if self.memory.offloaded:
+            raise InvalidInputError(f"memory mode {self.memory.name!r} places the weights itself; call to() before it")
         device = select_device(device)
         dtype = select_dtype(device, dtype)
         for module in self.modules().values():
@@ -147,7 +154,29 @@ class AltDiffusionPipeline:
 
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        """Where the pipeline computes (with an offloading memory mode, not where the weights rest)."""
+        return self.memory.execution_device or self.unet.device
+
+    @property
+    def latent_to_rgb(self) -> LatentToRGB:
+        """Cheap latent -> RGB previews for this model's VAE, no decode (pipelines/preview.py)."""
+        if self._latent_to_rgb is None:
+            self._latent_to_rgb = latent_to_rgb_for(self.vae, self.device)
+        return self._latent_to_rgb
+
+    # ------------------------------------------------------------------ speed and memory
+
+    def enable_memory_mode(self, mode: str) -> None:
+        """``"balanced"``: components offloaded to the CPU when idle, VAE slicing and tiling;
+        ``"low"``: sequential (layer by layer) offload too. See pipelines/memory.py."""
+        self.memory = apply_memory_mode(self, mode)
+
+    def enable_speed_mode(self, **options):
+        """torch.compile of the UNet and VAE decoder, channels-last, fused QKV; see pipelines/speed.py."""
+        from altdiffusion.pipelines.speed import apply_speed_mode
+
+        self.speed = apply_speed_mode(self, **options)
+        return self.speed
 
     @property
     def dtype(self) -> torch.dtype:
@@ -189,11 +218,20 @@ class AltDiffusionPipeline:
 
     def load_lora(self, path: str | Path, scale: float = 1.0) -> dict:
         """Merge a LoRA (kohya or diffusers ``.safetensors``) into the weights; see pipelines/lora.py."""
-        return self.merged_loras.merge(self._lora_targets(), path, scale)
+        info = self.merged_loras.merge(self._lora_targets(), path, scale)
+        self._weights_changed()
+        return info
 
     def unload_lora(self) -> None:
         """Restore the weights every loaded LoRA changed, exactly."""
         self.merged_loras.restore(self._lora_targets())
+        self._weights_changed()
+
+    def _weights_changed(self) -> None:
+        if self.speed is not None and self.speed.fused_qkv:  # the fused copies must follow to_q/to_k/to_v
+            from altdiffusion.pipelines.speed import refresh_fused_projections
+
+            refresh_fused_projections(self.unet)
 
     def _lora_targets(self) -> dict[str, torch.nn.Module]:
         return {"unet": self.unet, "text_encoder": self.text_encoder}
@@ -208,12 +246,12 @@ class AltDiffusionPipeline:
         """Conditioning for several prompts' chunks, padded to one chunk count: (B, 77*N, D)."""
         n = max(len(chunks) for chunks in batches)
         flat = [c for chunks in batches for c in chunks + [empty_chunk(self.tokenizer)] * (n - len(chunks))]
-        device = self.text_encoder.device
+        device = self.device
         ids = torch.tensor([c.input_ids for c in flat], device=device)
         mask = torch.tensor([c.attention_mask for c in flat], device=device)
         weights = torch.tensor([c.weights for c in flat], device=device)
         use_mask = getattr(self.text_encoder.config, "use_attention_mask", True)
-        hidden = self.text_encoder.conditioning(ids, mask if use_mask else None)
+        hidden = self.text_encoder(ids, mask if use_mask else None)  # forward: offload hooks fire on it
         hidden = apply_original_weighting(hidden, weights)
         return hidden.reshape(len(batches), n * hidden.shape[1], hidden.shape[2])
 
@@ -412,15 +450,15 @@ class AltDiffusionPipeline:
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
-        scaled = latents / self.vae.config.scaling_factor
-        decoded = self.vae.decode(scaled.to(self.vae.dtype)).sample
+        decoded = decode_with_fallback(self.vae, latents / self.vae.config.scaling_factor)
         return (decoded / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).float().numpy()
 
     def encode_image(self, image: Image.Image, width: int, height: int) -> torch.Tensor:
         pixels = to_tensor(image.convert("RGB").resize((width, height), Image.LANCZOS))
         pixels = pixels.to(device=self.device, dtype=self.vae.dtype) * 2 - 1
         # The posterior mean, not a sample: strength 0 then returns exactly the VAE round trip.
-        return self.vae.encode(pixels).latent_dist.mode() * self.vae.config.scaling_factor
+        latents = self.vae.encode(pixels).latent_dist.mode() * self.vae.config.scaling_factor
+        return latents.to(self.dtype)  # a VAE upcast to float32 after NaNs still feeds a half-precision UNet
 
     def _check_safety(self, images: list[Image.Image]) -> tuple[list[Image.Image], list[bool]]:
         clip_input = self.feature_extractor(images, return_tensors="pt").pixel_values.to(self.device, self.dtype)

@@ -14,7 +14,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from altdiffusion.cli.common import add_performance_arguments
 from altdiffusion.errors import InvalidInputError
+from altdiffusion.pipelines.modes import check_modes
 
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -45,6 +47,8 @@ class ServeConfig:
     device: Any = None  # "cpu", "cuda", a torch.device...; None: the best available
     dtype: Any = None  # "fp16", a torch.dtype...; None: fp16 on GPU, fp32 on CPU
     safety_checker: bool = True
+    compile: bool = False  # speed mode (pipelines/speed.py); each loaded model warms up at its native size
+    memory: str = "full"  # "full", "balanced" or "low" (pipelines/memory.py)
     lora_dir: str | Path | None = None  # LoRA files prompts may name with <lora:name:weight>
     ui: bool = True  # serve the web UI at /
     preload: bool = True  # load the default model before serving (else with the first job)
@@ -62,6 +66,7 @@ class ServeConfig:
     def validate(self) -> ServeConfig:
         """This configuration, or an InvalidInputError whose one line says what to fix."""
         _check_models(self.models, self.default)
+        check_modes(self.compile, self.memory)
         for name, _ in LIMITS:
             _check_positive(name, getattr(self, name))
         if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 <= self.port <= 65535:
@@ -159,6 +164,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
     parser.add_argument("--dtype", default=None, help="fp32, fp16, bf16 (default: fp16 on GPU, fp32 on CPU)")
     parser.add_argument("--no-safety-checker", action="store_true", help="do not black out flagged images")
+    add_performance_arguments(parser)
     parser.add_argument("--no-ui", action="store_true", help="serve the API only, no web UI at /")
     parser.add_argument("--log-level", default=defaults["log_level"], choices=LOG_LEVELS)
     for name, help_text in LIMITS:
@@ -179,6 +185,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         device=args.device,
         dtype=args.dtype,
         safety_checker=not args.no_safety_checker,
+        compile=args.compile,
+        memory=args.memory,
         lora_dir=args.lora_dir,
         ui=not args.no_ui,
         log_level=args.log_level,

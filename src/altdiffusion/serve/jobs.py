@@ -61,7 +61,7 @@ def run_generation(plan: Plan, models: ModelRegistry, state: JobState, future: F
 
 
 def _run_iterations(plan: Plan, pipe, state: JobState, future: Future) -> JobOutcome:
-    state.begin(plan.kind, plan.req.n_iter, future, pipe)
+    state.begin(plan.kind, plan.req.n_iter, future, pipe.latent_to_rgb)  # made here: the worker owns the VAE
     try:
         outcome = JobOutcome(pipe.name, pipe.model_hash, state.snapshot()["job_timestamp"])
         for iteration in range(plan.req.n_iter):

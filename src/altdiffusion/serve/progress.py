@@ -1,23 +1,19 @@
 """``/sdapi/v1/progress``: how far the running job is, and a live preview of its first image.
 
-The preview decodes the latest latents the pipeline reported; it is cached per latents
-version, so many clients polling at once cost one VAE decode per step, not one each.
+The preview maps the latest latents the pipeline reported to RGB with the model's cheap linear
+map (A1111's "Approx cheap", pipelines/preview.py), never a VAE decode: a poll costs
+microseconds and never competes with the job for the device. It is cached per latents
+version, so many clients polling at once cost one map per step, not one each.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import Any
 
-import torch
-
-from altdiffusion.pipelines.images import to_pil
 from altdiffusion.serve.images import encode_png
 from altdiffusion.serve.runner import JobState
-
-logger = logging.getLogger("altdiffusion.serve")
 
 STATE_FIELDS = (
     "skipped",
@@ -57,20 +53,10 @@ class ProgressReporter:
 
     def preview(self, snap: dict[str, Any]) -> str | None:
         """Base64 PNG of the first image's latest latents, or None before the first step."""
-        latents, pipe, version = snap["latents"], snap["pipe"], snap["latents_version"]
-        if latents is None or pipe is None:
+        latents, to_rgb, version = snap["latents"], snap["preview"], snap["latents_version"]
+        if latents is None or to_rgb is None:
             return None
         with self._preview_lock:
             if self._preview[0] != version:
-                self._preview = (version, _decode_preview(pipe, latents))
+                self._preview = (version, encode_png(to_rgb(latents[:1])[0]))
             return self._preview[1]
-
-
-def _decode_preview(pipe, latents) -> str | None:
-    try:
-        with torch.no_grad():
-            pixels = pipe.decode_latents(latents[:1])
-        return encode_png(to_pil(pixels)[0])
-    except Exception as exc:  # a preview is best effort; the job goes on
-        logger.debug("preview failed: %s", exc)
-        return None

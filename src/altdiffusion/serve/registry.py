@@ -29,6 +29,7 @@ class ModelRegistry:
     def __init__(self, config: ServeConfig):
         self.sources = dict(config.models)
         self.device, self.dtype, self.safety_checker = config.device, config.dtype, config.safety_checker
+        self.compile, self.memory = config.compile, config.memory
         self.current = config.default_model  # the model jobs use unless they ask for another
         self.pipe = None  # the loaded pipeline of ``current``, or None
         self._lock = threading.Lock()
@@ -133,9 +134,24 @@ class ModelRegistry:
         pipe = AltDiffusionPipeline.from_pretrained(
             self.folder(name), device=self.device, dtype=self.dtype, safety_checker=self.safety_checker, name=name
         )
+        self._apply_modes(pipe)
         self.pipe, self.current = pipe, name
-        logger.info("loaded model %r on %s (%s)", name, pipe.device, pipe.dtype)
+        logger.info("loaded model %r on %s (%s, memory %s)", name, pipe.device, pipe.dtype, self.memory)
         return pipe
+
+    def _apply_modes(self, pipe) -> None:
+        """``--memory`` and ``--compile``; speed mode warms up at the model's native size, batch 1."""
+        if self.memory != "full":
+            pipe.enable_memory_mode(self.memory)
+        if self.compile:
+            from altdiffusion.pipelines.speed import timed_warm_up
+
+            speed = pipe.enable_speed_mode()
+            d = pipe.defaults
+            seconds = timed_warm_up(pipe, prompt="", height=d.height, width=d.width, guidance_scale=d.cfg_scale)
+            logger.info(
+                "speed mode: compiled %dx%d, batch 1 in %.1f s (cache %s)", d.width, d.height, seconds, speed.cache_dir
+            )
 
     def unload(self) -> None:
         if self.pipe is None:

@@ -47,12 +47,12 @@ class JobState:
         self.interrupted = False
         self.skipped = False
         self.future: Future | None = None
-        self.pipe = None
+        self.preview = None  # the running model's latents -> RGB map (pipelines/preview.py)
         self.latents = None  # latest latents of the running iteration (a CPU/GPU tensor)
         self.latents_version = 0
 
     # -- called by the worker / the job
-    def begin(self, job: str, job_count: int, future: Future | None, pipe) -> None:
+    def begin(self, job: str, job_count: int, future: Future | None, preview) -> None:
         with self.lock:
             self._reset()
             self.job = job
@@ -60,7 +60,7 @@ class JobState:
             self.job_timestamp = datetime.datetime.now().strftime("%Y%m%d%H%M%S")
             self.started = time.monotonic()
             self.future = future
-            self.pipe = pipe
+            self.preview = preview
 
     def next_iteration(self, job_no: int) -> None:
         with self.lock:
@@ -120,7 +120,7 @@ class JobState:
                 "skipped": self.skipped,
                 "latents": self.latents,
                 "latents_version": self.latents_version,
-                "pipe": self.pipe,
+                "preview": self.preview,
             }
 
 

@@ -65,3 +65,15 @@ SD14_VAE = {
     "up_block_types": ["UpDecoderBlock2D"] * 4,
     "scaling_factor": 0.18215,
 }
+
+# XLM-R large + AltDiffusion-m18's text head (BAAI/AltDiffusion-m18 text_encoder/config.json:
+# project_dim 1024, the penultimate layer through pre_LN and transformation_pre).
+XLMR_LARGE_M18 = {**XLMR_LARGE_M9, "project_dim": 1024, "has_pre_transformation": True}
+
+# stabilityai/stable-diffusion-2-1-base unet/config.json: what AltDiffusion-m18 is built on.
+SD21_BASE_UNET = {
+    **SD14_UNET,
+    "attention_head_dim": [5, 10, 20, 20],
+    "cross_attention_dim": 1024,
+    "use_linear_projection": True,
+}

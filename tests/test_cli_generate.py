@@ -125,6 +125,7 @@ def _bad_cases(model: Path, inputs: dict[str, Path], out_of) -> dict[str, tuple[
         ),
         "unknown-sampler": (case("unknown-sampler", **{"--sampler": "Euler z"}), ("sampler", "Euler z")),
         "jpg-output": (case("jpg-output", **{"--out": str(out_of("jpg-output") / "x.jpg")}), ("PNG",)),
+        "compile-with-offload": (case("compile-with-offload", "--compile", **{"--memory": "low"}), ("--memory low",)),
     }
 
 
@@ -156,6 +157,7 @@ def runs(model, inputs, tmp_path_factory) -> dict[str, Run]:
         "again": [PROMPT, *good_args, "--out", str(out_of("again") / "x.png"), "--no-progress"],
         "batch": [PROMPT, *good_args, "--batch", "2", "--out", str(out_of("batch") / "folder") + "/", "--no-progress"],
         "empty-prompt": ["", *_common(model, out_of("empty-prompt"))],
+        "balanced": [PROMPT, *good_args, "--memory", "balanced", "--out", str(out_of("balanced") / "x.png"), "--no-progress"],
     }
     commands.update({name: args for name, (args, _) in _bad_cases(model, inputs, out_of).items()})
 
@@ -214,6 +216,13 @@ def test_rerunning_the_same_command_gives_identical_pixels(runs):
     assert np.array_equal(_pixels(a), _pixels(b))
     assert _parameters(a) == _parameters(b)
     assert _pixels(a).std() > 1, "a blank (or blacked-out) image proves nothing"
+
+
+def test_balanced_memory_mode_gives_the_same_pixels(runs):
+    first, balanced = runs["first"], runs["balanced"]
+    assert balanced.returncode == 0, balanced.describe()
+    (a,), (b,) = first.pngs(), balanced.pngs()
+    assert np.array_equal(_pixels(a), _pixels(b)) and _parameters(a) == _parameters(b)
 
 
 def test_batch_into_a_folder_writes_numbered_pngs_with_consecutive_seeds(runs):

@@ -69,6 +69,9 @@ def test_options_fill_the_config_with_current_defaults():
     config = _parse(["--model", "a=/models/x", "--max-steps", "12", "--max-pixels", "4096", "--no-ui"])
     assert config.models == {"a": "/models/x"} and config.max_steps == 12 and config.max_pixels == 4096
     assert config.ui is False and config.safety_checker is True
+    assert (default.compile, default.memory) == (False, "full")
+    fast = _parse(["--compile", "--memory", "full"])
+    assert (fast.compile, fast.memory) == (True, "full") and _parse(["--memory", "low"]).memory == "low"
 
 
 @pytest.mark.parametrize(
@@ -81,6 +84,8 @@ def test_options_fill_the_config_with_current_defaults():
         ({"port": 70000}, "port"),
         ({"lora_dir": "/no/such/folder"}, "--lora-dir"),
         ({"models": {}}, "no model"),
+        ({"memory": "tiny"}, "unknown memory mode 'tiny'"),
+        ({"compile": True, "memory": "balanced"}, "--memory balanced"),
     ],
 )
 def test_validate_names_what_to_fix(settings, message):

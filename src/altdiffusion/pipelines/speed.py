@@ -47,17 +47,15 @@ class SpeedMode:
 def apply_speed_mode(
     pipe,
     *,
-    compile_mode: str | None = None,
+    compile_mode: str = "default",
     max_shapes: int = 8,
     cache_dir: str | Path | None = None,
     fuse_qkv: bool = True,
     channels_last: bool = True,
 ) -> SpeedMode:
-    """Compile ``pipe``'s UNet and VAE decoder in place; see the module docstring. ``compile_mode``
-    None: diffusers' recipe on CUDA (max-autotune, CUDA graphs left out because batch and size vary),
-    inductor's default elsewhere (CPU autotuning costs minutes for little)."""
-    if compile_mode is None:
-        compile_mode = "max-autotune-no-cudagraphs" if pipe.device.type == "cuda" else "default"
+    """Compile ``pipe``'s UNet and VAE decoder in place; see the module docstring. ``compile_mode``:
+    inductor's "default" keeps the warm-up of a shape bucket to about a minute; "max-autotune" (diffusers'
+    "fast diffusion" recipe) tunes kernels for minutes more per bucket for the last share of speed."""
     if compile_mode not in COMPILE_MODES:
         raise InvalidInputError(f"unknown compile mode {compile_mode!r}; use one of {', '.join(COMPILE_MODES)}")
     check_modes(True, pipe.memory.name)

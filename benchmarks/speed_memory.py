@@ -1,0 +1,307 @@
+#!/usr/bin/env python
+"""Speed and memory modes versus diffusers' AltDiffusionPipeline, in one run (one process).
+
+GPU (the default when CUDA is there): full-size random-weight AltDiffusion-m9 (XLM-R large + SD v1.4
+UNet + SD VAE) and -m18 (SD 2.1-base UNet), float16, PNDM, CFG 7.5:
+
+    diffusers   diffusers' deprecated AltDiffusionPipeline out of the box (SDPA attention)
+    default     ours, every component resident
+    speed       ours, pipe.enable_speed_mode() (compile, channels-last, fused QKV)
+    balanced    ours, pipe.enable_memory_mode("balanced")
+    low         ours, pipe.enable_memory_mode("low")
+
+measured: s/image and it/s at 512 px, 50 steps, batch 1 and 4 (after one warm-up call; the speed
+mode's warm-up, which compiles, is reported), peak VRAM (torch.cuda.max_memory_allocated) per mode,
+peak VRAM at 1024 and 2048 px (2 steps: the UNet's and the decode's peaks at that size; OOM is
+recorded), and the PSNR of the speed mode's image against the default mode's (same seed and dtype).
+Every mode starts from deep copies of the same CPU weights. A time budget (``--budget-s``) skips
+what would not fit, and says so in the results.
+
+CPU (``--device cpu``): 256 px, 20 steps, batch 1: diffusers fp32, ours fp32, ours bf16 (PSNR vs ours fp32).
+
+``--smoke``: the same code on a tiny random m9 on the CPU (32 px, 3 steps), all modes, in about a minute.
+
+Usage::
+
+    python benchmarks/speed_memory.py                 # GPU, m9 and m18, within --budget-s 420
+    python benchmarks/speed_memory.py --device cpu    # CPU run
+    python benchmarks/speed_memory.py --smoke
+
+Results: ``benchmarks/results/speed_memory-<date>-<device>.json`` and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import gc
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from fullsize import SD14_UNET, SD14_VAE, SD21_BASE_UNET, XLMR_LARGE_M9, XLMR_LARGE_M18
+from generation import _diffusers_text_encoder
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+sys.path.append(str(HERE.parent))  # the tests package: the real XLM-R tokenizer
+
+PROMPT = "一只穿着唐装的猫，国画风格，古建筑"
+GUIDANCE, SEED = 7.5, 1234
+GPU_MODES = ("diffusers", "default", "speed", "low", "balanced")  # the issue's goals first
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+
+def build_parts(model: str, smoke: bool) -> dict:
+    """Tokenizer, our text encoder, UNet, VAE and scheduler on the CPU (float32), seeded."""
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+
+    from altdiffusion.models.text_encoder import AltTextEncoder, text_config_from_dict
+    from altdiffusion.models.tiny import SCHEDULER_CONFIG
+
+    scheduler = PNDMScheduler.from_config({k: v for k, v in SCHEDULER_CONFIG.items() if not k.startswith("_")})
+    if smoke:
+        from altdiffusion.models.tiny import write_tiny_altdiffusion
+        from altdiffusion.pipelines.components import load_components
+
+        c = load_components(write_tiny_altdiffusion(Path(tempfile.mkdtemp()) / model, model, safety_checker=False))
+        return dict(tokenizer=c.tokenizer, text_encoder=c.text_encoder, unet=c.unet, vae=c.vae, scheduler=scheduler)
+    from tests.xlmr_tokenizer import real_xlmr_tokenizer
+
+    text, unet = (XLMR_LARGE_M18, SD21_BASE_UNET) if model == "m18" else (XLMR_LARGE_M9, SD14_UNET)
+    torch.manual_seed(0)
+    text_encoder = AltTextEncoder(text_config_from_dict(dict(text)), head=model).eval()
+    torch.manual_seed(1)
+    unet = UNet2DConditionModel(**unet).eval()
+    torch.manual_seed(2)
+    vae = AutoencoderKL(**SD14_VAE).eval()
+    return dict(tokenizer=real_xlmr_tokenizer(), text_encoder=text_encoder, unet=unet, vae=vae, scheduler=scheduler)
+
+
+def make_generate(mode: str, parts: dict, device: str, dtype: torch.dtype, compile_mode: str = "default"):
+    """``generate(batch, size, steps) -> (B, H, W, 3) floats`` for one mode, on fresh copies of the weights."""
+    fresh = {k: copy.deepcopy(v) for k, v in parts.items()}
+    if mode == "diffusers":
+        return _diffusers_generate(fresh, device, dtype)
+    from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline
+
+    pipe = AltDiffusionPipeline(**fresh, name="bench").to(device, dtype)
+    if mode == "speed":
+        pipe.enable_speed_mode(compile_mode=compile_mode)
+    elif mode in ("balanced", "low"):
+        pipe.enable_memory_mode(mode)
+
+    def generate(batch: int, size: int, steps: int) -> np.ndarray:
+        return pipe(PROMPT, num_inference_steps=steps, guidance_scale=GUIDANCE, height=size, width=size,
+                    seed=SEED, num_images_per_prompt=batch, output_type="np", progress=False)  # fmt: skip
+
+    return generate
+
+
+def _diffusers_generate(parts: dict, device: str, dtype: torch.dtype):
+    from diffusers import AltDiffusionPipeline as DiffusersAltDiffusionPipeline
+
+    pipe = DiffusersAltDiffusionPipeline(
+        vae=parts["vae"], text_encoder=_diffusers_text_encoder(parts["text_encoder"]), tokenizer=parts["tokenizer"],
+        unet=parts["unet"], scheduler=parts["scheduler"], safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    ).to(device, dtype)  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+
+    def generate(batch: int, size: int, steps: int) -> np.ndarray:
+        generator = torch.Generator("cpu").manual_seed(SEED)
+        return pipe(PROMPT, num_inference_steps=steps, guidance_scale=GUIDANCE, height=size, width=size,
+                    num_images_per_prompt=batch, generator=generator, output_type="np").images  # fmt: skip
+
+    return generate
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(generate, device: str, batch: int, size: int, steps: int) -> dict:
+    """One call: seconds, s/image, it/s and (CUDA) peak allocated GiB; or the OOM."""
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    try:
+        images = generate(batch, size, steps)
+    except torch.OutOfMemoryError:
+        return {"oom": True}
+    _sync(device)
+    seconds = time.perf_counter() - start
+    row = {"seconds": seconds, "s_per_image": seconds / batch, "it_per_s": steps / seconds, "images": images}
+    if device.startswith("cuda"):
+        row["peak_vram_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return row
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+class Budget:
+    def __init__(self, seconds: float):
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+
+def bench_mode(mode: str, parts: dict, args, budget: Budget) -> dict:
+    """Warm-up, then 512 px (or the smoke size) at batch 1 and 4, then peaks at the larger sizes."""
+    start = time.perf_counter()
+    generate = make_generate(mode, parts, args.device, args.torch_dtype, args.compile_mode)
+    result = {"build_s": time.perf_counter() - start}
+    warm = timed(generate, args.device, 1, args.size, 2)
+    result["warmup_s"] = warm.get("seconds")
+    for batch in args.batches:
+        if budget.left() < args.reserve_s:
+            result[f"batch{batch}"] = {"skipped": "budget"}
+            continue
+        if mode == "speed" and batch != 1:  # a new shape bucket: compile it outside the timed call
+            result[f"warmup_batch{batch}_s"] = timed(generate, args.device, batch, args.size, 2).get("seconds")
+        steps = args.steps if mode != "low" else args.low_steps
+        result[f"batch{batch}"] = {**timed(generate, args.device, batch, args.size, steps), "steps": steps}
+    for size in args.large_sizes if mode != "speed" else ():
+        if budget.left() < args.reserve_s:
+            result[f"size{size}"] = {"skipped": "budget"}
+            continue
+        result[f"size{size}"] = timed(generate, args.device, 1, size, 2)
+    del generate
+    gc.collect()
+    return result
+
+
+def bench_model(model: str, args, budget: Budget) -> dict:
+    start = time.perf_counter()
+    parts = build_parts(model, args.smoke)
+    out = {"build_s": time.perf_counter() - start, "modes": {}}
+    for mode in args.modes:
+        if budget.left() < args.reserve_s:
+            out["modes"][mode] = {"skipped": "budget"}
+            continue
+        out["modes"][mode] = bench_mode(mode, parts, args, budget)
+        print(f"[{model}] {mode}: done, {budget.left():.0f} s of budget left", file=sys.stderr, flush=True)
+    modes = out["modes"]
+    if "images" in modes.get("speed", {}).get("batch1", {}) and "images" in modes.get("default", {}).get("batch1", {}):
+        out["psnr_speed_vs_default_db"] = psnr(modes["speed"]["batch1"]["images"], modes["default"]["batch1"]["images"])
+    return out
+
+
+def bench_cpu_dtypes(args, budget: Budget) -> dict:
+    """CPU: diffusers fp32, ours fp32, ours bf16 at one size; bf16's PSNR against ours fp32."""
+    parts = build_parts("m9", args.smoke)
+    rows = {}
+    for name, mode, dtype in (("diffusers-fp32", "diffusers", torch.float32), ("ours-fp32", "default", torch.float32),
+                              ("ours-bf16", "default", torch.bfloat16)):  # fmt: skip
+        if budget.left() < args.reserve_s:
+            rows[name] = {"skipped": "budget"}
+            continue
+        generate = make_generate(mode, parts, "cpu", dtype)
+        timed(generate, "cpu", 1, args.size, 2)  # warm-up
+        rows[name] = timed(generate, "cpu", 1, args.size, args.steps)
+    if "images" in rows.get("ours-bf16", {}) and "images" in rows.get("ours-fp32", {}):
+        rows["psnr_bf16_vs_fp32_db"] = psnr(rows["ours-bf16"]["images"], rows["ours-fp32"]["images"])
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- reporting
+
+
+def strip_images(value):
+    if isinstance(value, dict):
+        return {k: strip_images(v) for k, v in value.items() if k != "images"}
+    return value
+
+
+def markdown(results: dict) -> str:
+    lines = []
+    for model, out in results.get("models", {}).items():
+        lines += [f"### {model}", "", "| mode | warm-up s | s/image b1 | it/s b1 | s/image b4 | peak GiB b1 | "
+                  + " | ".join(f"peak GiB {s}px" for s in results["args"]["large_sizes"]) + " |"]  # fmt: skip
+        lines.append("|---" * (6 + len(results["args"]["large_sizes"])) + "|")
+        for mode, r in out["modes"].items():
+            b1, b4 = r.get("batch1", {}), r.get("batch4", {})
+            cells = [mode, _f(r.get("warmup_s")), _f(b1.get("s_per_image")), _f(b1.get("it_per_s")),
+                     _f(b4.get("s_per_image")), _f(b1.get("peak_vram_gib"))]  # fmt: skip
+            cells += [_peak(r.get(f"size{s}", {})) for s in results["args"]["large_sizes"]]
+            lines.append("| " + " | ".join(cells) + " |")
+        if "psnr_speed_vs_default_db" in out:
+            lines.append(f"\nspeed vs default PSNR: {out['psnr_speed_vs_default_db']:.1f} dB")
+    for name, r in results.get("cpu", {}).items():
+        lines.append(f"- {name}: {_f(r) if isinstance(r, float) else _f(r.get('s_per_image'))}")
+    return "\n".join(lines)
+
+
+def _f(value) -> str:
+    return "—" if value is None else f"{value:.3g}"
+
+
+def _peak(row: dict) -> str:
+    return "OOM" if row.get("oom") else ("skipped" if "skipped" in row else _f(row.get("peak_vram_gib")))
+
+
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--smoke", action="store_true", help="tiny random m9 on the CPU: checks the script")
+    p.add_argument("--models", default="m9,m18")
+    p.add_argument("--modes", default=",".join(GPU_MODES))
+    p.add_argument("--compile-mode", default="default", help="speed mode's torch.compile mode (max-autotune: minutes more)")
+    p.add_argument("--budget-s", type=float, default=420.0, help="stop starting new measurements after this")
+    p.add_argument("--reserve-s", type=float, default=20.0, help="budget a measurement needs left to start")
+    p.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/speed_memory-DATE-DEVICE.json)")
+    args = p.parse_args(argv)
+    gpu = args.device.startswith("cuda") and not args.smoke
+    args.device = "cpu" if args.smoke else args.device
+    args.models = ["m9"] if args.smoke else args.models.split(",")
+    args.modes = args.modes.split(",")
+    args.size = 32 if args.smoke else (512 if gpu else 256)
+    args.steps = 3 if args.smoke else (50 if gpu else 20)
+    args.low_steps = 3 if args.smoke else 10  # sequential offload streams every weight every step
+    args.batches = [1, 4] if gpu else [1]  # smoke: one shape bucket (a CPU compile of another takes minutes)
+    args.large_sizes = [64] if args.smoke else ([1024, 2048] if gpu else [])
+    args.torch_dtype = torch.float16 if gpu else torch.float32
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    budget = Budget(args.budget_s)
+    torch.set_grad_enabled(False)
+    results = {"date": dt.datetime.now(dt.timezone.utc).isoformat(), "device": args.device, "torch": torch.__version__,
+               "machine": platform.machine(), "threads": torch.get_num_threads(),
+               "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+               "args": {k: v for k, v in vars(args).items() if k != "torch_dtype"}}  # fmt: skip
+    if args.device.startswith("cuda") or args.smoke:
+        results["models"] = {m: bench_model(m, args, budget) for m in args.models}
+    if args.device == "cpu":
+        results["cpu"] = bench_cpu_dtypes(args, budget)
+    results = strip_images(results)
+    tag = "smoke" if args.smoke else args.device.split(":")[0]
+    out = Path(args.out) if args.out else RESULTS / f"speed_memory-{dt.date.today()}-{tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(markdown(results))
+    print(f"\nwrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

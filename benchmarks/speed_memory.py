@@ -264,10 +264,14 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="tiny random m9 on the CPU: checks the script")
     p.add_argument("--models", default="m9,m18")
     p.add_argument("--modes", default=",".join(GPU_MODES))
-    p.add_argument("--compile-mode", default="default", help="speed mode's torch.compile mode (max-autotune: minutes more)")
+    p.add_argument(
+        "--compile-mode", default="default", help="speed mode's torch.compile mode (max-autotune: minutes more)"
+    )
     p.add_argument("--budget-s", type=float, default=420.0, help="stop starting new measurements after this")
     p.add_argument("--reserve-s", type=float, default=20.0, help="budget a measurement needs left to start")
-    p.add_argument("--out", default=None, help="results JSON (default: benchmarks/results/speed_memory-DATE-DEVICE.json)")
+    p.add_argument(
+        "--out", default=None, help="results JSON (default: benchmarks/results/speed_memory-DATE-DEVICE.json)"
+    )
     args = p.parse_args(argv)
     gpu = args.device.startswith("cuda") and not args.smoke
     args.device = "cpu" if args.smoke else args.device

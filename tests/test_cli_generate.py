@@ -157,7 +157,15 @@ def runs(model, inputs, tmp_path_factory) -> dict[str, Run]:
         "again": [PROMPT, *good_args, "--out", str(out_of("again") / "x.png"), "--no-progress"],
         "batch": [PROMPT, *good_args, "--batch", "2", "--out", str(out_of("batch") / "folder") + "/", "--no-progress"],
         "empty-prompt": ["", *_common(model, out_of("empty-prompt"))],
-        "balanced": [PROMPT, *good_args, "--memory", "balanced", "--out", str(out_of("balanced") / "x.png"), "--no-progress"],
+        "balanced": [
+            PROMPT,
+            *good_args,
+            "--memory",
+            "balanced",
+            "--out",
+            str(out_of("balanced") / "x.png"),
+            "--no-progress",
+        ],
     }
     commands.update({name: args for name, (args, _) in _bad_cases(model, inputs, out_of).items()})
 

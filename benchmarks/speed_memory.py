@@ -217,6 +217,9 @@ def bench_cpu_dtypes(args, budget: Budget) -> dict:
         generate = make_generate(mode, parts, "cpu", dtype)
         timed(generate, "cpu", 1, args.size, 2)  # warm-up
         rows[name] = timed(generate, "cpu", 1, args.size, args.steps)
+        del generate  # one copy of the weights at a time
+        gc.collect()
+        print(f"[cpu] {name}: {rows[name].get('s_per_image', 0):.1f} s/image", file=sys.stderr, flush=True)
     if "images" in rows.get("ours-bf16", {}) and "images" in rows.get("ours-fp32", {}):
         rows["psnr_bf16_vs_fp32_db"] = psnr(rows["ours-bf16"]["images"], rows["ours-fp32"]["images"])
     return rows
@@ -294,14 +297,16 @@ def main(argv=None) -> None:
                "machine": platform.machine(), "threads": torch.get_num_threads(),
                "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
                "args": {k: v for k, v in vars(args).items() if k != "torch_dtype"}}  # fmt: skip
-    if args.device.startswith("cuda") or args.smoke:
-        results["models"] = {m: bench_model(m, args, budget) for m in args.models}
-    if args.device == "cpu":
-        results["cpu"] = bench_cpu_dtypes(args, budget)
-    results = strip_images(results)
     tag = "smoke" if args.smoke else args.device.split(":")[0]
     out = Path(args.out) if args.out else RESULTS / f"speed_memory-{dt.date.today()}-{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.device.startswith("cuda") or args.smoke:
+        results["models"] = {}
+        for model in args.models:  # written after each model: a run cut short keeps what it measured
+            results["models"][model] = strip_images(bench_model(model, args, budget))
+            out.write_text(json.dumps(results, indent=2, default=str))
+    if args.device == "cpu":
+        results["cpu"] = strip_images(bench_cpu_dtypes(args, budget))
     out.write_text(json.dumps(results, indent=2, default=str))
     print(markdown(results))
     print(f"\nwrote {out}", file=sys.stderr)

@@ -74,14 +74,14 @@ def apply_speed_mode(
 
 
 def configure_compile_cache(cache_dir: str | Path | None, max_shapes: int) -> str:
-    """Point inductor's on-disk caches at ``cache_dir`` (an explicit TORCHINDUCTOR_CACHE_DIR
-    wins, then ours under ~/.cache) and bound recompilation per module to ``max_shapes``."""
+    """Point inductor's on-disk caches at ``cache_dir`` (else TORCHINDUCTOR_CACHE_DIR when set, else
+    ours under ~/.cache) and bound recompilation per module to ``max_shapes``."""
     import torch._dynamo.config
     import torch._inductor.config
 
     if max_shapes < 1:
         raise InvalidInputError(f"max_shapes must be >= 1, got {max_shapes}")
-    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(cache_dir or DEFAULT_CACHE_DIR)
+    chosen = str(cache_dir or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or DEFAULT_CACHE_DIR)
     Path(chosen).mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = chosen  # read by inductor when it first compiles
     torch._inductor.config.fx_graph_cache = True

@@ -268,6 +268,7 @@ BAD = [
     "mask-size-mismatch",
     "unknown-sampler",
     "jpg-output",
+    "compile-with-offload",
 ]
 
 

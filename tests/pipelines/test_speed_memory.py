@@ -146,6 +146,7 @@ def test_fp16_vae_that_overflows_falls_back_to_float32(caplog):
 # ----------------------------------------------------------------------------- speed mode
 
 
+@pytest.mark.slow  # 42-140 s here: inductor compiles the tiny UNet and VAE decoder with g++
 def test_compiled_pipeline_matches_and_follows_loras(folder, resident, tmp_path):
     from safetensors.torch import save_file
 

@@ -124,14 +124,19 @@ def _fix_legacy_sample_size(unet) -> None:
         unet.register_to_config(sample_size=64)
 
 
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
 def load_image_processor(folder: Path):
     """CLIP image preprocessing without torchvision (transformers 5's PIL backend when present)."""
     try:
         from transformers import CLIPImageProcessorPil as Processor
     except ImportError:  # transformers 4
         from transformers import CLIPImageProcessor as Processor
-    if not (folder / "preprocessor_config.json").is_file():
-        raise CheckpointError(f"{folder / 'preprocessor_config.json'} is missing")
+    # 2022 folders have preprocessor_config.json; transformers 5's AltCLIPProcessor.save_pretrained
+    # writes processor_config.json (the image settings under "image_processor"). transformers reads both.
+    if not any((folder / name).is_file() for name in PROCESSOR_FILES):
+        raise CheckpointError(f"{folder}: {' or '.join(PROCESSOR_FILES)} is missing; the model folder is incomplete")
     try:
         return Processor.from_pretrained(str(folder))
     except Exception as err:

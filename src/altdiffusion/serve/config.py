@@ -26,7 +26,16 @@ LIMITS = (
     ("max_steps", "most sampling steps a request may ask for"),
     ("max_batch", "most images (batch_size x n_iter) per request"),
     ("max_body_bytes", "largest request body in bytes (413 above it)"),
+    ("max_images", "most images (init_images + mask) in one request"),
+    ("max_input_pixels", "most pixels of all images in one request together, read from their headers"),
+    ("max_job_seconds", "longest a job may run before it is stopped with a 503"),
+    ("max_lora_tags", "most <lora:...> tags in one prompt"),
+    ("max_connections", "open connections; more are refused with 503 at once"),
+    ("header_timeout", "seconds a client has to send a request's headers"),
+    ("body_timeout", "seconds a client has to send a request's body once its headers are in"),
+    ("keep_alive_timeout", "seconds an idle keep-alive connection stays open"),
 )
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass
@@ -54,10 +63,29 @@ class ServeConfig:
     max_steps: int = 150
     max_batch: int = 8
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_images: int = 8
+    max_input_pixels: int = 2 * 4096 * 4096
+    max_job_seconds: int = 600
+    max_lora_tags: int = 16
+    max_connections: int = 64
+    header_timeout: int = 10
+    body_timeout: int = 60
+    keep_alive_timeout: int = 5
+    # Host header names served ("*": any); empty: loopback names plus the bound host (DNS rebinding guard)
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()  # origins a browser may call the API from (CORS); empty: same origin only
 
     @property
     def default_model(self) -> str:
         return self.default if self.default is not None else next(iter(self.models))
+
+    @property
+    def host_names(self) -> tuple[str, ...]:
+        """The Host header names this server answers to (``("*",)``: any)."""
+        if self.allowed_hosts:
+            return tuple(self.allowed_hosts)
+        bound = () if self.host in ("0.0.0.0", "::", "") else (self.host,)
+        return tuple(dict.fromkeys((*LOOPBACK_HOSTS, *bound)))
 
     def validate(self) -> ServeConfig:
         """This configuration, or an InvalidInputError whose one line says what to fix."""
@@ -70,6 +98,8 @@ class ServeConfig:
             _check_api_auth(self.api_auth)
         if self.lora_dir is not None and not Path(self.lora_dir).is_dir():
             raise InvalidInputError(f"lora_dir (--lora-dir) {self.lora_dir} is not a folder")
+        for name in ("allowed_hosts", "cors_origins"):
+            _check_names(name, getattr(self, name))
         if self.log_level not in LOG_LEVELS:
             raise InvalidInputError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         return self
@@ -82,6 +112,11 @@ def _option(name: str) -> str:
 def _check_positive(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InvalidInputError(f"{name} ({_option(name)}) must be a whole number >= 1, got {value!r}")
+
+
+def _check_names(name: str, values: object) -> None:
+    if isinstance(values, str) or not all(isinstance(v, str) and v.strip() for v in values):
+        raise InvalidInputError(f"{name} ({_option(name)}) must be a list of non-empty names, got {values!r}")
 
 
 def _check_models(models: object, default: str | None) -> None:
@@ -140,6 +175,10 @@ def _whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The server's options, on ``parser`` (the ``serve`` subcommand or ``python -m altdiffusion.serve``)."""
     defaults = {f.name: f.default for f in fields(ServeConfig)}
@@ -161,6 +200,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--no-safety-checker", action="store_true", help="do not black out flagged images")
     parser.add_argument("--no-ui", action="store_true", help="serve the API only, no web UI at /")
     parser.add_argument("--log-level", default=defaults["log_level"], choices=LOG_LEVELS)
+    parser.add_argument(
+        "--allowed-hosts",
+        type=_name_list,
+        default=(),
+        metavar="NAME,...",
+        help="Host header names to answer, '*' for any (default: localhost, 127.0.0.1, ::1 and --host)",
+    )
+    parser.add_argument(
+        "--cors-origins",
+        type=_name_list,
+        default=(),
+        metavar="ORIGIN,...",
+        help="origins (e.g. https://app.example) whose pages may call the API (default: none, same origin only)",
+    )
     for name, help_text in LIMITS:
         default = defaults[name]
         parser.add_argument(
@@ -182,6 +235,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         lora_dir=args.lora_dir,
         ui=not args.no_ui,
         log_level=args.log_level,
+        allowed_hosts=args.allowed_hosts,
+        cors_origins=args.cors_origins,
         **{name: getattr(args, name) for name, _ in LIMITS},
     )
     return config.validate()

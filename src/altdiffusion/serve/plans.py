@@ -10,8 +10,6 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps
-
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.pipelines.defaults import ModelDefaults
 from altdiffusion.pipelines.samplers import SCHEDULE_TYPES, canonical_sampler_name, make_scheduler
@@ -19,7 +17,7 @@ from altdiffusion.pipelines.seeds import resolve_seed, seed_range
 from altdiffusion.prompts.extra_networks import extract_tags
 from altdiffusion.serve.config import ServeConfig
 from altdiffusion.serve.errors import field_error
-from altdiffusion.serve.images import BadImage, decode_image
+from altdiffusion.serve.images import BadImage, EncodedImage, read_image
 from altdiffusion.serve.loras import LoraRegistry
 from altdiffusion.serve.registry import ModelRegistry
 from altdiffusion.serve.schemas import GenerationRequest, Img2ImgRequest
@@ -31,7 +29,7 @@ class PipelineCall:
 
     seed: int
     count: int
-    init_image: Image.Image | None
+    init_image: EncodedImage | None
 
 
 @dataclass(frozen=True)
@@ -47,8 +45,8 @@ class Plan:
     loras: tuple[tuple[Path, float], ...]  # from the prompt's <lora:name:weight> tags
     strength: float | None  # denoising strength (img2img only)
     mask_blur: int
-    init_images: tuple[Image.Image, ...] = ()
-    mask: Image.Image | None = None
+    init_images: tuple[EncodedImage, ...] = ()  # decoded by the worker, one pipeline call at a time
+    mask: EncodedImage | None = None
     warnings: tuple[str, ...] = ()  # settings the job runs with but the model draws badly at
 
     @property
@@ -102,22 +100,35 @@ class Planner:
         )
 
     def with_images(self, plan: Plan, req: Img2ImgRequest) -> Plan:
-        """``plan`` with the request's decoded init images and mask (slow: run it off the event loop)."""
-        limit = self.decode_limit
-        images = []
-        for i, data in enumerate(req.init_images):
-            images.append(_decode(data, limit, ("init_images", i)))
-        mask = None
-        if req.mask:
-            mask = _decode(req.mask, limit, "mask").convert("L")
-            if req.inpainting_mask_invert:
-                mask = ImageOps.invert(mask)
+        """``plan`` with the request's init images and mask, checked from their headers against the
+        request's image budget (count, pixels each and together); the worker decodes them one call at
+        a time. Base64 decoding is slow: run it off the event loop."""
+        sent = [(("init_images", i), data) for i, data in enumerate(req.init_images)]
+        sent += [(("mask",), req.mask)] if req.mask else []
+        if len(sent) > self.config.max_images:
+            raise field_error(
+                "init_images",
+                f"{len(sent)} images (init_images + mask) sent; this server accepts at most "
+                f"{self.config.max_images} per request (--max-images)",
+            )
+        images, total = [], 0
+        for field, data in sent:
+            images.append(_read(data, self.decode_limit, field))
+            total += images[-1].pixels
+            if total > self.config.max_input_pixels:
+                raise field_error(
+                    field,
+                    f"the images up to {images[-1].label} have {total} pixels together; this server accepts "
+                    f"at most {self.config.max_input_pixels} per request (--max-input-pixels)",
+                )
+        mask = images.pop() if req.mask else None
         return dataclasses.replace(plan, init_images=tuple(images), mask=mask)
 
     @property
     def decode_limit(self) -> int:
-        """Largest image a client may send: inputs are resized, so allow more than ``max_pixels``."""
-        return max(4 * self.config.max_pixels, 4096 * 4096)
+        """Largest image a client may send: inputs are resized, so allow more than ``max_pixels``
+        (but never more than one request's whole budget)."""
+        return min(max(4 * self.config.max_pixels, 4096 * 4096), self.config.max_input_pixels)
 
     def _check_limits(self, req: GenerationRequest) -> None:
         config = self.config
@@ -176,6 +187,10 @@ class Planner:
     def _loras(self, req: GenerationRequest) -> tuple[tuple[Path, float], ...]:
         try:
             _, tags = extract_tags(req.prompt)
+            if len(tags) > self.config.max_lora_tags:
+                raise InvalidInputError(
+                    f"{len(tags)} <lora:...> tags; this server allows at most {self.config.max_lora_tags} (--max-lora-tags)"
+                )
             return tuple((self.loras.path(name), weight) for name, weight in tags)
         except InvalidInputError as exc:
             raise field_error("prompt", str(exc)) from None
@@ -205,9 +220,8 @@ def _mask_blur(req: Img2ImgRequest) -> int:
     return int(req.mask_blur if req.mask_blur is not None else max(req.mask_blur_x, req.mask_blur_y, 0))
 
 
-def _decode(data: str, max_pixels: int, field: str | tuple) -> Image.Image:
-    label = field if isinstance(field, str) else f"{field[0]}[{field[1]}]"
+def _read(data: str, max_pixels: int, field: tuple) -> EncodedImage:
     try:
-        return decode_image(data, max_pixels=max_pixels, label=label)
+        return read_image(data, max_pixels=max_pixels, field=field)
     except BadImage as exc:
         raise field_error(field, str(exc)) from None

@@ -140,14 +140,19 @@ class GenerationResponse(BaseModel):
     info: str = Field(..., description="JSON string: prompt, all_seeds, infotexts, interrupted...")
 
 
+# base64 text, raw or as a data URL; whitespace (line breaks) allowed, padding optional
+BASE64_IMAGE = r"^\s*(data:[\w.+-]+/[\w.+-]+(;[\w=.+-]+)*;base64,)?[A-Za-z0-9+/=\s]*$"
+
+
 class PNGInfoRequest(_Lenient):
-    image: str = Field(..., description="base64 image (raw or data URL)")
+    image: str = Field(..., pattern=BASE64_IMAGE, description="base64 image (raw or data URL)")
 
 
 class PNGInfoResponse(BaseModel):
     info: str
     items: dict[str, Any]
     parameters: dict[str, Any]
+    reason: str | None = Field(None, description="why there is no info: the base64 data is not a readable image")
 
 
 class ProgressState(BaseModel):

@@ -19,7 +19,7 @@ from altdiffusion.errors import InvalidInputError
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
-# (field, help) of every limit: each becomes a --max-... option and is checked by validate().
+# (field, help) of every limit: each becomes an option (--max-steps, --header-timeout...) checked by validate().
 LIMITS = (
     ("max_queue", "waiting requests before the server answers 429"),
     ("max_pixels", "largest width x height of a generated image"),

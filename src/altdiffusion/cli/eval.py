@@ -52,7 +52,7 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
 def _add_common(p: argparse.ArgumentParser, batch: int = 64) -> None:
     p.add_argument("--batch-size", type=positive_int, default=batch)
     p.add_argument("--results", default="eval-results", help="folder for the JSON files and results.md")
-    p.add_argument("--cache-dir", default="default", help="embedding cache (default: ~/.cache/altdiffusion/eval)")
+    p.add_argument("--cache-dir", default=None, help="embedding cache (default: ~/.cache/altdiffusion/eval)")
     p.add_argument("--no-cache", action="store_true", help="embed everything again, store nothing")
     add_device_arguments(p)
 
@@ -75,7 +75,10 @@ def _report(results, folder) -> int:
 
 
 def _device(args) -> dict:
-    return {"device": args.device, "dtype": args.dtype, "cache_dir": None if args.no_cache else args.cache_dir}
+    from altdiffusion.eval.embeddings import default_cache_dir
+
+    cache_dir = None if args.no_cache else args.cache_dir or default_cache_dir()
+    return {"device": args.device, "dtype": args.dtype, "cache_dir": cache_dir}
 
 
 def cmd_eval_zeroshot(args) -> int:

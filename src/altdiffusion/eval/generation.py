@@ -11,6 +11,7 @@ processes under ``accelerate launch``, PartialState.split_between_processes shar
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,24 @@ def plan(scenes, out: Path, *, languages=None, samples: int = 1, seed: int = 0) 
         if lang in prompts
         for s in range(samples)
     ]
+
+
+def record_settings(out: Path, settings: dict) -> None:
+    """Write ``settings`` to OUT/settings.json, or check that the images there were made with them."""
+    path = out / "settings.json"
+    if path.is_file():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+        if changed:
+            what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise InvalidInputError(
+                f"{out} holds images made with other settings ({what}); use another --out, or the same settings"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / f".settings.json.partial-{os.getpid()}"
+    partial.write_text(json.dumps(settings, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    os.replace(partial, path)
 
 
 def batches(jobs: list[Job], size: int) -> list[list[Job]]:

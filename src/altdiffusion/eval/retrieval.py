@@ -61,7 +61,7 @@ def retrieval(
     batch_size: int = 64,
     device=None,
     dtype=None,
-    cache_dir="default",
+    cache_dir=None,
 ) -> list[EvalResult]:
     """Retrieval on ``dataset`` (a path in a supported layout), one result per caption language.
     ``language`` names the captions of a layout that does not say (webdataset, two-column TSV)."""

@@ -8,6 +8,8 @@ consistency_with_en   mean cos(image in X, English image of the same scene and s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,7 +17,7 @@ import torch
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.eval import metrics
 from altdiffusion.eval.embeddings import EmbeddingCache, embed_images, embed_texts
-from altdiffusion.eval.generation import Job, generate, plan, read_prompts
+from altdiffusion.eval.generation import Job, generate, plan, read_prompts, record_settings
 from altdiffusion.eval.results import EvalResult
 
 TASK = "text_to_image"
@@ -56,17 +58,28 @@ def clip_features(clip, paths: list[Path], batch_size: int, cache: EmbeddingCach
     return emb
 
 
-def language_metrics(clip, jobs: list[Job], features: dict, batch_size: int, cache, reference) -> dict[str, float]:
+@dataclass(frozen=True)
+class FidReference:
+    """The reference images' features, and how to compute the same features of generated images."""
+
+    kind: str  # "inception" or "clip"
+    real: torch.Tensor
+    extract: Callable[[list[Path]], torch.Tensor] | None  # None: the CLIP's image embeddings
+
+    def scores(self, paths: list[Path], clip_emb: torch.Tensor) -> dict[str, float]:
+        fake = clip_emb if self.extract is None else self.extract(paths)
+        suffix = "_clip" if self.kind == "clip" else ""
+        values = metrics.fid_kid(self.real, fake)
+        return {k.replace("fid", f"fid{suffix}").replace("kid", f"kid{suffix}"): v for k, v in values.items()}
+
+
+def language_metrics(clip, jobs: list[Job], fid: FidReference | None, batch_size: int, cache) -> dict[str, float]:
     """CLIP score and (with a reference) FID/KID for one language's images."""
     image_emb = clip_features(clip, [j.path for j in jobs], batch_size, cache)
     text_emb = embed_texts(clip, [j.prompt for j in jobs], batch_size, cache)
     scores = {"clip_score": float(metrics.clip_scores(image_emb, text_emb).mean())}
-    if reference is not None:
-        kind, extract = features["kind"], features["extract"]
-        fake = image_emb if kind == "clip" else extract([j.path for j in jobs])
-        suffix = "_clip" if kind == "clip" else ""
-        for name, value in metrics.fid_kid(features["real"], fake).items():
-            scores[name.replace("fid", f"fid{suffix}").replace("kid", f"kid{suffix}")] = value
+    if fid is not None:
+        scores.update(fid.scores([j.path for j in jobs], image_emb))
     return scores
 
 
@@ -87,18 +100,18 @@ def consistency(clip, jobs: list[Job], batch_size: int, cache) -> dict[str, floa
     return out
 
 
-def reference_features(clip, reference, kind: str, batch_size: int, cache) -> dict:
+def reference_features(clip, reference, kind: str, batch_size: int, cache) -> FidReference | None:
     from altdiffusion.eval.inception import inception_features
 
     if kind not in FID_FEATURES:
         raise InvalidInputError(f"--fid-features must be one of {', '.join(FID_FEATURES)}, not {kind!r}")
     if reference is None:
-        return {"kind": kind}
+        return None
     paths = image_files(reference)
     if kind == "clip":
-        return {"kind": kind, "real": clip_features(clip, paths, batch_size, cache), "extract": None}
+        return FidReference(kind, clip_features(clip, paths, batch_size, cache), None)
     extract = inception_features(batch_size)
-    return {"kind": kind, "real": extract(paths), "extract": extract}
+    return FidReference(kind, extract(paths), extract)
 
 
 def t2i(
@@ -117,7 +130,7 @@ def t2i(
     generation: dict | None = None,
     device=None,
     dtype=None,
-    cache_dir="default",
+    cache_dir=None,
 ) -> list[EvalResult]:
     """Generate ``prompts`` with AltDiffusion ``model`` into ``out`` (resumable) and score them per language.
     ``generation``: pipeline settings (num_inference_steps, guidance_scale, width, height, sampler)."""
@@ -128,19 +141,23 @@ def t2i(
 
     out = Path(out)
     jobs = plan(read_prompts(prompts, language), out, languages=languages, samples=samples, seed=seed)
+    state = PartialState()
+    if state.is_main_process:
+        record_settings(out, {"model": str(model), "seed": seed, "samples": samples, **(generation or {})})
+    state.wait_for_everyone()
     if any(not job.path.is_file() for job in jobs):
-        pipe = load_pipeline(model, device=device or PartialState().device, dtype=dtype, safety_checker=False)
+        pipe = load_pipeline(model, device=device or state.device, dtype=dtype, safety_checker=False)
         generate(pipe, jobs, batch_size=batch_size, settings=generation or {})
         del pipe
-    if not PartialState().is_main_process:
+    if not state.is_main_process:
         return []
     judge, cache, _ = open_clip(clip or judge_for(model), device=device, dtype=dtype, cache_dir=cache_dir)
-    features = reference_features(judge, reference, fid_features, batch_size, cache)
+    fid = reference_features(judge, reference, fid_features, batch_size, cache)
     agree = consistency(judge, jobs, batch_size, cache)
     results = []
     for lang in dict.fromkeys(j.language for j in jobs):
         mine = [j for j in jobs if j.language == lang]
-        scores = language_metrics(judge, mine, features, batch_size, cache, reference)
+        scores = language_metrics(judge, mine, fid, batch_size, cache)
         if lang in agree:
             scores["consistency_with_en"] = agree[lang]
         results.append(EvalResult(Path(prompts).stem, str(model), TASK, lang, scores))

@@ -67,7 +67,7 @@ def zeroshot(
     batch_size: int = 64,
     device=None,
     dtype=None,
-    cache_dir="default",
+    cache_dir=None,
 ) -> EvalResult:
     """Zero-shot classification of ``dataset`` (a path in a supported layout) with the CLIP ``model``."""
     from altdiffusion.eval.clips import open_clip

@@ -87,16 +87,15 @@ def _parse_label(shard: Path, key: str, text: str) -> int:
 
 
 def _reader(samples: list[tuple[Path, str, str]]):
+    """Image bytes in sample order, streamed: samples follow their image members' order in each shard."""
+
     def read() -> Iterator[bytes | None]:
-        wanted: dict[Path, set[str]] = {}
-        for shard, _, member in samples:
-            wanted.setdefault(shard, set()).add(member)
         for shard in dict.fromkeys(s for s, _, _ in samples):
-            got = {}
+            wanted = {member for s, _, member in samples if s == shard}
             for _, _, archive, info in _members(shard):
-                if info.name in wanted[shard]:
-                    got[info.name] = archive.extractfile(info).read()
-            yield from (got.get(member) for s, _, member in samples if s == shard)
+                if info.name in wanted:
+                    wanted.discard(info.name)
+                    yield archive.extractfile(info).read()
 
     return read
 

@@ -111,3 +111,19 @@ def test_inception_fid_without_its_network_is_one_clear_error_not_a_fallback():
     if not weights_path().is_file():
         with pytest.raises(InvalidInputError, match=r"weights are not at .* or use --fid-features clip"):
             inception_features(8)
+
+
+def test_two_processes_share_the_images_and_only_the_first_writes_results(mini_data, tmp_path):
+    import subprocess
+
+    from tests.training import runs
+
+    prompts = tmp_path / "two.jsonl"
+    prompts.write_text("".join((mini_data / "t2i" / "prompts.jsonl").read_text("utf-8").splitlines(True)[:2]), "utf-8")
+    args = ["-m", "altdiffusion.cli", "eval", "t2i", "--prompts", str(prompts), "--out", str(tmp_path / "run")]
+    args += ["--languages", "en,zh", "--steps", "2", "--device", "cpu", "--no-cache", "--results", str(tmp_path / "r")]
+    done = subprocess.run(runs.torchrun(2) + args, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "process 1/2: generated 2 image(s)" in done.stdout and "process 2/2: generated 2 image(s)" in done.stdout
+    assert len(list((tmp_path / "run" / "images").rglob("*.png"))) == 4
+    assert sorted(p.name.split("_")[2] for p in (tmp_path / "r").glob("*.json")) == ["en", "zh"]

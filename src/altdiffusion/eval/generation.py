@@ -102,14 +102,21 @@ def batches(jobs: list[Job], size: int) -> list[list[Job]]:
     return groups
 
 
-def generate(pipe, jobs: list[Job], *, batch_size: int, settings: dict) -> int:
-    """Make the images of ``jobs`` not yet on disk, this process's share of them; how many it made."""
+def process_state(device=None):
+    """accelerate's view of the processes. It forms a gloo group from torchrun's / ``accelerate launch``'s
+    environment only when told it runs on CPU; otherwise every CPU process would think it is alone."""
+    import torch
     from accelerate import PartialState
 
+    on_cpu = str(device).startswith("cpu") or not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    return PartialState(cpu=on_cpu)
+
+
+def generate(pipe, jobs: list[Job], *, state, batch_size: int, settings: dict) -> int:
+    """Make the images of ``jobs`` not yet on disk, this process's share of them; how many it made."""
     from altdiffusion.pipelines.infotext import write_png
 
     todo = [job for job in jobs if not job.path.is_file()]
-    state = PartialState()
     made = 0
     with state.split_between_processes(todo) as mine:
         groups = batches(list(mine), batch_size)
@@ -118,5 +125,7 @@ def generate(pipe, jobs: list[Job], *, batch_size: int, settings: dict) -> int:
             for job, image, infotext in zip(group, result.images, result.infotexts):
                 write_png(image, job.path, infotext)
             made += len(group)
+    rank = f"process {state.process_index + 1}/{state.num_processes}: " if state.num_processes > 1 else ""
+    print(f"{rank}generated {made} image(s); {len(jobs) - len(todo)} were already there", flush=True)
     state.wait_for_everyone()
     return made

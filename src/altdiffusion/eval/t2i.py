@@ -17,7 +17,7 @@ import torch
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.eval import metrics
 from altdiffusion.eval.embeddings import EmbeddingCache, embed_images, embed_texts
-from altdiffusion.eval.generation import Job, generate, plan, read_prompts, record_settings
+from altdiffusion.eval.generation import Job, generate, plan, process_state, read_prompts, record_settings
 from altdiffusion.eval.results import EvalResult
 
 TASK = "text_to_image"
@@ -134,20 +134,18 @@ def t2i(
 ) -> list[EvalResult]:
     """Generate ``prompts`` with AltDiffusion ``model`` into ``out`` (resumable) and score them per language.
     ``generation``: pipeline settings (num_inference_steps, guidance_scale, width, height, sampler)."""
-    from accelerate import PartialState
-
     from altdiffusion.eval.clips import open_clip
     from altdiffusion.pipelines.alt_diffusion import load_pipeline
 
     out = Path(out)
     jobs = plan(read_prompts(prompts, language), out, languages=languages, samples=samples, seed=seed)
-    state = PartialState()
+    state = process_state(device)
     if state.is_main_process:
         record_settings(out, {"model": str(model), "seed": seed, "samples": samples, **(generation or {})})
     state.wait_for_everyone()
     if any(not job.path.is_file() for job in jobs):
         pipe = load_pipeline(model, device=device or state.device, dtype=dtype, safety_checker=False)
-        generate(pipe, jobs, batch_size=batch_size, settings=generation or {})
+        generate(pipe, jobs, state=state, batch_size=batch_size, settings=generation or {})
         del pipe
     if not state.is_main_process:
         return []

@@ -9,7 +9,7 @@ A user's mistake (a bad path, a broken checkpoint, an invalid setting) prints on
 ``error: ...``, and exits with status 2; Ctrl-C exits with 130 and leaves no partial file.
 
 Each command group lives in its own module (``generate``, ``info``, ``clip``, ``serve``,
-``train``, ``data``, ``mini``, ``dev``) with its parser and its functions; every subcommand
+``eval``, ``train``, ``data``, ``mini``, ``dev``) with its parser and its functions; every subcommand
 names its function with ``set_defaults(func=...)``. Building the parser imports no torch,
 diffusers or transformers: a command imports what it needs when it runs, so ``--help`` is quick.
 """
@@ -23,6 +23,7 @@ from altdiffusion import __version__
 from altdiffusion.cli.clip import add_clip_parsers
 from altdiffusion.cli.data import add_data_parsers
 from altdiffusion.cli.dev import add_dev_parsers
+from altdiffusion.cli.eval import add_eval_parsers
 from altdiffusion.cli.generate import add_generate_parser
 from altdiffusion.cli.info import add_info_parser
 from altdiffusion.cli.mini import add_mini_parsers
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_generate_parser,
         add_info_parser,
         add_clip_parsers,
+        add_eval_parsers,
         add_serve_parser,
         add_train_parsers,
         add_data_parsers,

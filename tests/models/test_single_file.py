@@ -211,11 +211,11 @@ def _bad_files(root: Path, good: Path) -> dict[str, tuple[Path, str]]:
 
 def test_bad_files_give_one_clear_error_each(single_files, tmp_path, run_cli_batch):
     cases = _bad_files(tmp_path, single_files["m9"])
-    for name, (path, message) in cases.items():
+    for path, message in cases.values():
         with pytest.raises(CheckpointError, match=message):
             load_pipeline(path, device="cpu")
     results = run_cli_batch([["info", path] for path, _ in cases.values()])
-    for (name, (path, message)), result in zip(cases.items(), results):
+    for (name, (_, message)), result in zip(cases.items(), results):
         assert result.returncode == 2, (name, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (name, lines)

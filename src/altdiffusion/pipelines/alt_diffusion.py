@@ -203,15 +203,18 @@ class AltDiffusionPipeline:
 
     # ------------------------------------------------------------------ VAE swap
 
-    def load_vae(self, source: str | Path | None) -> None:
-        """Decode (and encode) with another VAE: an A1111 file or a diffusers folder; None: the model's own."""
+    def load_vae(self, source: str | Path | None, *, name: str | None = None) -> None:
+        """Decode (and encode) with another VAE: an A1111 file or a diffusers folder (``name``: its
+        "VAE" in infotexts, default the file name); None: the model's own."""
         if source is None:
             self.vae, self.vae_source = self._own_vae, None
             return
         from altdiffusion.pipelines.vae import load_vae
 
-        vae, self.vae_source = load_vae(source, like=self._own_vae)
-        self.vae = vae.to(device=self.device, dtype=self._own_vae.dtype)
+        vae, self.vae_source = load_vae(source, like=self._own_vae, name=name)
+        if vae.dtype != self._own_vae.dtype or vae.device != self.device:  # a no-op cast still logs in diffusers
+            vae.to(device=self.device, dtype=self._own_vae.dtype)
+        self.vae = vae
 
     # ------------------------------------------------------------------ LoRA
 

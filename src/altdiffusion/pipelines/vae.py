@@ -27,11 +27,13 @@ class VaeSource:
         return {"VAE hash": self.sha256[:10], "VAE": self.name}
 
 
-def load_vae(source: str | Path, like) -> tuple[torch.nn.Module, VaeSource]:
-    """The VAE at ``source``; ``like`` (the model's VAE) gives a single file's architecture."""
+def load_vae(source: str | Path, like, name: str | None = None) -> tuple[torch.nn.Module, VaeSource]:
+    """The VAE at ``source``; ``like`` (the model's VAE) gives a single file's architecture;
+    ``name`` is its "VAE" in infotexts (default: the file or folder name)."""
     path = Path(source).expanduser()
     if path.is_dir():
-        return _vae_folder(path)
+        vae, sha = _vae_folder(path)
+        return vae, VaeSource(name or path.name, sha)
     if not path.is_file():
         raise InvalidInputError(f"VAE {source}: no such file or folder (give an A1111 VAE file or a diffusers folder)")
     from altdiffusion.hashing import file_sha256
@@ -46,7 +48,7 @@ def load_vae(source: str | Path, like) -> tuple[torch.nn.Module, VaeSource]:
         vae = _vae_from_diffusers_names(state, like.config, str(path))
     else:
         vae = vae_from_ldm(state, dict(like.config), str(path))
-    return vae.eval(), VaeSource(path.name, file_sha256(path))
+    return vae.eval(), VaeSource(name or path.name, file_sha256(path))
 
 
 def _vae_folder(folder: Path):
@@ -56,8 +58,7 @@ def _vae_folder(folder: Path):
     from altdiffusion.pipelines.components import from_diffusers
 
     vae = from_diffusers(AutoencoderKL, folder, "VAE")
-    weights = sorted(folder.glob("diffusion_pytorch_model*"))
-    return vae.eval(), VaeSource(folder.name, sha256_files(weights))
+    return vae.eval(), sha256_files(sorted(folder.glob("diffusion_pytorch_model*")))
 
 
 def _vae_from_diffusers_names(state: dict, config, where: str):

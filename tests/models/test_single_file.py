@@ -220,3 +220,43 @@ def test_bad_files_give_one_clear_error_each(single_files, tmp_path, run_cli_bat
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (name, lines)
     assert not (tmp_path / "pwned").exists()
+
+
+def _sd1_folder(tiny_layouts, root: Path) -> Path:
+    """A tiny Stable Diffusion 1.x folder: the tiny UNet/VAE with a CLIP text tower (32-d)."""
+    import shutil
+
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from altdiffusion.models.tiny_tokenizers import write_word_level_tokenizer
+
+    folder = root / "sd1"
+    shutil.copytree(tiny_layouts["altdiffusion-m9"], folder, ignore=shutil.ignore_patterns("text_encoder", "tokenizer"))
+    vocab = write_word_level_tokenizer(folder / "tokenizer", ["a photo of a red cat", "a dog"])
+    torch.manual_seed(0)
+    config = CLIPTextConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+    )
+    CLIPTextModel(config).save_pretrained(str(folder / "text_encoder"), safe_serialization=True)
+    index = json.loads((folder / "model_index.json").read_text())
+    index.update(text_encoder=["transformers", "CLIPTextModel"], safety_checker=[None, None])
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return folder
+
+
+def test_a_plain_sd1_single_file_loads_through_the_sd_path(tiny_layouts, tmp_path):
+    folder = _sd1_folder(tiny_layouts, tmp_path)
+    file = convert(folder, tmp_path / "sd1.safetensors")
+    assert any(k.startswith("cond_stage_model.transformer.text_model.") for k in load_file(str(file)))
+    pipe = load_pipeline(file, device="cpu", config=folder)
+    assert pipe.text_encoder.head == "sd"
+    reference = load_pipeline(folder, device="cpu", safety_checker=False)
+    assert np.array_equal(pixels(pipe("a red cat", **KW)), pixels(reference("a red cat", **KW)))

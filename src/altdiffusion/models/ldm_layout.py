@@ -116,8 +116,13 @@ def text_ldm_prefix(text_encoder) -> str:
 
 
 def text_state(text_encoder) -> dict[str, torch.Tensor]:
-    """The text encoder's tensors under the names its diffusers/transformers folder uses."""
-    return text_encoder.model.state_dict() if text_encoder.head == "sd" else text_encoder.state_dict()
+    """The text encoder's tensors under the names A1111 gives them below the prefix (CLIP's under
+    ``text_model.``, which transformers 5's CLIPTextModel no longer has in its own names)."""
+    if text_encoder.head != "sd":
+        return text_encoder.state_dict()
+    return {
+        k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in text_encoder.model.state_dict().items()
+    }
 
 
 def ldm_state_dict(unet, vae, text_encoder) -> dict[str, torch.Tensor]:

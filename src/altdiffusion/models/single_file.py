@@ -152,6 +152,8 @@ def clip_text_from_ldm(ldm: dict[str, torch.Tensor], raw: dict, where: str):
 
     with init_empty_weights():
         model = CLIPTextModel(CLIPTextConfig.from_dict(raw))
+    if not any(k.startswith("text_model.") for k in model.state_dict()):  # transformers 5 dropped the level
+        ldm = {k.removeprefix("text_model."): v for k, v in ldm.items()}
     load_strict(model, ldm, where=f"text encoder of {where}", hints=SHAPE_HINT)
     return CLIPTextConditioning(model).eval()
 

@@ -260,3 +260,14 @@ def test_a_plain_sd1_single_file_loads_through_the_sd_path(tiny_layouts, tmp_pat
     assert pipe.text_encoder.head == "sd"
     reference = load_pipeline(folder, device="cpu", safety_checker=False)
     assert np.array_equal(pixels(pipe("a red cat", **KW)), pixels(reference("a red cat", **KW)))
+
+
+def test_dtype_is_kept_as_stored_or_cast_on_request(tiny_layouts, tmp_path):
+    folder = tiny_layouts["altdiffusion-m9"]
+    half = convert(folder, tmp_path / "half.safetensors", dtype="fp16")
+    assert {v.dtype for v in load_file(str(half)).values() if v.is_floating_point()} == {torch.float16}
+    back = convert(half, tmp_path / "half-folder", config=folder)  # a float16 folder, which diffusers reads as fp32
+    again = convert(back, tmp_path / "again.safetensors")  # no --dtype: the dtype on disk, float16
+    first, second = load_file(str(half)), load_file(str(again))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    assert all(second[k].dtype == first[k].dtype for k in first)

@@ -43,12 +43,16 @@ def folder_to_file(folder: Path, target: Path, dtype: torch.dtype | None) -> Pat
     from altdiffusion.models.ldm_layout import ldm_state_dict
     from altdiffusion.models.weights import save_safetensors
     from altdiffusion.pipelines.components import load_components
+    from altdiffusion.training.precision import stored_dtype
 
     c = load_components(folder, safety_checker=False)
-    state = ldm_state_dict(c.unet, c.vae, c.text_encoder)
-    if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    save_safetensors(state, target)
+    modules = {"unet": c.unet, "vae": c.vae, "text_encoder": c.text_encoder}
+    for name, module in modules.items():
+        # diffusers loads float16 weights as float32: "as stored" means the dtype on disk
+        wanted = dtype or stored_dtype(folder / name)
+        if wanted is not None and any(p.dtype != wanted for p in module.parameters()):
+            module.to(dtype=wanted)
+    save_safetensors(ldm_state_dict(c.unet, c.vae, c.text_encoder), target)
     return target
 
 

@@ -85,6 +85,8 @@ def resolve_model(name_or_path: str | Path, *, kind: str | None = None) -> Path:
                 f"{path} is neither a model folder (holding model_index.json or config.json) nor a single-file "
                 f"checkpoint ({', '.join(SINGLE_FILE_SUFFIXES)})"
             )
+        if not path.is_dir() and kind == "clip":
+            raise ModelNotFoundError(f"{path} is a file; an AltCLIP model is a folder (holding config.json)")
         return path.resolve()
     if text == "mini":
         folder = bundled_model_dir(kind or "diffusion")

@@ -212,7 +212,7 @@ def test_a_file_is_a_single_file_checkpoint_or_refused(tmp_path):
         altdiffusion.load_clip(path)
     other = tmp_path / "notes.txt"
     other.write_text("x")
-    with pytest.raises(ModelNotFoundError, match="neither a model folder .* nor a single-file checkpoint"):
+    with pytest.raises(ModelNotFoundError, match=r"neither a model folder .* nor a single-file checkpoint"):
         resolve_model(other)
 
 

@@ -30,7 +30,7 @@ from altdiffusion.models.ldm_layout import (
     vae_ldm_name,
 )
 from altdiffusion.models.loading import read_json
-from altdiffusion.models.weights import read_state_dict
+from altdiffusion.models.weights import read_state_dict, unreadable_safetensors
 
 CONFIGS = Path(__file__).parent / "configs"
 ARCHITECTURES = {"m9": "altdiffusion-m9", "m18": "altdiffusion-m18", "sd": "stable-diffusion-v1"}
@@ -40,29 +40,77 @@ def is_single_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in SINGLE_FILE_SUFFIXES
 
 
-def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """The file's tensors (safetensors memory-mapped; pickles only with ``weights_only=True``)."""
-    if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
-        raise CheckpointError(f"{path}: not a checkpoint file (expected {', '.join(SINGLE_FILE_SUFFIXES)})")
-    return read_state_dict(path)
+class CheckpointFile:
+    """A single file's tensors, handed out by name prefix and cast to ``dtype`` as they are read.
+
+    safetensors tensors are memory-mapped, and the pages read stay in RSS while the file is
+    mapped: the file is therefore opened for one batch of tensors at a time, so a float16 file
+    loaded as float32 holds the float32 model plus one batch, not also the whole float16 file.
+    Pickles (``.ckpt``/``.pt``) are read whole, only with ``torch.load(weights_only=True)``.
+    """
+
+    BATCH = 32  # tensors per opening of a safetensors file
+
+    def __init__(self, path: Path, dtype: torch.dtype | None = None):
+        if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+            raise CheckpointError(f"{path}: not a checkpoint file (expected {', '.join(SINGLE_FILE_SUFFIXES)})")
+        self.path, self.dtype = path, dtype
+        self._state: dict[str, torch.Tensor] | None = None
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        if path.suffix.lower() == ".safetensors":
+            with self._open() as fh:
+                self._shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+        else:
+            self._state = read_state_dict(path)
+            self._shapes = {k: tuple(v.shape) for k, v in self._state.items()}
+
+    def _open(self):
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            return safe_open(str(self.path), framework="pt")
+        except (SafetensorError, OSError, ValueError) as err:
+            raise unreadable_safetensors(self.path, err) from None
+
+    def names(self) -> list[str]:
+        return list(self._shapes)
+
+    def shape(self, key: str) -> tuple[int, ...] | None:
+        return self._shapes.get(key)
+
+    def take(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Every tensor under ``prefix`` (named without it), cast; they leave this object."""
+        keys = [k for k in self._shapes if k.startswith(prefix)]
+        for key in keys:
+            del self._shapes[key]
+        if self._state is not None:
+            return {k[len(prefix) :]: self._cast(self._state.pop(k)) for k in keys}
+        out = {}
+        for start in range(0, len(keys), self.BATCH):
+            with self._open() as fh:
+                for key in keys[start : start + self.BATCH]:
+                    out[key[len(prefix) :]] = self._cast(fh.get_tensor(key))
+        return out
+
+    def _cast(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.dtype is None or not tensor.is_floating_point() or tensor.dtype == self.dtype:
+            return tensor
+        return tensor.to(self.dtype)
 
 
-def detect_architecture(state: dict[str, torch.Tensor], where: str) -> str:
+def detect_architecture(ckpt: CheckpointFile, where: str) -> str:
     """``"m9"`` (AltDiffusion / -m9), ``"m18"`` or ``"sd"`` (Stable Diffusion 1.x)."""
-    if not any(k.startswith(UNET_PREFIX) for k in state):
-        found = ", ".join(sorted({k.split(".")[0] for k in state})[:6]) or "no tensors"
+    keys = set(ckpt.names())
+    if not any(k.startswith(UNET_PREFIX) for k in keys):
+        found = ", ".join(sorted({k.split(".")[0] for k in keys})[:6]) or "no tensors"
         raise CheckpointError(
             f"{where}: unknown architecture: no model.diffusion_model.* (UNet) weights (top-level names: {found}). "
             "Single files must be in A1111's LDM layout; a VAE file goes to --vae, a LoRA to --lora."
         )
-    if f"{TEXT_PREFIX}roberta.embeddings.word_embeddings.weight" in state:
-        rows = (
-            state[f"{TEXT_PREFIX}transformation.weight"].shape[0]
-            if f"{TEXT_PREFIX}transformation.weight" in state
-            else 0
-        )
-        return "m18" if rows == 1024 or f"{TEXT_PREFIX}transformation_pre.weight" in state else "m9"
-    if f"{CLIP_PREFIX}text_model.embeddings.token_embedding.weight" in state:
+    if f"{TEXT_PREFIX}roberta.embeddings.word_embeddings.weight" in keys:
+        rows = (ckpt.shape(f"{TEXT_PREFIX}transformation.weight") or (0,))[0]
+        return "m18" if rows == 1024 or f"{TEXT_PREFIX}transformation_pre.weight" in keys else "m9"
+    if f"{CLIP_PREFIX}text_model.embeddings.token_embedding.weight" in keys:
         return "sd"
     raise CheckpointError(
         f"{where}: unknown architecture: the text encoder is neither XLM-R (AltDiffusion, cond_stage_model.roberta.*) "
@@ -81,12 +129,6 @@ def config_folder(architecture: str, config: str | Path | None) -> Path:
             "text_encoder/config.json, scheduler/ and tokenizer/)"
         )
     return folder
-
-
-def take(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """Pop every tensor under ``prefix`` (without it), so ``state`` never holds a converted copy."""
-    keys = [k for k in state if k.startswith(prefix)]
-    return {k[len(prefix) :]: state.pop(k) for k in keys}
 
 
 def check_consumed(ldm: dict[str, torch.Tensor], expected: set[str], what: str, where: str) -> None:
@@ -134,13 +176,13 @@ SHAPE_HINT = {
 }
 
 
-def text_encoder_from_ldm(state: dict[str, torch.Tensor], folder: Path, architecture: str, where: str):
+def text_encoder_from_ldm(ckpt: CheckpointFile, folder: Path, architecture: str, where: str):
     raw = read_json(folder / "text_encoder" / "config.json")
     if architecture == "sd":
-        return clip_text_from_ldm(take(state, CLIP_PREFIX), raw, where)
+        return clip_text_from_ldm(ckpt.take(CLIP_PREFIX), raw, where)
     from altdiffusion.models.loading import text_encoder_from_state
 
-    return text_encoder_from_state(raw, take(state, TEXT_PREFIX), where=f"text encoder of {where}", hints=SHAPE_HINT)
+    return text_encoder_from_state(raw, ckpt.take(TEXT_PREFIX), where=f"text encoder of {where}", hints=SHAPE_HINT)
 
 
 def clip_text_from_ldm(ldm: dict[str, torch.Tensor], raw: dict, where: str):
@@ -158,22 +200,22 @@ def clip_text_from_ldm(ldm: dict[str, torch.Tensor], raw: dict, where: str):
     return CLIPTextConditioning(model).eval()
 
 
-def load_single_file(path: Path, *, config: str | Path | None = None):
-    """The components of a single-file checkpoint (no safety checker: A1111 files carry none)."""
+def load_single_file(path: Path, *, config: str | Path | None = None, dtype: torch.dtype | None = None):
+    """The components of a single-file checkpoint (no safety checker: A1111 files carry none),
+    in ``dtype`` (None: as stored)."""
     from altdiffusion.pipelines.components import Components, fix_legacy_sample_size, load_scheduler
 
     where = str(path)
-    state = read_checkpoint(path)
-    architecture = detect_architecture(state, where)
+    ckpt = CheckpointFile(path, dtype)
+    architecture = detect_architecture(ckpt, where)
     folder = config_folder(architecture, config)
     index = read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
     tokenizer = single_file_tokenizer(folder, index, architecture)
-    unet = unet_from_ldm(take(state, UNET_PREFIX), read_json(folder / "unet" / "config.json"), where)
+    unet = unet_from_ldm(ckpt.take(UNET_PREFIX), read_json(folder / "unet" / "config.json"), where)
     fix_legacy_sample_size(unet)
-    vae = vae_from_ldm(take(state, VAE_PREFIX), read_json(folder / "vae" / "config.json"), where)
-    text_encoder = text_encoder_from_ldm(state, folder, architecture, where)
-    # Left over: EMA copies and LDM's noise-schedule buffers, which A1111's inference configs ignore too.
-    del state
+    vae = vae_from_ldm(ckpt.take(VAE_PREFIX), read_json(folder / "vae" / "config.json"), where)
+    text_encoder = text_encoder_from_ldm(ckpt, folder, architecture, where)
+    # Never read: EMA copies and LDM's noise-schedule buffers, which A1111's inference configs ignore too.
     scheduler = load_scheduler(folder / "scheduler")
     meta = {"architecture": index.get("_altdiffusion", {}).get("architecture", folder.name), "config": str(folder)}
     return Components(tokenizer, text_encoder, unet.eval(), vae.eval(), scheduler, None, None, {"_altdiffusion": meta})

@@ -119,7 +119,8 @@ class AltDiffusionPipeline:
         if folder.is_file():
             from altdiffusion.models.single_file import load_single_file
 
-            c = load_single_file(folder, config=config)
+            # read straight into the target dtype: no second copy of a float16 file loaded as float32
+            c = load_single_file(folder, config=config, dtype=select_dtype(select_device(device), dtype))
         else:
             c = load_components(folder, safety_checker=safety_checker)
         meta = c.model_index.get("_altdiffusion", {})

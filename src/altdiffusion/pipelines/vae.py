@@ -37,11 +37,10 @@ def load_vae(source: str | Path, like, name: str | None = None) -> tuple[torch.n
     if not path.is_file():
         raise InvalidInputError(f"VAE {source}: no such file or folder (give an A1111 VAE file or a diffusers folder)")
     from altdiffusion.hashing import file_sha256
-    from altdiffusion.models.single_file import read_checkpoint, take, vae_from_ldm
+    from altdiffusion.models.single_file import CheckpointFile, vae_from_ldm
 
-    state = read_checkpoint(path)
-    if any(k.startswith(VAE_PREFIX) for k in state):
-        state = take(state, VAE_PREFIX)
+    ckpt = CheckpointFile(path, like.dtype)
+    state = ckpt.take(VAE_PREFIX if any(k.startswith(VAE_PREFIX) for k in ckpt.names()) else "")
     if not any(k.startswith(("encoder.", "decoder.")) for k in state):
         raise CheckpointError(f"VAE {path}: no encoder.*/decoder.* weights; this is not a VAE file")
     if any(".down_blocks." in k or ".up_blocks." in k for k in state):

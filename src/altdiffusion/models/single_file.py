@@ -36,10 +36,6 @@ CONFIGS = Path(__file__).parent / "configs"
 ARCHITECTURES = {"m9": "altdiffusion-m9", "m18": "altdiffusion-m18", "sd": "stable-diffusion-v1"}
 
 
-def is_single_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in SINGLE_FILE_SUFFIXES
-
-
 class CheckpointFile:
     """A single file's tensors, handed out by name prefix and cast to ``dtype`` as they are read.
 

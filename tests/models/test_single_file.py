@@ -271,3 +271,22 @@ def test_dtype_is_kept_as_stored_or_cast_on_request(tiny_layouts, tmp_path):
     first, second = load_file(str(half)), load_file(str(again))
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     assert all(second[k].dtype == first[k].dtype for k in first)
+
+
+def test_cli_convert_and_info_on_a_single_file(tiny_layouts, tmp_path, run_cli_batch):
+    folder = tiny_layouts["altdiffusion-m18"]
+    file = tmp_path / "cli.safetensors"
+    made, info, wrong_target = run_cli_batch(
+        [
+            ["convert", folder, file, "--dtype", "bf16"],
+            ["info", file, "--config", folder],
+            ["convert", folder, tmp_path / "not-a-file-name"],
+        ]
+    )
+    assert made.returncode == 0 and made.stdout.strip() == str(file), made.stderr
+    assert {v.dtype for v in load_file(str(file)).values()} == {torch.bfloat16}
+    assert info.returncode == 0, info.stderr
+    rows = dict(line.split(None, 1) for line in info.stdout.splitlines() if " " in line)
+    assert rows["file"].strip() == str(file) and "m18" in info.stdout
+    assert wrong_target.returncode == 2 and "must end in .safetensors" in wrong_target.stderr
+    assert not (tmp_path / "not-a-file-name").exists()

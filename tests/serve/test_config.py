@@ -80,6 +80,7 @@ def test_options_fill_the_config_with_current_defaults():
         ({"api_auth": "nopassword"}, "user:password"),
         ({"port": 70000}, "port"),
         ({"lora_dir": "/no/such/folder"}, "--lora-dir"),
+        ({"vaes": {"blue": "/no/such/vae.safetensors"}}, "--vae"),
         ({"models": {}}, "no model"),
     ],
 )

@@ -266,6 +266,9 @@ def test_dtype_is_kept_as_stored_or_cast_on_request(tiny_layouts, tmp_path):
     folder = tiny_layouts["altdiffusion-m9"]
     half = convert(folder, tmp_path / "half.safetensors", dtype="fp16")
     assert {v.dtype for v in load_file(str(half)).values() if v.is_floating_point()} == {torch.float16}
+    from altdiffusion.training.diffusion import unet_stored_dtype
+
+    assert unet_stored_dtype(half) == torch.float16  # training from a file exports in the file's dtype
     back = convert(half, tmp_path / "half-folder", config=folder)  # a float16 folder, which diffusers reads as fp32
     again = convert(back, tmp_path / "again.safetensors")  # no --dtype: the dtype on disk, float16
     first, second = load_file(str(half)), load_file(str(again))

@@ -102,6 +102,7 @@ def test_every_limit_and_the_host_checks_are_flags():
         ({"api_auth": "nopassword"}, "user:password"),
         ({"port": 70000}, "port"),
         ({"lora_dir": "/no/such/folder"}, "--lora-dir"),
+        ({"vaes": {"blue": "/no/such/vae.safetensors"}}, "--vae"),
         ({"models": {}}, "no model"),
     ],
 )

@@ -6,14 +6,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from altdiffusion.cli.common import add_device_arguments, open_image, positive_int
+from altdiffusion.cli.common import add_config_argument, add_device_arguments, open_image, positive_int
 from altdiffusion.errors import InvalidInputError
 
 
 def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="text-to-image, image-to-image and inpainting")
     p.add_argument("prompt", help="the prompt, in any supported language; A1111 (emphasis:1.2) and BREAK work")
-    p.add_argument("--model", default="mini", help="hub id, local folder, or 'mini' (bundled; default)")
+    p.add_argument(
+        "--model",
+        default="mini",
+        help="hub id, local folder, single file (.safetensors/.ckpt in A1111's layout), or 'mini' (bundled; default)",
+    )
+    add_config_argument(p)
+    p.add_argument(
+        "--vae", default=None, metavar="FILE|FOLDER", help="another VAE: an A1111 .safetensors or a diffusers folder"
+    )
     p.add_argument("--negative", default="", help="negative prompt")
     p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the model's)")
     p.add_argument(
@@ -66,7 +74,15 @@ def cmd_generate(args) -> int:
     for lora_path, _ in loras:  # a missing LoRA fails before the model loads
         if not Path(lora_path).is_file():
             raise InvalidInputError(f"--lora {lora_path}: no such file (give FILE or FILE:SCALE)")
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, safety_checker=not args.no_safety_checker)
+    pipe = load_pipeline(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        safety_checker=not args.no_safety_checker,
+        config=args.config,
+    )
+    if args.vae:
+        pipe.load_vae(args.vae)
     for lora_path, scale in loras:
         pipe.load_lora(lora_path, scale)
     defaults = pipe.defaults  # the same source the server and its web UI read

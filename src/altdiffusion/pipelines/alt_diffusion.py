@@ -96,20 +96,39 @@ class AltDiffusionPipeline:
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.merged_loras = MergedLoras()
         self._model_hash: str | None = None
+        self.vae_source = None  # a swapped-in VAE's VaeSource (pipelines/vae.py); None: the model's own
+        self._own_vae = vae
 
     # ------------------------------------------------------------------ loading and saving
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path, *, device=None, dtype=None, safety_checker: bool = True, name: str | None = None
+        cls,
+        name_or_path,
+        *,
+        device=None,
+        dtype=None,
+        safety_checker: bool = True,
+        name: str | None = None,
+        config: str | Path | None = None,
     ) -> AltDiffusionPipeline:
-        """Load a hub id, a local folder or ``"mini"``; ``name`` overrides the infotexts' "Model"."""
+        """Load a hub id, a local folder, a single file (A1111 layout) or ``"mini"``; ``name``
+        overrides the infotexts' "Model"; ``config`` (a diffusers folder) gives a single file's
+        architecture when it is not one of the published ones (see models/single_file.py)."""
         folder = resolve_model(name_or_path, kind="diffusion")
-        c = load_components(folder, safety_checker=safety_checker)
+        if folder.is_file():
+            from altdiffusion.models.single_file import load_single_file
+
+            # read straight into the target dtype: no second copy of a float16 file loaded as float32
+            c = load_single_file(folder, config=config, dtype=select_dtype(select_device(device), dtype))
+        else:
+            c = load_components(folder, safety_checker=safety_checker)
         meta = c.model_index.get("_altdiffusion", {})
         known = KNOWN_CHECKPOINTS.get(str(name_or_path))
         languages = tuple(known.languages if known else meta.get("languages", ()))
-        default_name = meta.get("name") or (str(name_or_path).split("/")[-1] if known else folder.name)
+        default_name = meta.get("name") or (
+            str(name_or_path).split("/")[-1] if known else (folder.stem if folder.is_file() else folder.name)
+        )
         pipe = cls(
             tokenizer=c.tokenizer,
             text_encoder=c.text_encoder,
@@ -134,7 +153,9 @@ class AltDiffusionPipeline:
         return self
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        found = {"text_encoder": self.text_encoder, "unet": self.unet, "vae": self.vae}
+        found = {"text_encoder": self.text_encoder, "unet": self.unet, "vae": self._own_vae}
+        if self.vae is not self._own_vae:
+            found["swapped_vae"] = self.vae
         if self.safety_checker is not None:
             found["safety_checker"] = self.safety_checker
         return found
@@ -173,12 +194,28 @@ class AltDiffusionPipeline:
 
     @property
     def model_hash(self) -> str:
-        """A1111-style short hash (sha256[:10]) of the UNet weight files, computed once."""
+        """A1111's short hash (sha256[:10]): of a single file as a whole (cached beside it), of a
+        folder's UNet weight files; computed once."""
         if self._model_hash is None:
-            from altdiffusion.hashing import sha256_files, unet_weight_files
+            from altdiffusion.hashing import model_sha256, sha256_files
 
-            self._model_hash = sha256_files(unet_weight_files(self.folder) if self.folder else [])[:10]
+            self._model_hash = ((model_sha256(self.folder) if self.folder else None) or sha256_files([]))[:10]
         return self._model_hash
+
+    # ------------------------------------------------------------------ VAE swap
+
+    def load_vae(self, source: str | Path | None, *, name: str | None = None) -> None:
+        """Decode (and encode) with another VAE: an A1111 file or a diffusers folder (``name``: its
+        "VAE" in infotexts, default the file name); None: the model's own."""
+        if source is None:
+            self.vae, self.vae_source = self._own_vae, None
+            return
+        from altdiffusion.pipelines.vae import load_vae
+
+        vae, self.vae_source = load_vae(source, like=self._own_vae, name=name)
+        if vae.dtype != self._own_vae.dtype or vae.device != self.device:  # a no-op cast still logs in diffusers
+            vae.to(device=self.device, dtype=self._own_vae.dtype)
+        self.vae = vae
 
     # ------------------------------------------------------------------ LoRA
 
@@ -390,6 +427,7 @@ class AltDiffusionPipeline:
             "Size": f"{inputs.width}x{inputs.height}",
             "Model hash": self.model_hash,
             "Model": self.name or None,
+            **(self.vae_source.infotext() if self.vae_source else {}),
             "Denoising strength": inputs.strength,
             "Mask blur": inputs.mask_blur if inputs.mask_image is not None else None,
             "Lora hashes": self.merged_loras.hashes(),
@@ -430,6 +468,10 @@ class AltDiffusionPipeline:
         return out, [bool(f) for f in flags]
 
 
-def load_pipeline(name_or_path, device=None, dtype=None, *, safety_checker: bool = True) -> AltDiffusionPipeline:
-    """An AltDiffusion pipeline from a hub id, a local folder, or ``"mini"`` (bundled)."""
-    return AltDiffusionPipeline.from_pretrained(name_or_path, device=device, dtype=dtype, safety_checker=safety_checker)
+def load_pipeline(
+    name_or_path, device=None, dtype=None, *, safety_checker: bool = True, config: str | Path | None = None
+) -> AltDiffusionPipeline:
+    """An AltDiffusion pipeline from a hub id, a local folder, a single file, or ``"mini"`` (bundled)."""
+    return AltDiffusionPipeline.from_pretrained(
+        name_or_path, device=device, dtype=dtype, safety_checker=safety_checker, config=config
+    )

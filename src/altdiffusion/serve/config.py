@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,8 @@ class ServeConfig:
     dtype: Any = None  # "fp16", a torch.dtype...; None: fp16 on GPU, fp32 on CPU
     safety_checker: bool = True
     lora_dir: str | Path | None = None  # LoRA files prompts may name with <lora:name:weight>
+    vaes: Mapping[str, str | Path] = field(default_factory=dict)  # name -> VAE file/folder (A1111's sd_vae)
+    config: str | Path | None = None  # the architecture of single-file models not in the published shapes
     ui: bool = True  # serve the web UI at /
     preload: bool = True  # load the default model before serving (else with the first job)
     log_level: str = "info"
@@ -96,6 +98,9 @@ class ServeConfig:
             raise InvalidInputError(f"port (--port) must be a whole number from 0 to 65535, got {self.port!r}")
         if self.api_auth is not None:
             _check_api_auth(self.api_auth)
+        for name, source in self.vaes.items():
+            if not Path(source).exists():
+                raise InvalidInputError(f"VAE {name!r} (--vae): {source} does not exist")
         if self.lora_dir is not None and not Path(self.lora_dir).is_dir():
             raise InvalidInputError(f"lora_dir (--lora-dir) {self.lora_dir} is not a folder")
         for name in ("allowed_hosts", "cors_origins"):
@@ -165,6 +170,14 @@ def parse_model_option(text: str) -> tuple[str, str]:
     return model_name_of(text), text
 
 
+def _named_vae(text: str) -> tuple[str, str]:
+    """``--vae NAME=PATH`` or ``--vae PATH`` (named by its file or folder name, as A1111 lists VAEs)."""
+    name, sep, source = text.partition("=")
+    if sep and name and source and not Path(text).exists():
+        return name, source
+    return Path(text.rstrip("/\\")).name, text
+
+
 # ----------------------------------------------------------------------------- command line
 
 
@@ -187,7 +200,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         action="append",
         default=None,
         metavar="[NAME=]MODEL",
-        help="model folder, hub id or 'mini'; repeat to offer several, the first is loaded (default: mini)",
+        help="model folder, single file (.safetensors/.ckpt, A1111 layout), hub id or 'mini'; "
+        "repeat to offer several, the first is loaded (default: mini)",
+    )
+    parser.add_argument(
+        "--vae",
+        action="append",
+        default=None,
+        metavar="[NAME=]FILE|FOLDER",
+        help="a VAE clients may choose with the sd_vae option (A1111 file or diffusers folder); repeatable",
+    )
+    parser.add_argument(
+        "--config", default=None, metavar="FOLDER", help="a diffusers folder giving single-file models' architecture"
     )
     parser.add_argument("--host", default=defaults["host"], help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=_whole_number, default=defaults["port"], help="0 picks a free port")
@@ -233,6 +257,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         dtype=args.dtype,
         safety_checker=not args.no_safety_checker,
         lora_dir=args.lora_dir,
+        vaes=dict(_named_vae(v) for v in args.vae or []),
+        config=args.config,
         ui=not args.no_ui,
         log_level=args.log_level,
         allowed_hosts=args.allowed_hosts,

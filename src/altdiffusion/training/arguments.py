@@ -67,7 +67,9 @@ def add_vae_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_diffusion_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--base", required=True, help="SD-1.x / SD-2.x diffusers folder (with --text-encoder) or an AltDiffusion folder"
+        "--base",
+        required=True,
+        help="SD-1.x / SD-2.x diffusers folder or single file (with --text-encoder), or an AltDiffusion folder or single file",
     )
     p.add_argument("--text-encoder", default=None, help="AltCLIP folder or hub id whose text tower conditions the UNet")
     p.add_argument("--conditioning", default=None, choices=["m9", "m18"], help="text path (default: from the widths)")
@@ -79,7 +81,9 @@ def add_diffusion_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", dest="base", required=True, help="the AltDiffusion folder or hub id to fine-tune")
+    p.add_argument(
+        "--model", dest="base", required=True, help="the AltDiffusion folder, single file or hub id to fine-tune"
+    )
     # Fine-tuning is diffusion training of an AltDiffusion as it is, at the finetune preset.
     p.set_defaults(stage="finetune", text_encoder=None, conditioning=None, align_params="kv")
     _add_image_text_training_arguments(p)
@@ -106,7 +110,9 @@ def _add_image_text_training_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_dreambooth_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", dest="base", required=True, help="the AltDiffusion folder or hub id to teach")
+    p.add_argument(
+        "--model", dest="base", required=True, help="the AltDiffusion folder, single file or hub id to teach"
+    )
     p.add_argument("--instance-images", required=True, help="folder with the few images of the subject or style")
     p.add_argument(
         "--instance-prompt", required=True, help='the caption of every instance image, e.g. "一张<sks>风格的画"'

@@ -279,4 +279,5 @@ def unet_stored_dtype(base) -> torch.dtype | None:
     from altdiffusion.hub import resolve_model
     from altdiffusion.training.precision import stored_dtype
 
-    return stored_dtype(resolve_model(base, kind="diffusion") / "unet")
+    source = resolve_model(base, kind="diffusion")
+    return stored_dtype(source if source.is_file() else source / "unet")

@@ -46,6 +46,7 @@ class ServeConfig:
     dtype: Any = None  # "fp16", a torch.dtype...; None: fp16 on GPU, fp32 on CPU
     safety_checker: bool = True
     lora_dir: str | Path | None = None  # LoRA files prompts may name with <lora:name:weight>
+    embeddings_dir: str | Path | None = None  # textual-inversion files; a file's stem is its trigger word
     ui: bool = True  # serve the web UI at /
     preload: bool = True  # load the default model before serving (else with the first job)
     log_level: str = "info"
@@ -70,6 +71,8 @@ class ServeConfig:
             _check_api_auth(self.api_auth)
         if self.lora_dir is not None and not Path(self.lora_dir).is_dir():
             raise InvalidInputError(f"lora_dir (--lora-dir) {self.lora_dir} is not a folder")
+        if self.embeddings_dir is not None and not Path(self.embeddings_dir).is_dir():
+            raise InvalidInputError(f"embeddings_dir (--embeddings-dir) {self.embeddings_dir} is not a folder")
         if self.log_level not in LOG_LEVELS:
             raise InvalidInputError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         return self
@@ -156,6 +159,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument(
         "--lora-dir", default=None, help="folder of LoRA .safetensors files that prompts may name with <lora:name:w>"
     )
+    parser.add_argument(
+        "--embeddings-dir", default=None, help="folder of textual-inversion embeddings; a file's stem is its trigger"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
     parser.add_argument("--dtype", default=None, help="fp32, fp16, bf16 (default: fp16 on GPU, fp32 on CPU)")
     parser.add_argument("--no-safety-checker", action="store_true", help="do not black out flagged images")
@@ -180,6 +186,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         dtype=args.dtype,
         safety_checker=not args.no_safety_checker,
         lora_dir=args.lora_dir,
+        embeddings_dir=args.embeddings_dir,
         ui=not args.no_ui,
         log_level=args.log_level,
         **{name: getattr(args, name) for name, _ in LIMITS},

@@ -29,6 +29,7 @@ class ModelRegistry:
     def __init__(self, config: ServeConfig):
         self.sources = dict(config.models)
         self.device, self.dtype, self.safety_checker = config.device, config.dtype, config.safety_checker
+        self.embeddings_dir = config.embeddings_dir  # loaded into every pipeline, for its text encoder's width
         self.current = config.default_model  # the model jobs use unless they ask for another
         self.pipe = None  # the loaded pipeline of ``current``, or None
         self._lock = threading.Lock()
@@ -133,9 +134,18 @@ class ModelRegistry:
         pipe = AltDiffusionPipeline.from_pretrained(
             self.folder(name), device=self.device, dtype=self.dtype, safety_checker=self.safety_checker, name=name
         )
+        self.load_embeddings(pipe)
         self.pipe, self.current = pipe, name
         logger.info("loaded model %r on %s (%s)", name, pipe.device, pipe.dtype)
         return pipe
+
+    def load_embeddings(self, pipe) -> None:
+        """(Re)read ``--embeddings-dir`` for ``pipe``; files that do not fit it are listed as skipped."""
+        if self.embeddings_dir is None:
+            return
+        database = pipe.load_embeddings(self.embeddings_dir)
+        for name, skipped in database.skipped.items():
+            logger.warning("embedding %r skipped: %s", name, skipped.reason)
 
     def unload(self) -> None:
         if self.pipe is None:

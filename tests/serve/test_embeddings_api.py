@@ -7,6 +7,7 @@ import httpx
 import pytest
 import torch
 
+from altdiffusion.errors import InvalidInputError
 from altdiffusion.models.tiny import write_tiny_altdiffusion
 from altdiffusion.pipelines.infotext import parse_infotext
 from altdiffusion.prompts.embedding_files import Embedding, write_embedding
@@ -71,6 +72,6 @@ def test_embeddings_dir_option_is_checked(tmp_path):
     import argparse
 
     parser = add_serve_arguments(argparse.ArgumentParser())
-    with pytest.raises(Exception, match="embeddings_dir \\(--embeddings-dir\\) .* is not a folder"):
+    with pytest.raises(InvalidInputError, match=r"embeddings_dir \(--embeddings-dir\) .* is not a folder"):
         config_from_args(parser.parse_args(["--embeddings-dir", str(tmp_path / "missing")]))
     assert config_from_args(parser.parse_args(["--embeddings-dir", str(tmp_path)])).embeddings_dir == str(tmp_path)

@@ -31,7 +31,7 @@ from altdiffusion.devices import select_device, select_dtype
 from altdiffusion.errors import AltDiffusionError, InvalidInputError
 from altdiffusion.hub import KNOWN_CHECKPOINTS, resolve_model
 from altdiffusion.pipelines.components import load_components
-from altdiffusion.pipelines.conditioning import encode_chunks
+from altdiffusion.pipelines.conditioning import encode_chunks, token_embedding_width
 from altdiffusion.pipelines.defaults import ModelDefaults, model_defaults
 from altdiffusion.pipelines.denoising import Inpainting, Sampling, sample, step_kwargs
 from altdiffusion.pipelines.images import latent_mask, overlay, to_pil, to_tensor
@@ -206,9 +206,7 @@ class AltDiffusionPipeline:
     def load_embeddings(self, folder: str | Path) -> EmbeddingDatabase:
         """Use the embedding files in ``folder`` (A1111's embeddings/: the file stem is the trigger);
         files made for another width are skipped with the reason (``pipe.embeddings.skipped``)."""
-        if self.text_encoder.head not in ("m9", "m18"):
-            raise InvalidInputError("textual-inversion embeddings need an AltDiffusion (XLM-R) text encoder")
-        self.embeddings = EmbeddingDatabase.from_folder(folder, self.text_encoder.token_embeddings.embedding_dim)
+        self.embeddings = EmbeddingDatabase.from_folder(folder, token_embedding_width(self.text_encoder))
         return self.embeddings
 
     # ------------------------------------------------------------------ prompts

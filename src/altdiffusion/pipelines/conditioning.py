@@ -22,6 +22,13 @@ from altdiffusion.prompts.embedding_files import Embedding
 Placement = tuple[int, int, Embedding]
 
 
+def token_embedding_width(text_encoder) -> int:
+    """The width embedding vectors must have: XLM-R's input embeddings (SD's CLIP path has none here)."""
+    if text_encoder.head not in ("m9", "m18"):
+        raise InvalidInputError("textual-inversion embeddings need an AltDiffusion (XLM-R) text encoder")
+    return text_encoder.token_embeddings.embedding_dim
+
+
 def place_vectors(
     token_embeds: torch.Tensor, placements: list[Placement], trained: Mapping[str, torch.Tensor] | None = None
 ) -> torch.Tensor:
@@ -49,8 +56,6 @@ def encode_chunks(
     use_mask = getattr(text_encoder.config, "use_attention_mask", True)
     placements = [(row, position, e) for row, chunk in enumerate(flat) for position, e in chunk.fixes]
     if placements:
-        if text_encoder.head not in ("m9", "m18"):
-            raise InvalidInputError("textual-inversion embeddings need an AltDiffusion (XLM-R) text encoder")
         token_embeds = place(text_encoder.token_embeddings(ids), placements)
         hidden = text_encoder.conditioning(ids, mask if use_mask else None, token_embeds=token_embeds)
     else:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from altdiffusion.errors import InvalidInputError
-from altdiffusion.pipelines.conditioning import encode_chunks, place_vectors
+from altdiffusion.pipelines.conditioning import encode_chunks, place_vectors, token_embedding_width
 from altdiffusion.prompts.chunking import empty_chunk
 from altdiffusion.prompts.embedding_files import Embedding, write_embedding
 from altdiffusion.training.data import crop_pixels, micro_batches
@@ -46,6 +46,7 @@ class EmbeddingVectors(nn.Module):
 
 def initial_vectors(pipe, init_text: str, count: int) -> torch.Tensor:
     """A1111's start: vector i is the token embedding of init-text token ``i * tokens // count``."""
+    token_embedding_width(pipe.text_encoder)  # an XLM-R text encoder, or one clear error
     table = pipe.text_encoder.token_embeddings.weight
     ids = pipe.tokenizer(init_text, add_special_tokens=False).input_ids if init_text else []
     if not ids:
@@ -90,10 +91,18 @@ class TextualInversionTask(DiffusionTask):
             raise InvalidInputError(f"{images}: no images (png, jpg, jpeg, webp) found")
         self.prompts, self.save_format = list(prompts), save_format
         self.steps_done = 0  # the embedding file's "step"
+        # The fine-tuning task's setup (noise schedule, frozen VAE and text encoder, the loss) on
+        # fixed images (their latents encoded once); its data stream is replaced by batches() below.
         super().__init__(
-            pipe, Path(images), stage="finetune", resolution=resolution, caption_dropout=0.0,
-            noise_offset=noise_offset, seed=seed, cache_latents=True,
-        )  # fmt: skip
+            pipe,
+            Path(images),
+            stage="finetune",
+            resolution=resolution,
+            caption_dropout=0.0,
+            noise_offset=noise_offset,
+            seed=seed,
+            cache_latents=True,
+        )
         pipe.unet.requires_grad_(False).eval()  # everything but the new vectors is frozen
         self.trained = set()
         self.model = EmbeddingVectors(trigger, initial_vectors(pipe, init_text, vectors))

@@ -63,7 +63,7 @@ def test_written_files_read_back_bit_identical_with_their_metadata(tmp_path, suf
 def test_bad_files_are_refused_with_a_reason(tmp_path):
     (tmp_path / "json.safetensors").write_text('{"not": "safetensors"}')
     with open(tmp_path / "code.pt", "wb") as fh:
-        pickle.dump({"string_to_param": {"*": CodeInPickle()}}, fh)
+        pickle.dump({"string_to_param": {"*": CodeInPickle()}}, fh, protocol=2)
     save_file({"a": _vectors(1), "b": _vectors(1)}, str(tmp_path / "two.safetensors"))
     torch.save({"string_to_param": {"*": torch.full((1, 4), float("nan"))}}, tmp_path / "nan.pt")
     reasons = {}

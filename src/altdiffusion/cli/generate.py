@@ -50,6 +50,12 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
         help="merge a LoRA (kohya or diffusers .safetensors) at SCALE (default 1); repeatable. "
         "FILE:NUMBER always splits at the last ':', so a path that ends in ':NUMBER' needs an explicit :SCALE",
     )
+    p.add_argument(
+        "--embeddings-dir",
+        default=None,
+        metavar="DIR",
+        help="textual-inversion embeddings (.pt, .bin, .safetensors); a file's stem is its trigger word",
+    )
     p.add_argument("--no-progress", action="store_true")
     add_device_arguments(p)
     p.set_defaults(func=cmd_generate)
@@ -74,6 +80,8 @@ def cmd_generate(args) -> int:
     for lora_path, _ in loras:  # a missing LoRA fails before the model loads
         if not Path(lora_path).is_file():
             raise InvalidInputError(f"--lora {lora_path}: no such file (give FILE or FILE:SCALE)")
+    if args.embeddings_dir and not Path(args.embeddings_dir).is_dir():  # fails before the model loads
+        raise InvalidInputError(f"--embeddings-dir {args.embeddings_dir} is not a folder")
     pipe = load_pipeline(
         args.model,
         device=args.device,
@@ -85,6 +93,9 @@ def cmd_generate(args) -> int:
         pipe.load_vae(args.vae)
     for lora_path, scale in loras:
         pipe.load_lora(lora_path, scale)
+    if args.embeddings_dir:
+        for name, skipped in pipe.load_embeddings(args.embeddings_dir).skipped.items():
+            print(f"warning: embedding {name!r} skipped: {skipped.reason}", file=sys.stderr)
     defaults = pipe.defaults  # the same source the server and its web UI read
     warning = defaults.size_warning(*resolve_size(args.width, args.height, init, defaults))
     if warning:

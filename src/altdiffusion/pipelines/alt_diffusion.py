@@ -31,6 +31,7 @@ from altdiffusion.devices import select_device, select_dtype
 from altdiffusion.errors import AltDiffusionError, InvalidInputError
 from altdiffusion.hub import KNOWN_CHECKPOINTS, resolve_model
 from altdiffusion.pipelines.components import load_components
+from altdiffusion.pipelines.conditioning import encode_chunks, token_embedding_width
 from altdiffusion.pipelines.defaults import ModelDefaults, model_defaults
 from altdiffusion.pipelines.denoising import Inpainting, Sampling, sample, step_kwargs
 from altdiffusion.pipelines.images import latent_mask, overlay, to_pil, to_tensor
@@ -39,7 +40,8 @@ from altdiffusion.pipelines.inputs import GenerationInputs, call_args, check_inp
 from altdiffusion.pipelines.lora import MergedLoras
 from altdiffusion.pipelines.samplers import make_scheduler, sampler_name_for
 from altdiffusion.pipelines.seeds import MAX_SEED
-from altdiffusion.prompts.chunking import PromptChunk, apply_original_weighting, empty_chunk, tokenize_prompt
+from altdiffusion.prompts.chunking import PromptChunk, empty_chunk, tokenize_prompt
+from altdiffusion.prompts.embeddings import EmbeddingDatabase
 
 __all__ = ["MAX_SEED", "AltDiffusionPipeline", "GenerationInterrupted", "GenerationResult", "load_pipeline"]
 
@@ -95,6 +97,7 @@ class AltDiffusionPipeline:
         self.recommended = dict(recommended or {})  # settings the builder recorded; see pipelines/defaults.py
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.merged_loras = MergedLoras()
+        self.embeddings = EmbeddingDatabase()  # textual-inversion triggers; see load_embeddings
         self._model_hash: str | None = None
         self.vae_source = None  # a swapped-in VAE's VaeSource (pipelines/vae.py); None: the model's own
         self._own_vae = vae
@@ -235,24 +238,23 @@ class AltDiffusionPipeline:
     def _lora_targets(self) -> dict[str, torch.nn.Module]:
         return {"unet": self.unet, "text_encoder": self.text_encoder}
 
+    # ------------------------------------------------------------------ textual inversion
+
+    def load_embeddings(self, folder: str | Path) -> EmbeddingDatabase:
+        """Use the embedding files in ``folder`` (A1111's embeddings/: the file stem is the trigger);
+        files made for another width are skipped with the reason (``pipe.embeddings.skipped``)."""
+        self.embeddings = EmbeddingDatabase.from_folder(folder, token_embedding_width(self.text_encoder))
+        return self.embeddings
+
     # ------------------------------------------------------------------ prompts
 
     def prompt_chunks(self, prompt: str) -> list[PromptChunk]:
-        return tokenize_prompt(prompt, self.tokenizer)
+        return tokenize_prompt(prompt, self.tokenizer, embeddings=self.embeddings)
 
     @torch.no_grad()
     def encode_chunks(self, batches: list[list[PromptChunk]]) -> torch.Tensor:
         """Conditioning for several prompts' chunks, padded to one chunk count: (B, 77*N, D)."""
-        n = max(len(chunks) for chunks in batches)
-        flat = [c for chunks in batches for c in chunks + [empty_chunk(self.tokenizer)] * (n - len(chunks))]
-        device = self.text_encoder.device
-        ids = torch.tensor([c.input_ids for c in flat], device=device)
-        mask = torch.tensor([c.attention_mask for c in flat], device=device)
-        weights = torch.tensor([c.weights for c in flat], device=device)
-        use_mask = getattr(self.text_encoder.config, "use_attention_mask", True)
-        hidden = self.text_encoder.conditioning(ids, mask if use_mask else None)
-        hidden = apply_original_weighting(hidden, weights)
-        return hidden.reshape(len(batches), n * hidden.shape[1], hidden.shape[2])
+        return encode_chunks(self.text_encoder, batches, empty_chunk(self.tokenizer))
 
     def encode_prompt(self, prompt: str | list[str], negative_prompt: str | list[str] | None = None):
         """(positive, negative) conditioning, both (B, 77*N, D) with the same N.
@@ -431,6 +433,7 @@ class AltDiffusionPipeline:
             "Denoising strength": inputs.strength,
             "Mask blur": inputs.mask_blur if inputs.mask_image is not None else None,
             "Lora hashes": self.merged_loras.hashes(),
+            "TI hashes": self.embeddings.infotext_hashes([*inputs.conditioning_prompts, *inputs.negative_prompts]),
             **(extra or {}),
             "Version": f"altdiffusion {__version__}",
         }

@@ -57,6 +57,7 @@ class ServeConfig:
     lora_dir: str | Path | None = None  # LoRA files prompts may name with <lora:name:weight>
     vaes: Mapping[str, str | Path] = field(default_factory=dict)  # name -> VAE file/folder (A1111's sd_vae)
     config: str | Path | None = None  # the architecture of single-file models not in the published shapes
+    embeddings_dir: str | Path | None = None  # textual-inversion files; a file's stem is its trigger word
     ui: bool = True  # serve the web UI at /
     preload: bool = True  # load the default model before serving (else with the first job)
     log_level: str = "info"
@@ -105,6 +106,8 @@ class ServeConfig:
             raise InvalidInputError(f"lora_dir (--lora-dir) {self.lora_dir} is not a folder")
         for name in ("allowed_hosts", "cors_origins"):
             _check_names(name, getattr(self, name))
+        if self.embeddings_dir is not None and not Path(self.embeddings_dir).is_dir():
+            raise InvalidInputError(f"embeddings_dir (--embeddings-dir) {self.embeddings_dir} is not a folder")
         if self.log_level not in LOG_LEVELS:
             raise InvalidInputError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         return self
@@ -219,6 +222,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument(
         "--lora-dir", default=None, help="folder of LoRA .safetensors files that prompts may name with <lora:name:w>"
     )
+    parser.add_argument(
+        "--embeddings-dir", default=None, help="folder of textual-inversion embeddings; a file's stem is its trigger"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
     parser.add_argument("--dtype", default=None, help="fp32, fp16, bf16 (default: fp16 on GPU, fp32 on CPU)")
     parser.add_argument("--no-safety-checker", action="store_true", help="do not black out flagged images")
@@ -259,6 +265,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         lora_dir=args.lora_dir,
         vaes=dict(_named_vae(v) for v in args.vae or []),
         config=args.config,
+        embeddings_dir=args.embeddings_dir,
         ui=not args.no_ui,
         log_level=args.log_level,
         allowed_hosts=args.allowed_hosts,

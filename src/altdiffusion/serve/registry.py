@@ -32,6 +32,7 @@ class ModelRegistry:
     def __init__(self, config: ServeConfig):
         self.sources = dict(config.models)
         self.device, self.dtype, self.safety_checker = config.device, config.dtype, config.safety_checker
+        self.embeddings_dir = config.embeddings_dir  # loaded into every pipeline, for its text encoder's width
         self.current = config.default_model  # the model jobs use unless they ask for another
         self.config = config.config  # single files' architecture, when not a published one
         self.vaes = dict(config.vaes)  # A1111's sd_vae choices: name -> file or folder
@@ -155,9 +156,18 @@ class ModelRegistry:
             config=self.config,
         )
         pipe.load_vae(self.vaes.get(self.vae), name=self.vae)
+        self.load_embeddings(pipe)
         self.pipe, self.current = pipe, name
         logger.info("loaded model %r on %s (%s)", name, pipe.device, pipe.dtype)
         return pipe
+
+    def load_embeddings(self, pipe) -> None:
+        """(Re)read ``--embeddings-dir`` for ``pipe``; files that do not fit it are listed as skipped."""
+        if self.embeddings_dir is None:
+            return
+        database = pipe.load_embeddings(self.embeddings_dir)
+        for name, skipped in database.skipped.items():
+            logger.warning("embedding %r skipped: %s", name, skipped.reason)
 
     def unload(self) -> None:
         if self.pipe is None:

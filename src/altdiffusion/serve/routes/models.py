@@ -101,6 +101,21 @@ def refresh_loras(service: Service = Depends(service_of)):
     return None
 
 
+@router.get("/embeddings", tags=["models"])
+def list_embeddings(service: Service = Depends(service_of)):
+    """A1111's ``loaded``/``skipped`` listing for the loaded model (both empty before a model loads)."""
+    pipe = service.models.pipe
+    return pipe.embeddings.listing() if pipe is not None else {"loaded": {}, "skipped": {}}
+
+
+@router.post("/refresh-embeddings", tags=["models"])
+async def refresh_embeddings(request: Request, service: Service = Depends(service_of)):
+    models = service.models
+    if models.pipe is not None:
+        await service.run(request, lambda future: models.load_embeddings(models.pipe))  # between jobs
+    return None
+
+
 @router.get("/samplers", response_model=list[SamplerItem], tags=["models"])
 def samplers():
     return [

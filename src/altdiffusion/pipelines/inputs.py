@@ -14,6 +14,8 @@ from PIL import Image
 
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.pipelines.defaults import ModelDefaults
+from altdiffusion.pipelines.hires import HiresFix, HiresPlan, plan_hires
+from altdiffusion.pipelines.noise import Variation, check_randn_source
 from altdiffusion.pipelines.samplers import canonical_sampler_name
 from altdiffusion.pipelines.seeds import resolve_seed, seed_range, wrap_seed
 from altdiffusion.prompts.extra_networks import extract_tags
@@ -38,6 +40,9 @@ class GenerationInputs:
     strength: float | None = None  # denoising strength (image-to-image only)
     mask_image: Image.Image | None = None  # white = repaint
     mask_blur: int = 4
+    variation: Variation = Variation()  # variation seeds (one subseed per image) and "Seed resize from"
+    randn_source: str = "CPU"  # A1111's RNG: where the noise is drawn
+    hires: HiresPlan | None = None  # hires fix: the second pass
 
     @property
     def batch(self) -> int:
@@ -65,9 +70,16 @@ def check_inputs(
     sampler,
     schedule,
     eta,
+    subseed,
+    subseed_strength,
+    seed_resize_from_h,
+    seed_resize_from_w,
+    randn_source,
+    hires,
     *,
     defaults: ModelDefaults,  # the model's native size, steps and CFG
     loras: set[str],  # names of the LoRAs merged into the pipeline
+    scale_factor: int = 8,  # the VAE's: pixels per latent
 ) -> GenerationInputs:
     """Validate a pipeline call's arguments (one InvalidInputError naming the argument) and resolve
     them; the names are ``AltDiffusionPipeline.__call__``'s, whose docstring describes them."""
@@ -80,11 +92,15 @@ def check_inputs(
     _check_images(image, strength, mask_image)
     if (seed is None or seed < 0) and generator is not None:  # a caller's generator names the seed
         seed = wrap_seed(generator.initial_seed())
+    count = len(prompts) * per_prompt
+    variation = _variation(subseed, subseed_strength, seed_resize_from_w, seed_resize_from_h, generator, count)
+    first_seed = resolve_seed(seed)
     return GenerationInputs(
         prompts=[p for p in prompts for _ in range(per_prompt)],
         conditioning_prompts=[_without_tags(p, loras) for p in prompts for _ in range(per_prompt)],
         negative_prompts=[n for n in negatives for _ in range(per_prompt)],
-        seeds=seed_range(resolve_seed(seed), len(prompts) * per_prompt),
+        # A1111: with variation seeds every image shares the seed and image i gets subseed + i
+        seeds=[first_seed] * count if variation.strength else seed_range(first_seed, count),
         width=width,
         height=height,
         steps=num_inference_steps,
@@ -96,6 +112,9 @@ def check_inputs(
         strength=strength if image is not None else None,
         mask_image=mask_image,
         mask_blur=mask_blur,
+        variation=variation,
+        randn_source=check_randn_source(randn_source),
+        hires=_hires(hires, image, width, height, num_inference_steps, scale_factor),
     )
 
 
@@ -116,6 +135,33 @@ def resolve_size(width, height, image, defaults: ModelDefaults) -> tuple[int, in
         w, h = image.size
         width, height = width or w - w % 8, height or h - h % 8
     return width or defaults.width, height or defaults.height
+
+
+def _variation(subseed, strength, resize_w, resize_h, generator, count: int) -> Variation:
+    """A1111's variation seeds (image i: subseed + i; -1 or None picks one) and "Seed resize from"."""
+    if not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise InvalidInputError(f"subseed_strength (variation strength) must be between 0 and 1, got {strength!r}")
+    resize = None
+    if (resize_w or 0) > 0 or (resize_h or 0) > 0:
+        if not (resize_w or 0) > 0 or not (resize_h or 0) > 0:
+            raise InvalidInputError(
+                f"seed_resize_from needs both a width and a height above 0, got {resize_w}x{resize_h}"
+            )
+        resize = (int(resize_w), int(resize_h))
+    if generator is not None and (strength or resize):
+        raise InvalidInputError("variation seeds and seed_resize_from need seeds; pass seed=..., not a generator")
+    subseeds = tuple(seed_range(resolve_seed(subseed), count)) if strength else ()
+    return Variation(subseeds, float(strength), resize)
+
+
+def _hires(hires: HiresFix | None, image, width: int, height: int, steps: int, factor: int) -> HiresPlan | None:
+    if hires is None:
+        return None
+    if image is not None:
+        raise InvalidInputError("hires fix is for text-to-image; leave it out with an init image")
+    if not isinstance(hires, HiresFix):
+        raise InvalidInputError(f"hires must be a HiresFix(...) or None, got {type(hires).__name__}")
+    return plan_hires(hires, width, height, steps, factor)
 
 
 def _prompt_lists(prompt, negative_prompt) -> tuple[list[str], list[str]]:

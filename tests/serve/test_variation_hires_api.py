@@ -14,10 +14,10 @@ from PIL import Image
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from altdiffusion.models.tiny import write_tiny_altdiffusion  # noqa: E402
-from altdiffusion.pipelines.infotext import parse_infotext  # noqa: E402
-from altdiffusion.serve import ServeConfig, create_app  # noqa: E402
-from tests.serve.running import RunningServer  # noqa: E402
+from altdiffusion.models.tiny import write_tiny_altdiffusion
+from altdiffusion.pipelines.infotext import parse_infotext
+from altdiffusion.serve import ServeConfig, create_app
+from tests.serve.running import RunningServer
 
 API = "/sdapi/v1"
 SMALL = {"prompt": "a red circle", "width": 32, "height": 32, "steps": 2, "sampler_name": "Euler"}
@@ -69,7 +69,9 @@ def test_variation_seed_fields_are_honoured(client):
 
 
 def test_hires_fix_fields_are_honoured(client):
-    (image,), info = _txt2img(client, seed=4, enable_hr=True, hr_scale=1.5, hr_upscaler="Lanczos", denoising_strength=0.6)
+    (image,), info = _txt2img(
+        client, seed=4, enable_hr=True, hr_scale=1.5, hr_upscaler="Lanczos", denoising_strength=0.6
+    )
     assert image.size == (48, 48)
     params = parse_infotext(image.text["parameters"])[2]
     assert params["Size"] == "32x32" and params["Hires upscale"] == "1.5" and params["Hires upscaler"] == "Lanczos"

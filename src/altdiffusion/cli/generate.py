@@ -85,7 +85,7 @@ def cmd_generate(args) -> int:
     for lora_path, _ in loras:  # a missing LoRA fails before the model loads
         if not Path(lora_path).is_file():
             raise InvalidInputError(f"--lora {lora_path}: no such file (give FILE or FILE:SCALE)")
-    state = process_state() if lines else None
+    state = process_state(args.device) if lines else None
     device = args.device or (state.device if state is not None and state.num_processes > 1 else None)
     pipe = load_pipeline(args.model, device=device, dtype=args.dtype, safety_checker=not args.no_safety_checker)
     for lora_path, scale in loras:

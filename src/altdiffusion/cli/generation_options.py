@@ -19,7 +19,9 @@ def size_arg(text: str) -> tuple[int, int]:
 
 def add_noise_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("variation seeds and noise (A1111)")
-    g.add_argument("--subseed", type=int, default=-1, help="variation seed; -1 picks one (used with --subseed-strength)")
+    g.add_argument(
+        "--subseed", type=int, default=-1, help="variation seed; -1 picks one (used with --subseed-strength)"
+    )
     g.add_argument(
         "--subseed-strength", type=float, default=0.0, help="0..1: how far the noise moves to the variation seed's"
     )

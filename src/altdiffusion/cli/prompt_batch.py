@@ -52,11 +52,14 @@ def output_folder(out: str) -> Path:
     return folder
 
 
-def process_state():
-    """accelerate's view of this process (one process, unless run under ``accelerate launch``)."""
+def process_state(device: str | None):
+    """accelerate's view of this process (one process, unless run under ``accelerate launch``);
+    CPU processes (``--device cpu`` or no CUDA) are told so, or accelerate would not see the others."""
+    import torch
     from accelerate import PartialState
 
-    return PartialState()
+    on_cpu = (device or "").startswith("cpu") or not torch.cuda.is_available()
+    return PartialState(cpu=on_cpu)
 
 
 def unit_arguments(unit: Unit, defaults: dict) -> dict:
@@ -68,7 +71,9 @@ def unit_arguments(unit: Unit, defaults: dict) -> dict:
     offset = unit.iteration * unit.batch_size
     variation = bool(arguments.get("subseed_strength"))
     seed = arguments.get("seed", -1)
-    arguments["seed"] = resolve_seed(seed) if seed is None or seed < 0 else wrap_seed(seed + (0 if variation else offset))
+    arguments["seed"] = (
+        resolve_seed(seed) if seed is None or seed < 0 else wrap_seed(seed + (0 if variation else offset))
+    )
     subseed = arguments.get("subseed", -1)
     if variation and subseed is not None and subseed >= 0:
         arguments["subseed"] = wrap_seed(subseed + offset)

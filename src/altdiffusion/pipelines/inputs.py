@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PIL import Image
 
@@ -40,7 +40,9 @@ class GenerationInputs:
     strength: float | None = None  # denoising strength (image-to-image only)
     mask_image: Image.Image | None = None  # white = repaint
     mask_blur: int = 4
-    variation: Variation = Variation()  # variation seeds (one subseed per image) and "Seed resize from"
+    variation: Variation = field(
+        default_factory=Variation
+    )  # variation seeds (one subseed per image) and "Seed resize from"
     randn_source: str = "CPU"  # A1111's RNG: where the noise is drawn
     hires: HiresPlan | None = None  # hires fix: the second pass
 

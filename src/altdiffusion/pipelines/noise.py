@@ -133,8 +133,7 @@ def initial_noise(
     generators = [_seeded(device, seed) for seed in seeds]
     subseeds = list(variation.subseeds) or [None] * len(seeds)
     rows = [
-        image_noise(shape, seed, g, variation, sub, scale_factor)
-        for seed, g, sub in zip(seeds, generators, subseeds)
+        image_noise(shape, seed, g, variation, sub, scale_factor) for seed, g, sub in zip(seeds, generators, subseeds)
     ]
     return torch.stack(rows), generators
 

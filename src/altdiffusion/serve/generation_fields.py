@@ -32,7 +32,9 @@ def seed_resize(req: GenerationRequest) -> tuple[int, int]:
     """(height, width) of "Seed resize from"; (0, 0) when off. Only one of them above 0 is refused."""
     h, w = req.seed_resize_from_h, req.seed_resize_from_w
     if (h > 0) != (w > 0):
-        raise field_error("seed_resize_from_w", f"send both seed_resize_from_h and _w above 0 (or neither), got {w}x{h}")
+        raise field_error(
+            "seed_resize_from_w", f"send both seed_resize_from_h and _w above 0 (or neither), got {w}x{h}"
+        )
     return (h, w) if h > 0 else (0, 0)
 
 

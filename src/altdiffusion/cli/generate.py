@@ -77,7 +77,7 @@ def cmd_generate(args) -> int:
         from altdiffusion.pipelines.samplers import canonical_sampler_name
 
         canonical_sampler_name(args.sampler)
-    extras = noise_and_hires(args)
+    extras = noise_and_hires(args, init)
     lines = _prompt_lines(args, init) if args.prompts else None
     if lines is None:
         output_paths(args.out, args.batch, seed=max(args.seed, 0))  # a bad --out fails before any work

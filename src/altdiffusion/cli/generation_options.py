@@ -54,9 +54,11 @@ def add_hires_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def noise_and_hires(args) -> dict:
-    """The pipeline arguments these options give (a --hr-* option without --hires is refused)."""
-    from altdiffusion.pipelines.hires import HiresFix
+def noise_and_hires(args, init_image) -> dict:
+    """The pipeline arguments these options give, checked before any model loads (a --hr-* option
+    without --hires is refused)."""
+    from altdiffusion.pipelines.hires import HiresFix, check_hires
+    from altdiffusion.pipelines.noise import check_subseed_strength
 
     resize_w, resize_h = args.seed_resize_from or (0, 0)
     given = {
@@ -70,11 +72,14 @@ def noise_and_hires(args) -> dict:
         given.update(resize_x=args.hr_resize[0], resize_y=args.hr_resize[1])
     if given and not args.hires:
         raise InvalidInputError("--hr-* options set the hires fix; add --hires to turn it on")
+    check_subseed_strength(args.subseed_strength)
+    hires = HiresFix(**given) if args.hires else None
+    check_hires(hires, init_image)
     return {
         "subseed": args.subseed,
         "subseed_strength": args.subseed_strength,
         "seed_resize_from_w": resize_w,
         "seed_resize_from_h": resize_h,
         "randn_source": args.rng,
-        "hires": HiresFix(**given) if args.hires else None,
+        "hires": hires,
     }

@@ -78,7 +78,7 @@ class HiresPlan:
 
 def plan_hires(hires: HiresFix, width: int, height: int, steps: int, scale_factor: int) -> HiresPlan:
     """Check ``hires`` and work out its target size and steps (one InvalidInputError naming the setting)."""
-    _check_settings(hires)
+    check_hires(hires, None)
     target_w, target_h, crop_x, crop_y = _target_size(hires, width, height, scale_factor)
     # A1111 works in latents of 1/8 the size, so the drawn size is the target rounded down to 8.
     target_w, target_h = target_w // 8 * 8, target_h // 8 * 8
@@ -90,7 +90,14 @@ def plan_hires(hires: HiresFix, width: int, height: int, steps: int, scale_facto
     return HiresPlan(hires, target_w, target_h, crop_x, crop_y, hires.steps or steps, upscaler)
 
 
-def _check_settings(hires: HiresFix) -> None:
+def check_hires(hires: HiresFix | None, image) -> None:
+    """The settings that need no model: a known upscaler, strength, steps, sizes; text-to-image only."""
+    if hires is None:
+        return
+    if not isinstance(hires, HiresFix):
+        raise InvalidInputError(f"hires must be a HiresFix(...) or None, got {type(hires).__name__}")
+    if image is not None:
+        raise InvalidInputError("hires fix is for text-to-image; leave it out with an init image")
     if hires.upscaler is not None and hires.upscaler not in UPSCALERS:
         raise InvalidInputError(f"unknown hires upscaler {hires.upscaler!r}; use one of: {', '.join(UPSCALERS)}")
     if not (isinstance(hires.denoising_strength, (int, float)) and 0 < hires.denoising_strength <= 1):

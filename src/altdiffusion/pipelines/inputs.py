@@ -14,8 +14,8 @@ from PIL import Image
 
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.pipelines.defaults import ModelDefaults
-from altdiffusion.pipelines.hires import HiresFix, HiresPlan, plan_hires
-from altdiffusion.pipelines.noise import Variation, check_randn_source
+from altdiffusion.pipelines.hires import HiresFix, HiresPlan, check_hires, plan_hires
+from altdiffusion.pipelines.noise import Variation, check_randn_source, check_subseed_strength
 from altdiffusion.pipelines.samplers import canonical_sampler_name
 from altdiffusion.pipelines.seeds import resolve_seed, seed_range, wrap_seed
 from altdiffusion.prompts.extra_networks import extract_tags
@@ -141,8 +141,7 @@ def resolve_size(width, height, image, defaults: ModelDefaults) -> tuple[int, in
 
 def _variation(subseed, strength, resize_w, resize_h, generator, count: int) -> Variation:
     """A1111's variation seeds (image i: subseed + i; -1 or None picks one) and "Seed resize from"."""
-    if not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
-        raise InvalidInputError(f"subseed_strength (variation strength) must be between 0 and 1, got {strength!r}")
+    check_subseed_strength(strength)
     resize = None
     if (resize_w or 0) > 0 or (resize_h or 0) > 0:
         if not (resize_w or 0) > 0 or not (resize_h or 0) > 0:
@@ -157,13 +156,8 @@ def _variation(subseed, strength, resize_w, resize_h, generator, count: int) -> 
 
 
 def _hires(hires: HiresFix | None, image, width: int, height: int, steps: int, factor: int) -> HiresPlan | None:
-    if hires is None:
-        return None
-    if image is not None:
-        raise InvalidInputError("hires fix is for text-to-image; leave it out with an init image")
-    if not isinstance(hires, HiresFix):
-        raise InvalidInputError(f"hires must be a HiresFix(...) or None, got {type(hires).__name__}")
-    return plan_hires(hires, width, height, steps, factor)
+    check_hires(hires, image)
+    return None if hires is None else plan_hires(hires, width, height, steps, factor)
 
 
 def _prompt_lists(prompt, negative_prompt) -> tuple[list[str], list[str]]:

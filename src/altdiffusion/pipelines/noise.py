@@ -49,6 +49,11 @@ def check_randn_source(source: str) -> str:
     )
 
 
+def check_subseed_strength(strength: float) -> None:
+    if not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise InvalidInputError(f"subseed_strength (variation strength) must be between 0 and 1, got {strength!r}")
+
+
 def noise_device(source: str, device: torch.device) -> torch.device:
     """Where the noise is drawn: on the model's device for "GPU" when it is a CUDA device (A1111
     draws on the CPU for MPS too), on the CPU otherwise."""

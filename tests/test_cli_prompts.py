@@ -74,6 +74,14 @@ def test_a_bad_line_is_one_error_naming_its_number(tmp_path, model, capsys, line
     assert not any((tmp_path / "out").glob("*.png"))
 
 
+def test_a_value_the_pipeline_refuses_names_the_line(tmp_path, model, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n--prompt dog --width 33\n", encoding="utf-8")
+    assert main(_generate(model, prompts, tmp_path / "out")) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: prompt file line 2: width must be a positive multiple of 8"), err
+
+
 def test_prompt_file_runs_every_line_and_resumes(tmp_path, model, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(PROMPTS, encoding="utf-8")

@@ -92,7 +92,10 @@ def run_units(pipe, units: list[Unit], folder: Path, defaults: dict, state) -> i
             if all(path.is_file() for path in paths):
                 skipped += len(paths)
                 continue
-            result = pipe(**unit_arguments(unit, defaults))
+            try:
+                result = pipe(**unit_arguments(unit, defaults))
+            except InvalidInputError as exc:  # a setting of the line the pipeline refuses (steps 0, width 65...)
+                raise InvalidInputError(f"prompt file line {unit.line.number}: {exc}") from None
             for image, text, path in zip(result.images, result.infotexts, paths):
                 write_png(image, path, text)
                 print(path)

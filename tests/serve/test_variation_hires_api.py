@@ -86,6 +86,11 @@ def test_hires_fix_fields_are_honoured(client):
     assert image.size == (64, 64)
 
 
+def test_a_zero_denoising_strength_without_hires_is_accepted(client):  # some A1111 clients always send it
+    (image,), _ = _txt2img(client, seed=4, denoising_strength=0)
+    assert image.size == (32, 32)
+
+
 def test_rng_override_setting(client):
     (image,), _ = _txt2img(client, seed=4, override_settings={"randn_source": "GPU"})  # a CPU model: CPU noise
     assert parse_infotext(image.text["parameters"])[2]["RNG"] == "CPU"

@@ -40,9 +40,8 @@ class GenerationInputs:
     strength: float | None = None  # denoising strength (image-to-image only)
     mask_image: Image.Image | None = None  # white = repaint
     mask_blur: int = 4
-    variation: Variation = field(
-        default_factory=Variation
-    )  # variation seeds (one subseed per image) and "Seed resize from"
+    # variation seeds (one subseed per image) and "Seed resize from"
+    variation: Variation = field(default_factory=Variation)
     randn_source: str = "CPU"  # A1111's RNG: where the noise is drawn
     hires: HiresPlan | None = None  # hires fix: the second pass
 
@@ -142,13 +141,10 @@ def resolve_size(width, height, image, defaults: ModelDefaults) -> tuple[int, in
 def _variation(subseed, strength, resize_w, resize_h, generator, count: int) -> Variation:
     """A1111's variation seeds (image i: subseed + i; -1 or None picks one) and "Seed resize from"."""
     check_subseed_strength(strength)
-    resize = None
-    if (resize_w or 0) > 0 or (resize_h or 0) > 0:
-        if not (resize_w or 0) > 0 or not (resize_h or 0) > 0:
-            raise InvalidInputError(
-                f"seed_resize_from needs both a width and a height above 0, got {resize_w}x{resize_h}"
-            )
-        resize = (int(resize_w), int(resize_h))
+    width, height = resize_w or 0, resize_h or 0
+    if (width > 0) != (height > 0):
+        raise InvalidInputError(f"seed_resize_from needs both a width and a height above 0, got {width}x{height}")
+    resize = (int(width), int(height)) if width > 0 else None
     if generator is not None and (strength or resize):
         raise InvalidInputError("variation seeds and seed_resize_from need seeds; pass seed=..., not a generator")
     subseeds = tuple(seed_range(resolve_seed(subseed), count)) if strength else ()

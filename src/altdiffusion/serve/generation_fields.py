@@ -58,7 +58,10 @@ def hires_plan(req: GenerationRequest, hires: HiresFix) -> HiresPlan:
     try:
         return plan_hires(hires, req.width, req.height, req.steps, 8)
     except InvalidInputError as exc:
-        field = "hr_upscaler" if "upscaler" in str(exc) else "hr_scale"
+        message = str(exc)
+        field = (
+            "hr_upscaler" if "upscaler" in message else "denoising_strength" if "denoising" in message else "hr_scale"
+        )
         raise field_error(field, str(exc)) from None
 
 

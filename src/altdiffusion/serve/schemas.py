@@ -96,7 +96,7 @@ class GenerationRequest(_Lenient):
 class Txt2ImgRequest(GenerationRequest):
     enable_hr: bool = Field(False, description="hires fix: upscale, then a second image-to-image pass")
     denoising_strength: float | None = Field(
-        None, gt=0.0, le=1.0, description="hires fix's second pass; left out: 0.75 (A1111's txt2img default)"
+        None, ge=0.0, le=1.0, description="hires fix's second pass (above 0); left out: 0.75 (A1111's default)"
     )
     firstphase_width: int = Field(0, description="A1111's old hires fix; must be 0 (use hr_scale / hr_resize_x/y)")
     firstphase_height: int = Field(0, description="must be 0")

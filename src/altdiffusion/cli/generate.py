@@ -7,12 +7,24 @@ import sys
 from pathlib import Path
 
 from altdiffusion.cli.common import add_config_argument, add_device_arguments, open_image, positive_int
+from altdiffusion.cli.generation_options import add_hires_arguments, add_noise_arguments, noise_and_hires
+from altdiffusion.cli.prompt_batch import output_folder, process_state, run_units, units_of
+from altdiffusion.cli.prompt_file import read_prompt_file
 from altdiffusion.errors import InvalidInputError
 
 
 def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="text-to-image, image-to-image and inpainting")
-    p.add_argument("prompt", help="the prompt, in any supported language; A1111 (emphasis:1.2) and BREAK work")
+    p.add_argument(
+        "prompt", nargs="?", help="the prompt, in any supported language; A1111 (emphasis:1.2) and BREAK work"
+    )
+    p.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="a prompt a line, or A1111 prompt-file lines (--prompt ... --seed 1 --steps 20); resumable, "
+        "split across processes under accelerate launch",
+    )
     p.add_argument(
         "--model",
         default="mini",
@@ -56,6 +68,8 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="textual-inversion embeddings (.pt, .bin, .safetensors); a file's stem is its trigger word",
     )
+    add_noise_arguments(p)
+    add_hires_arguments(p)
     p.add_argument("--no-progress", action="store_true")
     add_device_arguments(p)
     p.set_defaults(func=cmd_generate)
@@ -67,6 +81,8 @@ def cmd_generate(args) -> int:
     from altdiffusion.pipelines.inputs import resolve_size
     from altdiffusion.pipelines.lora import parse_lora_arg
 
+    if (args.prompt is None) == (args.prompts is None):
+        raise InvalidInputError("give a prompt or --prompts FILE (one of them)")
     init = open_image(args.init_image, "init image") if args.init_image else None
     mask = open_image(args.mask, "mask") if args.mask else None
     if mask is not None and init is None:
@@ -75,16 +91,21 @@ def cmd_generate(args) -> int:
         from altdiffusion.pipelines.samplers import canonical_sampler_name
 
         canonical_sampler_name(args.sampler)
-    output_paths(args.out, args.batch, seed=max(args.seed, 0))  # a bad --out fails before any work
+    extras = noise_and_hires(args, init)
+    lines = _prompt_lines(args, init) if args.prompts else None
+    if lines is None:
+        output_paths(args.out, args.batch, seed=max(args.seed, 0))  # a bad --out fails before any work
     loras = [parse_lora_arg(text) for text in args.lora or []]
     for lora_path, _ in loras:  # a missing LoRA fails before the model loads
         if not Path(lora_path).is_file():
             raise InvalidInputError(f"--lora {lora_path}: no such file (give FILE or FILE:SCALE)")
     if args.embeddings_dir and not Path(args.embeddings_dir).is_dir():  # fails before the model loads
         raise InvalidInputError(f"--embeddings-dir {args.embeddings_dir} is not a folder")
+    state = process_state(args.device) if lines else None
+    device = args.device or (state.device if state is not None and state.num_processes > 1 else None)
     pipe = load_pipeline(
         args.model,
-        device=args.device,
+        device=device,
         dtype=args.dtype,
         safety_checker=not args.no_safety_checker,
         config=args.config,
@@ -100,8 +121,7 @@ def cmd_generate(args) -> int:
     warning = defaults.size_warning(*resolve_size(args.width, args.height, init, defaults))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    result = pipe(
-        args.prompt,
+    arguments = dict(
         negative_prompt=args.negative,
         num_inference_steps=args.steps,  # None: the model's defaults, applied by the pipeline
         guidance_scale=args.guidance,
@@ -115,7 +135,12 @@ def cmd_generate(args) -> int:
         mask_blur=args.mask_blur,
         sampler=args.sampler or defaults.sampler_name,
         progress=not args.no_progress,
+        **extras,
     )
+    if lines is not None:
+        run_units(pipe, units_of(lines, args.batch), output_folder(args.out), arguments, state)
+        return 0
+    result = pipe(args.prompt, **arguments)
     paths = output_paths(args.out, len(result.images), seed=result.seeds[0])
     for image, text, path in zip(result.images, result.infotexts, paths):
         write_png(image, path, text)
@@ -124,3 +149,13 @@ def cmd_generate(args) -> int:
         print("note: the safety checker blacked out some images (--no-safety-checker disables it)", file=sys.stderr)
     print(f"seed {result.seeds[0]}", file=sys.stderr)
     return 0
+
+
+def _prompt_lines(args, init):
+    """The prompt file's lines, read and checked before any model loads."""
+    if init is not None:
+        raise InvalidInputError("--prompts is for text-to-image; leave out --init-image")
+    lines = read_prompt_file(args.prompts)
+    units_of(lines, args.batch)
+    output_folder(args.out)
+    return lines

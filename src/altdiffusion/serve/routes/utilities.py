@@ -34,13 +34,15 @@ def png_info(req: PNGInfoRequest, service: Service = Depends(service_of)):
 
 
 def infotext_fields(infotext: str) -> dict[str, Any]:
-    """A1111's png-info ``parameters``: the infotext's fields, with Size also split in two."""
+    """A1111's png-info ``parameters``: the infotext's fields, with WxH sizes also split in two
+    (``Size-1``, ``Size-2``, ``Seed resize from-1``...)."""
     prompt, negative, params = parse_infotext(infotext)
     fields = {"Prompt": prompt, "Negative prompt": negative, **params}
-    if "Size" in params:
-        with contextlib.suppress(InvalidInputError):
-            width, height = parse_size(params["Size"])
-            fields["Size-1"], fields["Size-2"] = str(width), str(height)
+    for key in ("Size", "Seed resize from", "Hires resize"):
+        if key in params:
+            with contextlib.suppress(InvalidInputError):
+                width, height = parse_size(params[key])
+                fields[f"{key}-1"], fields[f"{key}-2"] = str(width), str(height)
     return fields
 
 

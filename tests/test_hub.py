@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import altdiffusion
-from altdiffusion import ModelNotFoundError
+from altdiffusion import CheckpointError, ModelNotFoundError
 from altdiffusion.hub import KNOWN_CHECKPOINTS, M9_LANGUAGES, bundled_model_dir, resolve_model
 from altdiffusion.models.tiny import write_tiny_altclip, write_tiny_altdiffusion
 from tests.models.cli_batch import run_cli_batch
@@ -202,15 +202,18 @@ def test_mini_is_clear_when_absent_and_loads_when_present(kind):
 # ------------------------------------------------------------------------------ local paths
 
 
-def test_a_file_is_not_a_model_folder(tmp_path):
+def test_a_file_is_a_single_file_checkpoint_or_refused(tmp_path):
     path = tmp_path / "model.safetensors"
     path.write_bytes(b"\0" * 16)
-    with pytest.raises(ModelNotFoundError, match="is a file; pass the model folder"):
-        resolve_model(path)
-    with pytest.raises(ModelNotFoundError, match="is a file"):
+    assert resolve_model(path) == path.resolve()  # A1111's single-file layout: models/single_file.py
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         altdiffusion.load_pipeline(str(path))
-    with pytest.raises(ModelNotFoundError, match="is a file"):
+    with pytest.raises(ModelNotFoundError, match="is a file; an AltCLIP model is a folder"):
         altdiffusion.load_clip(path)
+    other = tmp_path / "notes.txt"
+    other.write_text("x")
+    with pytest.raises(ModelNotFoundError, match=r"neither a model folder .* nor a single-file checkpoint"):
+        resolve_model(other)
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,12 @@ def load_clip(name_or_path, device=None, dtype=None):
     return _load_clip(name_or_path, device=device, dtype=dtype)
 
 
-def load_pipeline(name_or_path, device=None, dtype=None, *, safety_checker: bool = True):
-    """An AltDiffusion pipeline (hub id, local folder or "mini"): see
+def load_pipeline(name_or_path, device=None, dtype=None, *, safety_checker: bool = True, config=None):
+    """An AltDiffusion pipeline (hub id, local folder, single file or "mini"): see
     :class:`altdiffusion.pipelines.alt_diffusion.AltDiffusionPipeline`."""
     from altdiffusion.pipelines.alt_diffusion import load_pipeline as _load_pipeline
 
-    return _load_pipeline(name_or_path, device=device, dtype=dtype, safety_checker=safety_checker)
+    return _load_pipeline(name_or_path, device=device, dtype=dtype, safety_checker=safety_checker, config=config)
 
 
 __all__ = [

@@ -43,3 +43,41 @@ def safetensors_body_sha256(path: str | Path) -> str:
         header = int.from_bytes(fh.read(8), "little")
     update_from_file(digest, path, offset=8 + header)
     return digest.hexdigest()
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """Where a file's sha256 is cached: ``model.safetensors`` -> ``model.safetensors.sha256.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256.json")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a whole file (A1111's "Model hash" is its first 10 digits), computed once: the
+    digest is cached in a sidecar JSON and trusted while the file's size and mtime are unchanged."""
+    import json
+    import os
+
+    path = Path(path)
+    stat = path.stat()
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    sidecar = sidecar_path(path)
+    try:
+        cached = json.loads(sidecar.read_text())
+        if {k: cached.get(k) for k in stamp} == stamp and len(cached.get("sha256", "")) == 64:
+            return cached["sha256"]
+    except (OSError, ValueError, AttributeError):
+        pass  # no cache yet, or an unreadable one: hash the file
+    digest = sha256_files([path])
+    tmp = sidecar.with_name(f".{sidecar.name}.tmp")
+    try:
+        tmp.write_text(json.dumps({"sha256": digest, **stamp}) + "\n")
+        os.replace(tmp, sidecar)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a read-only model folder: the hash is just not cached
+    return digest
+
+
+def model_sha256(source: str | Path) -> str | None:
+    """A model's identity in infotexts and ``sd-models``: a single file's own sha256 (as A1111), a folder's UNet files'."""
+    source = Path(source)
+    return file_sha256(source) if source.is_file() else unet_sha256(source)

@@ -60,6 +60,7 @@ KNOWN_CHECKPOINTS = {
 
 # Files a pipeline or CLIP folder needs; skips Flax/TF/ONNX duplicates and `.ckpt` files.
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.model", "*.txt"]
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -70,18 +71,22 @@ def bundled_model_dir(kind: str) -> Path:
 
 
 def resolve_model(name_or_path: str | Path, *, kind: str | None = None) -> Path:
-    """A local folder holding the model ``name_or_path`` names.
+    """A local folder holding the model ``name_or_path`` names, or a single checkpoint file.
 
-    Order: an existing path; ``"mini"`` (the bundled model, ``kind`` picks CLIP or diffusion);
+    Order: an existing path (a folder, or a ``.safetensors``/``.ckpt``/``.pt`` file in A1111's
+    layout, see models/single_file.py); ``"mini"`` (the bundled model, ``kind`` picks CLIP or diffusion);
     a hub id (``owner/name``) from the hub cache, downloading when online.
     """
     text = str(name_or_path)
     path = Path(text).expanduser()
     if path.exists():
-        if not path.is_dir():
+        if not path.is_dir() and path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
             raise ModelNotFoundError(
-                f"{path} is a file; pass the model folder (the one holding model_index.json or config.json)"
+                f"{path} is neither a model folder (holding model_index.json or config.json) nor a single-file "
+                f"checkpoint ({', '.join(SINGLE_FILE_SUFFIXES)})"
             )
+        if not path.is_dir() and kind == "clip":
+            raise ModelNotFoundError(f"{path} is a file; an AltCLIP model is a folder (holding config.json)")
         return path.resolve()
     if text == "mini":
         folder = bundled_model_dir(kind or "diffusion")
@@ -99,7 +104,14 @@ def resolve_model(name_or_path: str | Path, *, kind: str | None = None) -> Path:
     return _from_hub(text)
 
 
-def _from_hub(repo_id: str) -> Path:
+def tokenizer_files(repo_id: str, subfolder: str) -> Path:
+    """The tokenizer folder of a hub model (cache first), for a single file that carries none."""
+    prefix = f"{subfolder}/" if subfolder else ""
+    folder = _from_hub(repo_id, [f"{prefix}*.json", f"{prefix}*.model", f"{prefix}*.txt"])
+    return folder / subfolder if subfolder else folder
+
+
+def _from_hub(repo_id: str, patterns: list[str] = DOWNLOAD_PATTERNS) -> Path:
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -110,7 +122,7 @@ def _from_hub(repo_id: str) -> Path:
     )
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=DOWNLOAD_PATTERNS))
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except RepositoryNotFoundError:
         raise ModelNotFoundError(
             f"{repo_id!r} does not exist on the Hugging Face hub (or is private: log in with `hf auth login`)"

@@ -16,8 +16,10 @@ from altdiffusion.hub import bundled_model_dir
 from altdiffusion.models.tiny import write_tiny_altdiffusion
 from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline
 from altdiffusion.pipelines.lora import LoraLayer, layers_to_kohya
-from altdiffusion.pipelines.memory import decode_with_fallback
+from altdiffusion.pipelines.conditioning import token_embedding_width
+from altdiffusion.pipelines.memory import OneResident, decode_with_fallback
 from altdiffusion.pipelines.preview import SD_VAE_TO_RGB, latent_to_rgb_for, preview_psnr
+from altdiffusion.prompts.embedding_files import Embedding, write_embedding
 
 SIZE, STEPS = 32, 3
 CALL = dict(prompt="一只猫，水墨画", negative_prompt="模糊", num_inference_steps=STEPS, height=SIZE, width=SIZE, seed=3)
@@ -68,6 +70,53 @@ def test_modes_refuse_what_cannot_work(folder):
         pipe.enable_speed_mode()
     with pytest.raises(InvalidInputError, match="call to\\(\\) before it"):
         pipe.to("cpu")
+
+
+@pytest.fixture(scope="module")
+def embeddings_dir(folder, tmp_path_factory):
+    """A two-vector textual-inversion embedding ("roundy") of the tiny text encoder's width."""
+    pipe = AltDiffusionPipeline.from_pretrained(folder, device="cpu")
+    vectors = torch.randn(2, token_embedding_width(pipe.text_encoder), generator=torch.Generator().manual_seed(5))
+    root = tmp_path_factory.mktemp("ti")
+    write_embedding(Embedding("roundy", vectors), root / "roundy.safetensors")
+    return root
+
+
+@pytest.mark.parametrize("mode", ["balanced", "low"])
+def test_embedding_triggers_work_under_memory_modes(folder, embeddings_dir, mode):
+    """The trigger's vectors are looked up where the offloaded table waits, then encoded on the device."""
+    prompt = "a roundy cat, (roundy:1.3)"
+    pipe = AltDiffusionPipeline.from_pretrained(folder, device="cpu")
+    pipe.load_embeddings(embeddings_dir)
+    expected = generate(pipe, prompt=prompt)
+    assert np.abs(expected - generate(pipe)).max() > 1e-3  # the trigger changes the image
+    offloaded = AltDiffusionPipeline.from_pretrained(folder, device="cpu")
+    offloaded.load_embeddings(embeddings_dir)
+    offloaded.enable_memory_mode(mode)
+    assert np.abs(generate(offloaded, prompt=prompt) - expected).max() < 1e-5
+
+
+def test_a_vae_swapped_in_under_a_memory_mode_is_offloaded_too(folder, tmp_path):
+    torch.manual_seed(123)
+    pipe = AltDiffusionPipeline.from_pretrained(folder, device="cpu")
+    AutoencoderKL.from_config(pipe.vae.config).save_pretrained(str(tmp_path / "other-vae"))
+    own = generate(pipe)
+    pipe.load_vae(tmp_path / "other-vae")
+    swapped = generate(pipe)
+    assert np.abs(swapped - own).max() > 1e-3
+
+    offloaded = AltDiffusionPipeline.from_pretrained(folder, device="cpu")
+    offloaded.enable_memory_mode("balanced")
+    own_vae = offloaded.vae
+    offloaded.load_vae(tmp_path / "other-vae")
+    assert isinstance(getattr(offloaded.vae, "_hf_hook", None), OneResident)
+    assert getattr(own_vae, "_hf_hook", None) is None  # out of the group, waiting on the CPU
+    assert offloaded.vae.use_tiling and offloaded.vae.use_slicing
+    assert offloaded.vae in offloaded.unet._hf_hook.group and own_vae not in offloaded.unet._hf_hook.group
+    assert np.array_equal(generate(offloaded), swapped)
+    offloaded.load_vae(None)
+    assert isinstance(getattr(own_vae, "_hf_hook", None), OneResident)
+    assert np.array_equal(generate(offloaded), own)
 
 
 def test_attention_slicing_matches_within_1e5(folder, resident):

@@ -164,7 +164,8 @@ def test_txt2img_defaults_a1111_extras_and_unknown_fields(client):
     body = r.json()
     info = json.loads(body["info"])
     assert info["sampler_name"] == "Euler"  # A1111's API default
-    assert info["all_seeds"] == [10, 11] and len(body["images"]) == 2
+    # A1111: with a variation seed every image keeps the seed and the subseed counts up
+    assert info["all_seeds"] == [10, 10] and info["all_subseeds"] == [5, 6] and len(body["images"]) == 2
     assert info["cfg_scale"] == 7.0
     assert "some_unknown_field" not in body["parameters"]
 
@@ -425,8 +426,8 @@ def test_bad_input_is_rejected_with_clear_errors(client):
     assert r.status_code == 422
     r = post(f"{API}/txt2img", json={"prompt": "x", "sampler_name": "Nonsense", **SMALL})
     assert r.status_code == 422 and "unknown sampler" in r.json()["detail"][0]["msg"]
-    r = post(f"{API}/txt2img", json={"prompt": "x", "enable_hr": True, **SMALL})
-    assert r.status_code == 422
+    r = post(f"{API}/txt2img", json={"prompt": "x", "enable_hr": True, "hr_scale": 100, **SMALL})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "hr_scale"]
     r = post(f"{API}/txt2img", json={"prompt": 5, **SMALL})
     assert r.status_code == 422
 

@@ -74,6 +74,28 @@ def test_options_fill_the_config_with_current_defaults():
     assert (fast.compile, fast.memory) == (True, "full") and _parse(["--memory", "low"]).memory == "low"
 
 
+def test_every_limit_and_the_host_checks_are_flags():
+    default = _parse([])
+    assert (default.max_images, default.max_input_pixels, default.max_job_seconds) == (8, 2 * 4096 * 4096, 600)
+    assert (default.max_connections, default.header_timeout, default.body_timeout) == (64, 10, 60)
+    assert default.host_names == ("localhost", "127.0.0.1", "::1") and default.cors_origins == ()
+    flags = ["--max-images", "2", "--max-input-pixels", "100", "--max-job-seconds", "5", "--max-lora-tags", "1"]
+    flags += ["--max-connections", "9", "--header-timeout", "2", "--body-timeout", "3", "--keep-alive-timeout", "4"]
+    flags += ["--allowed-hosts", "studio.lan, *", "--cors-origins", "https://app.example", "--host", "10.0.0.5"]
+    config = _parse(flags)
+    assert (config.max_images, config.max_input_pixels, config.max_job_seconds, config.max_lora_tags) == (2, 100, 5, 1)
+    assert (config.max_connections, config.header_timeout, config.body_timeout, config.keep_alive_timeout) == (
+        9,
+        2,
+        3,
+        4,
+    )
+    assert config.host_names == ("studio.lan", "*") and config.cors_origins == ("https://app.example",)
+    assert _parse(["--host", "10.0.0.5"]).host_names == ("localhost", "127.0.0.1", "::1", "10.0.0.5")
+    with pytest.raises(InvalidInputError, match="--header-timeout"):
+        _parse(["--header-timeout", "0"])
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -83,6 +105,7 @@ def test_options_fill_the_config_with_current_defaults():
         ({"api_auth": "nopassword"}, "user:password"),
         ({"port": 70000}, "port"),
         ({"lora_dir": "/no/such/folder"}, "--lora-dir"),
+        ({"vaes": {"blue": "/no/such/vae.safetensors"}}, "--vae"),
         ({"models": {}}, "no model"),
         ({"memory": "tiny"}, "unknown memory mode 'tiny'"),
         ({"compile": True, "memory": "balanced"}, "--memory balanced"),

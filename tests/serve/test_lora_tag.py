@@ -87,3 +87,17 @@ def test_unknown_lora_and_bad_weight_are_422(server):
         timeout=60,
     )
     assert path.status_code == 422
+
+
+@pytest.mark.parametrize("weight", ["inf", "-inf", "nan", "1e308", "10.5"])
+def test_lora_weights_must_be_finite_and_in_range(server, weight):
+    r = httpx.post(server + f"{API}/txt2img", json={**BODY, "prompt": f"x <lora:ink:{weight}>"}, timeout=60)
+    assert r.status_code == 422, r.text
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["body", "prompt"] and "finite number from -10 to 10" in error["msg"]
+
+
+def test_the_number_of_lora_tags_is_capped(server):
+    prompt = "x" + "<lora:ink:0.01>" * 1170
+    r = httpx.post(server + f"{API}/txt2img", json={**BODY, "prompt": prompt}, timeout=60)
+    assert r.status_code == 422 and "--max-lora-tags" in r.text and "1170" in r.text

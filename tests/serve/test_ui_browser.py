@@ -276,6 +276,22 @@ def test_generate_in_headless_chromium(base_url):
             text = page.inner_text("#infotext")
             assert "Denoising strength: 0.6" in text and "Mask blur" in text, text
 
+            # Hires fix and a variation seed from the txt2img form.
+            page.click("#tab-txt2img")
+            page.check("#enable-hr")
+            page.fill("#hr-scale", "1.5")
+            page.click("#variation-box summary")
+            page.fill("#subseed", "5")
+            page.fill("#subseed-strength", "0.3")
+            page.click("#generate")
+            page.wait_for_function("() => document.querySelectorAll('#gallery img').length >= 8")
+            page.wait_for_function("() => document.querySelector('#gallery img').naturalWidth > 0")
+            assert page.eval_on_selector("#gallery img", "i => [i.naturalWidth, i.naturalHeight]") == [96, 96]
+            text = page.inner_text("#infotext")
+            assert "Hires upscale: 1.5" in text and "Variation seed: 5" in text and "RNG: CPU" in text, text
+            page.uncheck("#enable-hr")
+            page.fill("#subseed-strength", "0")
+
             # Progress with step previews, then Interrupt: a partial image comes back.
             page.click("#tab-txt2img")
             page.fill("#steps", "80")

@@ -37,6 +37,16 @@ def add_performance_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_config_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FOLDER",
+        help="a single file's architecture: a diffusers folder of the same shapes "
+        "(default: the published AltDiffusion/-m18 or SD-1.x architecture the file is detected as)",
+    )
+
+
 def open_image(path: str, what: str):
     from PIL import Image, UnidentifiedImageError
 

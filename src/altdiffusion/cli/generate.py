@@ -6,14 +6,40 @@ import argparse
 import sys
 from pathlib import Path
 
-from altdiffusion.cli.common import add_device_arguments, add_performance_arguments, open_image, positive_int
+from altdiffusion.cli.common import (
+    add_config_argument,
+    add_device_arguments,
+    add_performance_arguments,
+    open_image,
+    positive_int,
+)
+from altdiffusion.cli.generation_options import add_hires_arguments, add_noise_arguments, noise_and_hires
+from altdiffusion.cli.prompt_batch import output_folder, process_state, run_units, units_of
+from altdiffusion.cli.prompt_file import read_prompt_file
 from altdiffusion.errors import InvalidInputError
 
 
 def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="text-to-image, image-to-image and inpainting")
-    p.add_argument("prompt", help="the prompt, in any supported language; A1111 (emphasis:1.2) and BREAK work")
-    p.add_argument("--model", default="mini", help="hub id, local folder, or 'mini' (bundled; default)")
+    p.add_argument(
+        "prompt", nargs="?", help="the prompt, in any supported language; A1111 (emphasis:1.2) and BREAK work"
+    )
+    p.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="a prompt a line, or A1111 prompt-file lines (--prompt ... --seed 1 --steps 20); resumable, "
+        "split across processes under accelerate launch",
+    )
+    p.add_argument(
+        "--model",
+        default="mini",
+        help="hub id, local folder, single file (.safetensors/.ckpt in A1111's layout), or 'mini' (bundled; default)",
+    )
+    add_config_argument(p)
+    p.add_argument(
+        "--vae", default=None, metavar="FILE|FOLDER", help="another VAE: an A1111 .safetensors or a diffusers folder"
+    )
     p.add_argument("--negative", default="", help="negative prompt")
     p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the model's)")
     p.add_argument(
@@ -42,6 +68,14 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
         help="merge a LoRA (kohya or diffusers .safetensors) at SCALE (default 1); repeatable. "
         "FILE:NUMBER always splits at the last ':', so a path that ends in ':NUMBER' needs an explicit :SCALE",
     )
+    p.add_argument(
+        "--embeddings-dir",
+        default=None,
+        metavar="DIR",
+        help="textual-inversion embeddings (.pt, .bin, .safetensors); a file's stem is its trigger word",
+    )
+    add_noise_arguments(p)
+    add_hires_arguments(p)
     p.add_argument("--no-progress", action="store_true")
     add_device_arguments(p)
     add_performance_arguments(p)
@@ -49,35 +83,28 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_generate(args) -> int:
-    from altdiffusion.pipelines.alt_diffusion import load_pipeline
     from altdiffusion.pipelines.infotext import output_paths, write_png
     from altdiffusion.pipelines.inputs import resolve_size
-    from altdiffusion.pipelines.lora import parse_lora_arg
-    from altdiffusion.pipelines.modes import check_modes
 
+    if (args.prompt is None) == (args.prompts is None):
+        raise InvalidInputError("give a prompt or --prompts FILE (one of them)")
     init = open_image(args.init_image, "init image") if args.init_image else None
     mask = open_image(args.mask, "mask") if args.mask else None
     if mask is not None and init is None:
         raise InvalidInputError("--mask needs --init-image (the image to inpaint)")
-    if args.sampler:
-        from altdiffusion.pipelines.samplers import canonical_sampler_name
-
-        canonical_sampler_name(args.sampler)
-    check_modes(args.compile, args.memory)
-    output_paths(args.out, args.batch, seed=max(args.seed, 0))  # a bad --out fails before any work
-    loras = [parse_lora_arg(text) for text in args.lora or []]
-    for lora_path, _ in loras:  # a missing LoRA fails before the model loads
-        if not Path(lora_path).is_file():
-            raise InvalidInputError(f"--lora {lora_path}: no such file (give FILE or FILE:SCALE)")
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, safety_checker=not args.no_safety_checker)
-    for lora_path, scale in loras:
-        pipe.load_lora(lora_path, scale)
+    extras = noise_and_hires(args, init)
+    lines = _prompt_lines(args, init) if args.prompts else None
+    if lines is None:
+        output_paths(args.out, args.batch, seed=max(args.seed, 0))  # a bad --out fails before any work
+    loras = _check_model_flags(args)
+    state = process_state(args.device) if lines else None
+    device = args.device or (state.device if state is not None and state.num_processes > 1 else None)
+    pipe = _load_pipeline(args, device, loras)
     defaults = pipe.defaults  # the same source the server and its web UI read
     warning = defaults.size_warning(*resolve_size(args.width, args.height, init, defaults))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    call = dict(
-        prompt=args.prompt,
+    arguments = dict(
         negative_prompt=args.negative,
         num_inference_steps=args.steps,  # None: the model's defaults, applied by the pipeline
         guidance_scale=args.guidance,
@@ -91,9 +118,13 @@ def cmd_generate(args) -> int:
         mask_blur=args.mask_blur,
         sampler=args.sampler or defaults.sampler_name,
         progress=not args.no_progress,
+        **extras,
     )
-    _apply_modes(pipe, args, call)
-    result = pipe(**call)
+    _apply_modes(pipe, args, dict(arguments, prompt=args.prompt or ""))
+    if lines is not None:
+        run_units(pipe, units_of(lines, args.batch), output_folder(args.out), arguments, state)
+        return 0
+    result = pipe(args.prompt, **arguments)
     paths = output_paths(args.out, len(result.images), seed=result.seeds[0])
     for image, text, path in zip(result.images, result.infotexts, paths):
         write_png(image, path, text)
@@ -104,8 +135,28 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _check_model_flags(args) -> list:
+    """Sampler, modes, LoRA files and the embeddings folder, checked before the model loads; the LoRAs."""
+    from altdiffusion.pipelines.lora import parse_lora_arg
+    from altdiffusion.pipelines.modes import check_modes
+
+    if args.sampler:
+        from altdiffusion.pipelines.samplers import canonical_sampler_name
+
+        canonical_sampler_name(args.sampler)
+    check_modes(args.compile, args.memory)
+    loras = [parse_lora_arg(text) for text in args.lora or []]
+    for lora_path, _ in loras:
+        if not Path(lora_path).is_file():
+            raise InvalidInputError(f"--lora {lora_path}: no such file (give FILE or FILE:SCALE)")
+    if args.embeddings_dir and not Path(args.embeddings_dir).is_dir():
+        raise InvalidInputError(f"--embeddings-dir {args.embeddings_dir} is not a folder")
+    return loras
+
+
 def _apply_modes(pipe, args, call: dict) -> None:
-    """``--memory`` and ``--compile``; speed mode warms up on this call's shapes and says how long it took."""
+    """``--memory`` and ``--compile``; speed mode warms up on this call's shapes (a prompt file's
+    lines of other sizes compile their own on first use) and says how long it took."""
     if args.memory != "full":
         pipe.enable_memory_mode(args.memory)
     if args.compile:
@@ -114,3 +165,34 @@ def _apply_modes(pipe, args, call: dict) -> None:
         speed = pipe.enable_speed_mode()
         seconds = timed_warm_up(pipe, **call)
         print(f"speed mode: compiled in {seconds:.1f} s (kernel cache {speed.cache_dir})", file=sys.stderr)
+
+
+def _load_pipeline(args, device, loras):
+    """The model with its VAE, LoRAs and embeddings, as the flags name them."""
+    from altdiffusion.pipelines.alt_diffusion import load_pipeline
+
+    pipe = load_pipeline(
+        args.model,
+        device=device,
+        dtype=args.dtype,
+        safety_checker=not args.no_safety_checker,
+        config=args.config,
+    )
+    if args.vae:
+        pipe.load_vae(args.vae)
+    for lora_path, scale in loras:
+        pipe.load_lora(lora_path, scale)
+    if args.embeddings_dir:
+        for name, skipped in pipe.load_embeddings(args.embeddings_dir).skipped.items():
+            print(f"warning: embedding {name!r} skipped: {skipped.reason}", file=sys.stderr)
+    return pipe
+
+
+def _prompt_lines(args, init):
+    """The prompt file's lines, read and checked before any model loads."""
+    if init is not None:
+        raise InvalidInputError("--prompts is for text-to-image; leave out --init-image")
+    lines = read_prompt_file(args.prompts)
+    units_of(lines, args.batch)
+    output_folder(args.out)
+    return lines

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from altdiffusion.cli.common import add_device_arguments
+from altdiffusion.cli.common import add_config_argument, add_device_arguments
 
 
 def add_info_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a model: family, languages, sizes, dtype, device")
-    p.add_argument("model", help="hub id, local folder, or 'mini'")
+    p.add_argument("model", help="hub id, local folder, single file (.safetensors/.ckpt, A1111 layout), or 'mini'")
+    add_config_argument(p)
     p.add_argument("--clip", action="store_true", help="with 'mini': describe the bundled AltCLIP instead")
     add_device_arguments(p)
     p.set_defaults(func=cmd_info)
@@ -19,7 +20,8 @@ def cmd_info(args) -> int:
     from altdiffusion.hub import resolve_model
 
     folder = resolve_model(args.model, kind="clip" if args.model == "mini" and args.clip else None)
-    rows = _pipeline_rows(args) if (folder / "model_index.json").is_file() else _clip_rows(args, folder)
+    is_pipeline = folder.is_file() or (folder / "model_index.json").is_file()
+    rows = _pipeline_rows(args) if is_pipeline else _clip_rows(args, folder)
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
@@ -29,12 +31,12 @@ def cmd_info(args) -> int:
 def _pipeline_rows(args) -> list[tuple[str, str]]:
     from altdiffusion.pipelines.alt_diffusion import load_pipeline
 
-    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, safety_checker=True)
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype, safety_checker=True, config=args.config)
     te = pipe.text_encoder
     return [
         ("family", "AltDiffusion (text-to-image)"),
         ("model", pipe.name),
-        ("folder", str(pipe.folder)),
+        ("file" if pipe.folder.is_file() else "folder", str(pipe.folder)),
         ("languages", ", ".join(pipe.languages) or "unknown"),
         ("conditioning", pipe.conditioning),
         (

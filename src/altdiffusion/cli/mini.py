@@ -16,6 +16,7 @@ def add_mini_parsers(sub: argparse._SubParsersAction) -> None:
     _add_build_parser(mini)
     _add_report_parser(mini)
     _add_data_parser(mini)
+    _add_eval_data_parser(mini)
 
 
 def _add_build_parser(mini: argparse._SubParsersAction) -> None:
@@ -78,6 +79,15 @@ def _add_data_parser(mini: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_mini_data)
 
 
+def _add_eval_data_parser(mini: argparse._SubParsersAction) -> None:
+    p = mini.add_parser("eval-data", help="the report's evaluation data in the layouts `altdiffusion eval` reads")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=positive_int, default=200, help="images in the zero-shot and retrieval sets")
+    p.add_argument("--t2i-scenes", type=positive_int, default=32, help="scenes in the text-to-image prompt set")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_mini_eval_data)
+
+
 def cmd_mini_build(args) -> int:
     from altdiffusion.mini.build import Build
     from altdiffusion.mini.package import install, size_mb
@@ -121,4 +131,12 @@ def cmd_mini_data(args) -> int:
 
     paths = write_shards(Path(args.out), args.n, args.seed, split=args.split, shard_size=args.shard_size)
     print(f"wrote {len(paths)} shards to {args.out}")
+    return 0
+
+
+def cmd_mini_eval_data(args) -> int:
+    from altdiffusion.mini.eval_data import write_eval_data
+
+    out = write_eval_data(args.out, seed=args.seed, n=args.n, t2i_scenes=args.t2i_scenes)
+    print(f"wrote zeroshot-wds-*, zeroshot-folder, retrieval, retrieval-wds-*, t2i to {out}")
     return 0

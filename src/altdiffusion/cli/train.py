@@ -19,6 +19,7 @@ from altdiffusion.training.settings import (
     DiffusionSettings,
     DistillSettings,
     DreamBoothSettings,
+    TextualInversionSettings,
     VAESettings,
     dreambooth_train_settings,
 )
@@ -76,6 +77,12 @@ COMMANDS = (
         "DreamBooth a subject or style into an AltDiffusion (LoRA or --full UNet)",
         arguments.add_dreambooth_arguments,
         TaskCommand("dreambooth", DreamBoothSettings, dreambooth_train_settings),
+    ),
+    (
+        "textual-inversion",
+        "learn a new trigger word's embedding vectors, the model frozen (an A1111 embedding file)",
+        arguments.add_textual_inversion_arguments,
+        TaskCommand("textual_inversion", TextualInversionSettings),
     ),
 )
 

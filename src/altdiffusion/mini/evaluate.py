@@ -33,31 +33,50 @@ def eval_images(scenes, seed: int):
     return [world.render(s, random.Random(f"eval-{seed}-{i}")) for i, s in enumerate(scenes)]
 
 
-@torch.no_grad()
-def retrieval_r1(model, lang: str, *, seed: int = 0, n: int = 200) -> float:
-    clip = _clip(model)
-    scenes = world.scenes_for_eval("seen", n * 3 // 4, EVAL_SEED + seed, 1) + world.scenes_for_eval(
+def retrieval_scenes(seed: int = 0, n: int = 200):
+    """The retrieval gallery: 3/4 one-thing and 1/4 two-thing scenes, distinct."""
+    return world.scenes_for_eval("seen", n * 3 // 4, EVAL_SEED + seed, 1) + world.scenes_for_eval(
         "seen", n // 4, EVAL_SEED + seed, 2
     )
+
+
+def zero_shot_scenes(seed: int = 0, n: int = 200):
+    return world.scenes_for_eval("seen", n, EVAL_SEED + seed + 1, 1)
+
+
+# The 40 zero-shot classes: every (colour, shape); the class name is the phrase "a <colour> <shape>".
+ZERO_SHOT_LABELS = [(c, s) for c in world.COLOURS for s in world.SHAPES]
+
+
+@torch.no_grad()
+def retrieval_r1(model, lang: str, *, seed: int = 0, n: int = 200) -> float:
+    from altdiffusion.eval.metrics import retrieval_metrics
+
+    clip = _clip(model)
+    scenes = retrieval_scenes(seed, n)
     images = clip.embed_image(eval_images(scenes, seed))
     texts = clip.embed_text([world.caption(s, lang, 0) for s in scenes])
-    best = (texts @ images.t()).argmax(dim=1).cpu()
-    return float((best == torch.arange(len(scenes))).float().mean())
+    return retrieval_metrics(texts, images, torch.arange(len(scenes)), ks=(1,))["image_retrieval_recall@1"]
 
 
 @torch.no_grad()
 def zero_shot(model, lang: str, *, seed: int = 0, n: int = 200) -> dict[str, float]:
     """Colour and shape accuracy on one-thing images: each image takes the best of the 40 phrases
-    "a <colour> <shape>" (CLIP's zero-shot rule over the joint label set); its colour and its
-    shape are scored separately."""
+    "a <colour> <shape>" (CLIP's zero-shot rule over the joint label set, one template: the phrase);
+    its colour and its shape are scored separately."""
+    from altdiffusion.eval.metrics import class_embeddings
+
     clip = _clip(model)
-    scenes = world.scenes_for_eval("seen", n, EVAL_SEED + seed + 1, 1)
+    scenes = zero_shot_scenes(seed, n)
     images = clip.embed_image(eval_images(scenes, seed + 1))
-    labels = [(c, s) for c in world.COLOURS for s in world.SHAPES]
-    texts = clip.embed_text([world.phrase(c, s, lang) for c, s in labels])
-    best = [labels[i] for i in (images @ texts.t()).argmax(1).tolist()]
-    colour = sum(c == s.things[0].colour for (c, _), s in zip(best, scenes)) / n
-    shape = sum(sh == s.things[0].shape for (_, sh), s in zip(best, scenes)) / n
+    classifier = class_embeddings(clip.embed_text, [world.phrase(c, s, lang) for c, s in ZERO_SHOT_LABELS], ["{c}"])
+    return marginal_accuracy([ZERO_SHOT_LABELS[i] for i in (images @ classifier.t()).argmax(1).tolist()], scenes)
+
+
+def marginal_accuracy(predicted, scenes) -> dict[str, float]:
+    """Share of one-thing scenes whose predicted (colour, shape) has the right colour, the right shape."""
+    colour = sum(c == s.things[0].colour for (c, _), s in zip(predicted, scenes)) / len(scenes)
+    shape = sum(sh == s.things[0].shape for (_, sh), s in zip(predicted, scenes)) / len(scenes)
     return {"colour": colour, "shape": shape}
 
 

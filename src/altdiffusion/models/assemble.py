@@ -24,11 +24,12 @@ def assemble(
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from altdiffusion.hub import resolve_model
-    from altdiffusion.models.loading import load_altclip, read_json
-    from altdiffusion.models.tokenizer import load_tokenizer
+    from altdiffusion.models.loading import read_json
     from altdiffusion.pipelines.components import load_scheduler
 
     folder = resolve_model(base, kind="diffusion")
+    if folder.is_file():  # a single file in A1111's layout (models/single_file.py)
+        return _from_single_file(folder, text_encoder, conditioning)
     index = read_json(folder / "model_index.json")
     if text_encoder is None:
         # An AltDiffusion folder, or a Stable Diffusion 1.x one (trained as it is: the mini recipe's SD-mini).
@@ -43,6 +44,14 @@ def assemble(
         vae = AutoencoderKL.from_pretrained(str(folder / "vae"))
     except Exception as err:
         raise CheckpointError(f"{folder}: cannot load the UNet/VAE ({err})") from None
+    return _with_altclip_tower(unet, vae, load_scheduler(folder / "scheduler"), text_encoder, conditioning, base)
+
+
+def _with_altclip_tower(unet, vae, scheduler, text_encoder, conditioning, base) -> AltDiffusionPipeline:
+    from altdiffusion.hub import resolve_model
+    from altdiffusion.models.loading import load_altclip
+    from altdiffusion.models.tokenizer import load_tokenizer
+
     clip_folder = resolve_model(text_encoder, kind="clip")
     encoder = _conditioning_tower(load_altclip(clip_folder).text_model, unet.config.cross_attention_dim, conditioning)
     return AltDiffusionPipeline(
@@ -50,10 +59,20 @@ def assemble(
         text_encoder=encoder.eval(),
         unet=unet,
         vae=vae,
-        scheduler=load_scheduler(folder / "scheduler"),
-        name=f"{Path(str(base)).name}-alt",
+        scheduler=scheduler,
+        name=f"{Path(str(base)).stem}-alt",
         folder=None,
     )
+
+
+def _from_single_file(path: Path, text_encoder, conditioning) -> AltDiffusionPipeline:
+    """A single file to train: as it is, or its UNet/VAE/scheduler with an AltCLIP text tower."""
+    if text_encoder is None:
+        return AltDiffusionPipeline.from_pretrained(path, device="cpu", dtype="fp32", safety_checker=False)
+    from altdiffusion.models.single_file import load_single_file
+
+    c = load_single_file(path)
+    return _with_altclip_tower(c.unet.float(), c.vae.float(), c.scheduler, text_encoder, conditioning, path)
 
 
 def _conditioning_tower(source: AltTextEncoder, width: int, conditioning: str | None) -> AltTextEncoder:

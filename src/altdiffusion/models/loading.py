@@ -41,19 +41,24 @@ def read_json(path: Path) -> dict:
 def load_text_encoder(folder: Path) -> AltTextEncoder:
     """An AltDiffusion ``text_encoder/`` folder (RobertaSeriesModelWithTransformation layout)."""
     raw = read_json(folder / "config.json")
+    state = read_state_dict(find_weight_file(folder, ["model", "pytorch_model"]))
+    state = rename_keys(state, [(r"^roberta\.encoder\.layers\.", "roberta.encoder.layer.")])
+    return text_encoder_from_state(raw, state, where=f"text encoder {folder}")
+
+
+def text_encoder_from_state(raw: dict, state: dict, *, where: str, hints: dict | None = None) -> AltTextEncoder:
+    """An AltDiffusion text encoder built from its config (a ``text_encoder/config.json`` dict) and tensors."""
     for field in ("hidden_size", "num_hidden_layers", "vocab_size"):
         if field not in raw:
-            raise CheckpointError(f"{folder / 'config.json'}: field {field!r} is missing")
+            raise CheckpointError(f"{where}: config field {field!r} is missing")
     config = text_config_from_dict(raw)
     head = "m18" if getattr(config, "has_pre_transformation", False) else "m9"
     with init_empty_weights():
         model = AltTextEncoder(config, head=head)
-    state = read_state_dict(find_weight_file(folder, ["model", "pytorch_model"]))
-    state = rename_keys(state, [(r"^roberta\.encoder\.layers\.", "roberta.encoder.layer.")])
     # An m2/m9 text encoder was cut from an AltCLIP and may still carry AltCLIP's pre_LN;
     # the conditioning path never reads it. transformation_pre is the m18 signature: never dropped.
     ignore = [r"^pre_LN\."] if head == "m9" and not any(k.startswith("transformation_pre.") for k in state) else []
-    load_strict(model, state, where=f"text encoder {folder}", ignore=ignore, hints=M18_HINTS)
+    load_strict(model, state, where=where, ignore=ignore, hints={**M18_HINTS, **(hints or {})})
     return model.eval()
 
 

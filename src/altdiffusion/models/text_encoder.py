@@ -62,9 +62,19 @@ class AltTextEncoder(nn.Module):
     def conditioning_dim(self) -> int:
         return self.config.project_dim
 
-    def _hidden_states(self, input_ids, attention_mask, *, all_layers: bool):
+    @property
+    def token_embeddings(self) -> nn.Embedding:
+        """XLM-R's input embeddings: the space textual-inversion vectors live in."""
+        return self.roberta.embeddings.word_embeddings
+
+    def _hidden_states(self, input_ids, attention_mask, *, all_layers: bool, token_embeds=None):
+        if token_embeds is None:
+            inputs = {"input_ids": input_ids}
+        else:  # the positions XLM-R would number from input_ids (padding keeps padding_idx)
+            positions = self.roberta.embeddings.create_position_ids_from_input_ids(input_ids, self.config.pad_token_id)
+            inputs = {"inputs_embeds": token_embeds, "position_ids": positions}
         out = self.roberta(
-            input_ids=input_ids,
+            **inputs,
             attention_mask=attention_mask,
             output_hidden_states=all_layers,
             return_dict=True,
@@ -78,20 +88,37 @@ class AltTextEncoder(nn.Module):
         (last,) = self._hidden_states(input_ids, attention_mask, all_layers=False)
         return self.transformation(self.pre_LN(last))[:, 0]
 
-    def conditioning(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """AltDiffusion's cross-attention conditioning, one vector per token."""
+    def conditioning(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """AltDiffusion's cross-attention conditioning, one vector per token.
+
+        ``token_embeds`` (B, T, hidden) replaces the lookup of ``input_ids`` in
+        :attr:`token_embeddings` (textual inversion); ``input_ids`` still number the positions.
+        """
         if self.head == "m18":
-            hidden = self._hidden_states(input_ids, attention_mask, all_layers=True)
+            hidden = self._hidden_states(input_ids, attention_mask, all_layers=True, token_embeds=token_embeds)
             return self.transformation_pre(self.pre_LN(hidden[-2]))
         if self.head == "m9":
-            (last,) = self._hidden_states(input_ids, attention_mask, all_layers=False)
+            (last,) = self._hidden_states(input_ids, attention_mask, all_layers=False, token_embeds=token_embeds)
             return self.transformation(last)
         raise ValueError("an AltCLIP text tower has no diffusion conditioning path; use an AltDiffusion text encoder")
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The tower's one output: AltCLIP's retrieval embedding, or AltDiffusion's conditioning."""
         if self.head == "clip":
+            if token_embeds is not None:
+                raise ValueError("an AltCLIP text tower takes no token_embeds")
             return self.retrieval_embedding(input_ids, attention_mask)
-        return self.conditioning(input_ids, attention_mask)
+        return self.conditioning(input_ids, attention_mask, token_embeds=token_embeds)
 
 
 def text_config_from_dict(config: dict) -> XLMRobertaConfig:

@@ -64,10 +64,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(
-                f"{path}: not a readable safetensors file ({err}); it is probably truncated or "
-                "corrupt. Delete it and download or convert it again."
-            ) from None
+            raise unreadable_safetensors(path, err) from None
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=False)
     except Exception as err:  # pickle errors come in many types; all mean the same to the user
@@ -87,6 +84,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a mapping of names to tensors")
     return state
+
+
+def unreadable_safetensors(path: Path, err: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: not a readable safetensors file ({err}); it is probably truncated or "
+        "corrupt. Delete it and download or convert it again."
+    )
 
 
 def load_strict(

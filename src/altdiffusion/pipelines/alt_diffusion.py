@@ -8,6 +8,7 @@ One prompt's path to pixels (the steps of :meth:`AltDiffusionPipeline.__call__`)
     timesteps        the sampler's schedule, cut by ``strength`` for image-to-image
     latents          one noise draw per image from its seed (or the init image, noised)
     denoise          scheduler + UNet, classifier-free guidance over [negative, positive]
+    hires pass       (hires fix) upscale, new noise at the target size, a second image-to-image denoise
     decode           VAE -> pixels -> (inpainting overlay, safety checker) -> PIL + A1111 infotext
 
 Image-to-image starts from the noised VAE latents of an init image (``strength`` of the
@@ -19,7 +20,6 @@ normal (non-inpainting) UNet.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,41 +28,34 @@ from PIL import Image
 
 from altdiffusion import __version__
 from altdiffusion.devices import select_device, select_dtype
-from altdiffusion.errors import AltDiffusionError, InvalidInputError
+from altdiffusion.errors import InvalidInputError
 from altdiffusion.hub import KNOWN_CHECKPOINTS, resolve_model
 from altdiffusion.pipelines.components import load_components
+from altdiffusion.pipelines.conditioning import encode_chunks, token_embedding_width
 from altdiffusion.pipelines.defaults import ModelDefaults, model_defaults
-from altdiffusion.pipelines.denoising import Inpainting, Sampling, sample, step_kwargs
+from altdiffusion.pipelines.denoising import Inpainting, Sampling, sample, shifted_callback, step_kwargs
+from altdiffusion.pipelines.hires import HiresFix, second_pass_timesteps, upscale_first_pass
 from altdiffusion.pipelines.images import latent_mask, overlay, to_pil, to_tensor
 from altdiffusion.pipelines.infotext import format_infotext
 from altdiffusion.pipelines.inputs import GenerationInputs, call_args, check_inputs
 from altdiffusion.pipelines.lora import MergedLoras
-from altdiffusion.pipelines.memory import MemoryMode, apply_memory_mode, decode_with_fallback
+from altdiffusion.pipelines.memory import MemoryMode, apply_memory_mode, decode_with_fallback, swap_offloaded
+from altdiffusion.pipelines.noise import initial_noise, noise_device, rng_infotext
 from altdiffusion.pipelines.preview import LatentToRGB, latent_to_rgb_for
+from altdiffusion.pipelines.results import GenerationInterrupted, GenerationResult
 from altdiffusion.pipelines.samplers import make_scheduler, sampler_name_for
 from altdiffusion.pipelines.seeds import MAX_SEED
-from altdiffusion.prompts.chunking import PromptChunk, apply_original_weighting, empty_chunk, tokenize_prompt
+from altdiffusion.prompts.chunking import PromptChunk, empty_chunk, tokenize_prompt
+from altdiffusion.prompts.embeddings import EmbeddingDatabase
 
-__all__ = ["MAX_SEED", "AltDiffusionPipeline", "GenerationInterrupted", "GenerationResult", "load_pipeline"]
-
-
-@dataclass
-class GenerationResult:
-    images: list[Image.Image]
-    infotexts: list[str]
-    seeds: list[int]
-    nsfw: list[bool] = field(default_factory=list)
-    steps_done: int = 0  # denoising steps the images went through
-    partial: bool = False  # stopped early: decoded from the latents of the last finished step
-
-
-class GenerationInterrupted(AltDiffusionError):
-    """Raised when ``should_stop`` returns True; ``result`` holds the images decoded from the
-    last finished step (no images when no step had finished)."""
-
-    def __init__(self, message: str, result: GenerationResult):
-        super().__init__(message)
-        self.result = result
+__all__ = [
+    "MAX_SEED",
+    "AltDiffusionPipeline",
+    "GenerationInterrupted",
+    "GenerationResult",
+    "HiresFix",
+    "load_pipeline",
+]
 
 
 class AltDiffusionPipeline:
@@ -100,21 +93,41 @@ class AltDiffusionPipeline:
         self.memory = MemoryMode()  # where the weights live; see enable_memory_mode
         self.speed = None  # a pipelines.speed.SpeedMode once enable_speed_mode ran
         self._latent_to_rgb: LatentToRGB | None = None  # the live preview's map, made on first use
+        self.embeddings = EmbeddingDatabase()  # textual-inversion triggers; see load_embeddings
         self._model_hash: str | None = None
+        self.vae_source = None  # a swapped-in VAE's VaeSource (pipelines/vae.py); None: the model's own
+        self._own_vae = vae
 
     # ------------------------------------------------------------------ loading and saving
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path, *, device=None, dtype=None, safety_checker: bool = True, name: str | None = None
+        cls,
+        name_or_path,
+        *,
+        device=None,
+        dtype=None,
+        safety_checker: bool = True,
+        name: str | None = None,
+        config: str | Path | None = None,
     ) -> AltDiffusionPipeline:
-        """Load a hub id, a local folder or ``"mini"``; ``name`` overrides the infotexts' "Model"."""
+        """Load a hub id, a local folder, a single file (A1111 layout) or ``"mini"``; ``name``
+        overrides the infotexts' "Model"; ``config`` (a diffusers folder) gives a single file's
+        architecture when it is not one of the published ones (see models/single_file.py)."""
         folder = resolve_model(name_or_path, kind="diffusion")
-        c = load_components(folder, safety_checker=safety_checker)
+        if folder.is_file():
+            from altdiffusion.models.single_file import load_single_file
+
+            # read straight into the target dtype: no second copy of a float16 file loaded as float32
+            c = load_single_file(folder, config=config, dtype=select_dtype(select_device(device), dtype))
+        else:
+            c = load_components(folder, safety_checker=safety_checker)
         meta = c.model_index.get("_altdiffusion", {})
         known = KNOWN_CHECKPOINTS.get(str(name_or_path))
         languages = tuple(known.languages if known else meta.get("languages", ()))
-        default_name = meta.get("name") or (str(name_or_path).split("/")[-1] if known else folder.name)
+        default_name = meta.get("name") or (
+            str(name_or_path).split("/")[-1] if known else (folder.stem if folder.is_file() else folder.name)
+        )
         pipe = cls(
             tokenizer=c.tokenizer,
             text_encoder=c.text_encoder,
@@ -141,7 +154,9 @@ class AltDiffusionPipeline:
         return self
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        found = {"text_encoder": self.text_encoder, "unet": self.unet, "vae": self.vae}
+        found = {"text_encoder": self.text_encoder, "unet": self.unet, "vae": self._own_vae}
+        if self.vae is not self._own_vae:
+            found["swapped_vae"] = self.vae
         if self.safety_checker is not None:
             found["safety_checker"] = self.safety_checker
         return found
@@ -202,12 +217,37 @@ class AltDiffusionPipeline:
 
     @property
     def model_hash(self) -> str:
-        """A1111-style short hash (sha256[:10]) of the UNet weight files, computed once."""
+        """A1111's short hash (sha256[:10]): of a single file as a whole (cached beside it), of a
+        folder's UNet weight files; computed once."""
         if self._model_hash is None:
-            from altdiffusion.hashing import sha256_files, unet_weight_files
+            from altdiffusion.hashing import model_sha256, sha256_files
 
-            self._model_hash = sha256_files(unet_weight_files(self.folder) if self.folder else [])[:10]
+            self._model_hash = ((model_sha256(self.folder) if self.folder else None) or sha256_files([]))[:10]
         return self._model_hash
+
+    # ------------------------------------------------------------------ VAE swap
+
+    def load_vae(self, source: str | Path | None, *, name: str | None = None) -> None:
+        """Decode (and encode) with another VAE: an A1111 file or a diffusers folder (``name``: its
+        "VAE" in infotexts, default the file name); None: the model's own. The memory and speed
+        modes in force apply to it as they did to the one it replaces."""
+        if source is None:
+            vae, vae_source = self._own_vae, None
+        else:
+            from altdiffusion.pipelines.vae import load_vae
+
+            vae, vae_source = load_vae(source, like=self._own_vae, name=name)
+            home = torch.device("cpu") if self.memory.offloaded else self.device  # offloaded: it waits there
+            if vae.dtype != self._own_vae.dtype or vae.device != home:  # a no-op cast still logs in diffusers
+                vae.to(device=home, dtype=self._own_vae.dtype)
+        if vae is self.vae:
+            return
+        swap_offloaded(self.vae, vae)
+        if self.speed is not None:
+            from altdiffusion.pipelines.speed import compile_vae
+
+            compile_vae(vae, self.speed)
+        self.vae, self.vae_source, self._latent_to_rgb = vae, vae_source, None
 
     # ------------------------------------------------------------------ LoRA
 
@@ -236,24 +276,23 @@ class AltDiffusionPipeline:
     def _lora_targets(self) -> dict[str, torch.nn.Module]:
         return {"unet": self.unet, "text_encoder": self.text_encoder}
 
+    # ------------------------------------------------------------------ textual inversion
+
+    def load_embeddings(self, folder: str | Path) -> EmbeddingDatabase:
+        """Use the embedding files in ``folder`` (A1111's embeddings/: the file stem is the trigger);
+        files made for another width are skipped with the reason (``pipe.embeddings.skipped``)."""
+        self.embeddings = EmbeddingDatabase.from_folder(folder, token_embedding_width(self.text_encoder))
+        return self.embeddings
+
     # ------------------------------------------------------------------ prompts
 
     def prompt_chunks(self, prompt: str) -> list[PromptChunk]:
-        return tokenize_prompt(prompt, self.tokenizer)
+        return tokenize_prompt(prompt, self.tokenizer, embeddings=self.embeddings)
 
     @torch.no_grad()
     def encode_chunks(self, batches: list[list[PromptChunk]]) -> torch.Tensor:
         """Conditioning for several prompts' chunks, padded to one chunk count: (B, 77*N, D)."""
-        n = max(len(chunks) for chunks in batches)
-        flat = [c for chunks in batches for c in chunks + [empty_chunk(self.tokenizer)] * (n - len(chunks))]
-        device = self.device
-        ids = torch.tensor([c.input_ids for c in flat], device=device)
-        mask = torch.tensor([c.attention_mask for c in flat], device=device)
-        weights = torch.tensor([c.weights for c in flat], device=device)
-        use_mask = getattr(self.text_encoder.config, "use_attention_mask", True)
-        hidden = self.text_encoder(ids, mask if use_mask else None)  # forward: offload hooks fire on it
-        hidden = apply_original_weighting(hidden, weights)
-        return hidden.reshape(len(batches), n * hidden.shape[1], hidden.shape[2])
+        return encode_chunks(self.text_encoder, batches, empty_chunk(self.tokenizer), device=self.device)
 
     def encode_prompt(self, prompt: str | list[str], negative_prompt: str | list[str] | None = None):
         """(positive, negative) conditioning, both (B, 77*N, D) with the same N.
@@ -292,6 +331,12 @@ class AltDiffusionPipeline:
         sampler: str | None = None,
         schedule: str | None = None,
         eta: float = 0.0,
+        subseed: int | None = None,
+        subseed_strength: float = 0.0,
+        seed_resize_from_h: int = 0,
+        seed_resize_from_w: int = 0,
+        randn_source: str = "CPU",
+        hires: HiresFix | None = None,
         extra_infotext: Mapping[str, object] | None = None,
         output_type: str = "pil",
         progress: bool = True,
@@ -317,19 +362,36 @@ class AltDiffusionPipeline:
             sampler: A1111 sampler name ("Euler a", "DPM++ 2M"...); None keeps the checkpoint's.
             schedule: A1111 "Schedule type" ("Karras", "Exponential"...); None: the sampler's own.
             eta: noise scale of DDIM and the ancestral samplers.
+            subseed, subseed_strength: A1111's variation seed (image i: subseed + i; None or -1 picks one)
+                and how far the noise moves towards it (slerp; 0 off, 1 the subseed's noise).
+            seed_resize_from_h, seed_resize_from_w: draw the seed's noise at this size and paste it at
+                the centre, so a seed keeps its picture at a new size (0: off).
+            randn_source: "CPU" (the same noise on every machine) or "GPU" (A1111's default, on CUDA).
+            hires: a :class:`HiresFix` to upscale and run a second image-to-image pass (text-to-image only).
             extra_infotext: more ``Key: value`` pairs for the infotext (written before "Version").
             output_type: "pil" for a :class:`GenerationResult`, "np" for decoded (B, H, W, 3) floats.
             progress, callback: show a progress bar; call ``callback(step, total, latents)`` after each step.
             should_stop: asked before each step; True raises :class:`GenerationInterrupted` (with the images so far).
         """
-        inputs = check_inputs(**call_args(locals()), defaults=self.defaults, loras=self.merged_loras.names())
+        inputs = check_inputs(
+            **call_args(locals()),
+            defaults=self.defaults,
+            loras=self.merged_loras.names(),
+            scale_factor=self.vae_scale_factor,
+        )
         embeds = self.prepare_conditioning(inputs)
         scheduler = self.prepare_scheduler(inputs)
         timesteps = self.prepare_timesteps(scheduler, inputs)
+        second = self.prepare_second_pass(inputs)
         latents, inpainting, step_generator = self.prepare_latents(inputs, scheduler, timesteps, generator)
-        hooks = (progress, callback, should_stop)
+        total = len(timesteps) + (len(second[1]) if second else 0)
+        hooks = (progress, shifted_callback(callback, 0, total), should_stop)
         latents, done = self.denoise(inputs, scheduler, timesteps, latents, embeds, step_generator, inpainting, *hooks)
-        if done < len(timesteps):
+        if second is not None and done == len(timesteps):
+            hooks = (progress, shifted_callback(callback, done, total), should_stop)
+            latents, more = self.hires_pass(inputs, *second, latents, embeds, *hooks)
+            done += more
+        if done < total:
             raise self._interrupted(inputs, latents, extra_infotext, done)
         if output_type == "np":
             return self.decode_latents(latents)
@@ -365,20 +427,25 @@ class AltDiffusionPipeline:
             scheduler.set_begin_index(start)
         return timesteps[start:] if keep > 0 else timesteps[:0]  # PLMS has steps+1 timesteps: 0 must run none
 
-    def prepare_noise(self, inputs: GenerationInputs, generator: torch.Generator | None):
+    def prepare_second_pass(self, inputs: GenerationInputs):
+        """Hires fix: a fresh scheduler of the same sampler and the second pass's timesteps, or None."""
+        if inputs.hires is None:
+            return None
+        scheduler = self.prepare_scheduler(inputs)
+        return scheduler, second_pass_timesteps(scheduler, inputs.hires, self.device)
+
+    def prepare_noise(self, inputs: GenerationInputs, generator: torch.Generator | None, size=None):
         """Initial noise and the generator(s) ancestral samplers draw step noise from.
 
         One draw per image from its own seed (A1111: image i of a batch equals a single run
-        with seed + i), or one draw from a caller's generator (diffusers).
+        with seed + i; variation seeds and "Seed resize from" as A1111's, pipelines/noise.py),
+        or one draw from a caller's generator (diffusers). ``size``: latent (height, width).
         """
-        shape = (
-            self.unet.config.in_channels,
-            inputs.height // self.vae_scale_factor,
-            inputs.width // self.vae_scale_factor,
-        )
+        factor = self.vae_scale_factor
+        shape = (self.unet.config.in_channels, *(size or (inputs.height // factor, inputs.width // factor)))
         if generator is None:
-            generators = [torch.Generator("cpu").manual_seed(s) for s in inputs.seeds]
-            noise = torch.cat([torch.randn((1, *shape), generator=g) for g in generators])
+            device = noise_device(inputs.randn_source, self.device)
+            noise, generators = initial_noise(shape, inputs.seeds, inputs.variation, device, factor)
             generator = generators if inputs.batch > 1 else generators[0]
         else:
             noise = torch.randn((inputs.batch, *shape), generator=generator, device=generator.device)
@@ -406,6 +473,18 @@ class AltDiffusionPipeline:
         run = Sampling(scheduler, timesteps, step_kwargs(scheduler, generator, inputs.eta), guidance, inpainting)
         return sample(self.unet, run, latents, embeds, progress, callback, should_stop)
 
+    def hires_pass(
+        self, inputs, scheduler, timesteps, latents, embeds, progress, callback, should_stop
+    ) -> tuple[torch.Tensor, int]:
+        """Hires fix (pipelines/hires.py): upscale the first pass, noise it with new noise from the
+        same seeds at the target size, and denoise the last part of the schedule again."""
+        upscaled = upscale_first_pass(self, latents, inputs.hires)
+        noise, generator = self.prepare_noise(inputs, None, size=tuple(upscaled.shape[2:]))
+        start = timesteps[:1].repeat(inputs.batch)
+        latents = scheduler.add_noise(upscaled, noise, start) if len(timesteps) else upscaled
+        hooks = (progress, callback, should_stop)
+        return self.denoise(inputs, scheduler, timesteps, latents, embeds, generator, None, *hooks)
+
     def postprocess(self, inputs: GenerationInputs, latents, extra_infotext, steps_done: int) -> GenerationResult:
         """Decode, paste the original back outside an inpainting mask, run the safety checker,
         and write each image's infotext."""
@@ -428,14 +507,21 @@ class AltDiffusionPipeline:
             "Size": f"{inputs.width}x{inputs.height}",
             "Model hash": self.model_hash,
             "Model": self.name or None,
-            "Denoising strength": inputs.strength,
+            **(self.vae_source.infotext() if self.vae_source else {}),
+            "Variation seed": None,
+            **inputs.variation.infotext(),
+            "Denoising strength": inputs.hires.settings.denoising_strength if inputs.hires else inputs.strength,
             "Mask blur": inputs.mask_blur if inputs.mask_image is not None else None,
+            "RNG": rng_infotext(inputs.randn_source, self.device),
+            **(inputs.hires.infotext() if inputs.hires else {}),
             "Lora hashes": self.merged_loras.hashes(),
+            "TI hashes": self.embeddings.infotext_hashes([*inputs.conditioning_prompts, *inputs.negative_prompts]),
             **(extra or {}),
             "Version": f"altdiffusion {__version__}",
         }
-        rows = zip(inputs.prompts, inputs.negative_prompts, inputs.seeds)
-        return [format_infotext(p, n, {**params, "Seed": s}) for p, n, s in rows]
+        subseeds = inputs.variation.subseeds or [None] * inputs.batch
+        rows = zip(inputs.prompts, inputs.negative_prompts, inputs.seeds, subseeds)
+        return [format_infotext(p, n, {**params, "Seed": s, "Variation seed": u}) for p, n, s, u in rows]
 
     def _interrupted(self, inputs, latents, extra_infotext, steps_done: int) -> GenerationInterrupted:
         """The error a stopped generation raises, with the images of its last finished step."""
@@ -468,6 +554,10 @@ class AltDiffusionPipeline:
         return out, [bool(f) for f in flags]
 
 
-def load_pipeline(name_or_path, device=None, dtype=None, *, safety_checker: bool = True) -> AltDiffusionPipeline:
-    """An AltDiffusion pipeline from a hub id, a local folder, or ``"mini"`` (bundled)."""
-    return AltDiffusionPipeline.from_pretrained(name_or_path, device=device, dtype=dtype, safety_checker=safety_checker)
+def load_pipeline(
+    name_or_path, device=None, dtype=None, *, safety_checker: bool = True, config: str | Path | None = None
+) -> AltDiffusionPipeline:
+    """An AltDiffusion pipeline from a hub id, a local folder, a single file, or ``"mini"`` (bundled)."""
+    return AltDiffusionPipeline.from_pretrained(
+        name_or_path, device=device, dtype=dtype, safety_checker=safety_checker, config=config
+    )

@@ -51,7 +51,7 @@ def _present(index: dict, name: str, folder: Path) -> bool:
     return isinstance(entry, list) and len(entry) == 2 and entry[0] is not None and (folder / name).is_dir()
 
 
-def _from_diffusers(cls, folder: Path, what: str):
+def from_diffusers(cls, folder: Path, what: str):
     """``cls.from_pretrained(folder)``, with any failure turned into one CheckpointError."""
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{what}: {folder / 'config.json'} is missing; the model folder is incomplete")
@@ -94,28 +94,28 @@ def load_components(folder: Path, *, safety_checker: bool = True) -> Components:
         raise CheckpointError(
             f"{folder}: the tokenizer has {len(tokenizer)} tokens but the text encoder only {text_encoder.config.vocab_size}"
         )
-    unet = _from_diffusers(UNet2DConditionModel, folder / "unet", "UNet")
-    _fix_legacy_sample_size(unet)
+    unet = from_diffusers(UNet2DConditionModel, folder / "unet", "UNet")
+    fix_legacy_sample_size(unet)
     if unet.config.cross_attention_dim != text_encoder.conditioning_dim:
         raise CheckpointError(
             f"{folder}: the UNet attends to {unet.config.cross_attention_dim}-d text but the text encoder "
             f"produces {text_encoder.conditioning_dim}-d conditioning; these components do not belong together"
         )
-    vae = _from_diffusers(AutoencoderKL, folder / "vae", "VAE")
+    vae = from_diffusers(AutoencoderKL, folder / "vae", "VAE")
     scheduler = load_scheduler(folder / "scheduler")
 
     checker = extractor = None
     if safety_checker and _present(index, "safety_checker", folder):
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 
-        checker = _from_diffusers(StableDiffusionSafetyChecker, folder / "safety_checker", "safety checker")
+        checker = from_diffusers(StableDiffusionSafetyChecker, folder / "safety_checker", "safety checker")
         if not _present(index, "feature_extractor", folder):
             raise CheckpointError(f"{folder}: a safety checker needs the feature_extractor/ folder, which is missing")
         extractor = load_image_processor(folder / "feature_extractor")
     return Components(tokenizer, text_encoder.eval(), unet.eval(), vae.eval(), scheduler, checker, extractor, index)
 
 
-def _fix_legacy_sample_size(unet) -> None:
+def fix_legacy_sample_size(unet) -> None:
     """diffusers < 0.9 wrote ``sample_size: 32`` for 512-px models; fix it once at load (as
     diffusers' own pipelines do), so the default size survives a save with a newer version."""
     size = unet.config.sample_size
@@ -124,14 +124,19 @@ def _fix_legacy_sample_size(unet) -> None:
         unet.register_to_config(sample_size=64)
 
 
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
 def load_image_processor(folder: Path):
     """CLIP image preprocessing without torchvision (transformers 5's PIL backend when present)."""
     try:
         from transformers import CLIPImageProcessorPil as Processor
     except ImportError:  # transformers 4
         from transformers import CLIPImageProcessor as Processor
-    if not (folder / "preprocessor_config.json").is_file():
-        raise CheckpointError(f"{folder / 'preprocessor_config.json'} is missing")
+    # 2022 folders have preprocessor_config.json; transformers 5's AltCLIPProcessor.save_pretrained
+    # writes processor_config.json (the image settings under "image_processor"). transformers reads both.
+    if not any((folder / name).is_file() for name in PROCESSOR_FILES):
+        raise CheckpointError(f"{folder}: {' or '.join(PROCESSOR_FILES)} is missing; the model folder is incomplete")
     try:
         return Processor.from_pretrained(str(folder))
     except Exception as err:

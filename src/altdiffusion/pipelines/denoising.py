@@ -81,6 +81,13 @@ def _blend_known(scheduler, inpainting: Inpainting, latents, next_timestep) -> t
     return (1 - inpainting.mask) * known + inpainting.mask * latents
 
 
+def shifted_callback(callback, offset: int, total: int):
+    """``callback`` counting steps across passes (hires fix): step ``offset + i`` of ``total``."""
+    if callback is None:
+        return None
+    return lambda step, _, latents: callback(offset + step, total, latents)
+
+
 def step_kwargs(scheduler, generator, eta: float) -> dict:
     """``eta`` and ``generator`` for the schedulers whose ``step`` takes them."""
     accepted = set(inspect.signature(scheduler.step).parameters)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PIL import Image
 
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.pipelines.defaults import ModelDefaults
+from altdiffusion.pipelines.hires import HiresFix, HiresPlan, check_hires, plan_hires
+from altdiffusion.pipelines.noise import Variation, check_randn_source, check_subseed_strength
 from altdiffusion.pipelines.samplers import canonical_sampler_name
 from altdiffusion.pipelines.seeds import resolve_seed, seed_range, wrap_seed
 from altdiffusion.prompts.extra_networks import extract_tags
@@ -38,6 +40,10 @@ class GenerationInputs:
     strength: float | None = None  # denoising strength (image-to-image only)
     mask_image: Image.Image | None = None  # white = repaint
     mask_blur: int = 4
+    # variation seeds (one subseed per image) and "Seed resize from"
+    variation: Variation = field(default_factory=Variation)
+    randn_source: str = "CPU"  # A1111's RNG: where the noise is drawn
+    hires: HiresPlan | None = None  # hires fix: the second pass
 
     @property
     def batch(self) -> int:
@@ -65,9 +71,16 @@ def check_inputs(
     sampler,
     schedule,
     eta,
+    subseed,
+    subseed_strength,
+    seed_resize_from_h,
+    seed_resize_from_w,
+    randn_source,
+    hires,
     *,
     defaults: ModelDefaults,  # the model's native size, steps and CFG
     loras: set[str],  # names of the LoRAs merged into the pipeline
+    scale_factor: int = 8,  # the VAE's: pixels per latent
 ) -> GenerationInputs:
     """Validate a pipeline call's arguments (one InvalidInputError naming the argument) and resolve
     them; the names are ``AltDiffusionPipeline.__call__``'s, whose docstring describes them."""
@@ -80,11 +93,15 @@ def check_inputs(
     _check_images(image, strength, mask_image)
     if (seed is None or seed < 0) and generator is not None:  # a caller's generator names the seed
         seed = wrap_seed(generator.initial_seed())
+    count = len(prompts) * per_prompt
+    variation = _variation(subseed, subseed_strength, seed_resize_from_w, seed_resize_from_h, generator, count)
+    first_seed = resolve_seed(seed)
     return GenerationInputs(
         prompts=[p for p in prompts for _ in range(per_prompt)],
         conditioning_prompts=[_without_tags(p, loras) for p in prompts for _ in range(per_prompt)],
         negative_prompts=[n for n in negatives for _ in range(per_prompt)],
-        seeds=seed_range(resolve_seed(seed), len(prompts) * per_prompt),
+        # A1111: with variation seeds every image shares the seed and image i gets subseed + i
+        seeds=[first_seed] * count if variation.strength else seed_range(first_seed, count),
         width=width,
         height=height,
         steps=num_inference_steps,
@@ -96,6 +113,9 @@ def check_inputs(
         strength=strength if image is not None else None,
         mask_image=mask_image,
         mask_blur=mask_blur,
+        variation=variation,
+        randn_source=check_randn_source(randn_source),
+        hires=_hires(hires, image, width, height, num_inference_steps, scale_factor),
     )
 
 
@@ -116,6 +136,24 @@ def resolve_size(width, height, image, defaults: ModelDefaults) -> tuple[int, in
         w, h = image.size
         width, height = width or w - w % 8, height or h - h % 8
     return width or defaults.width, height or defaults.height
+
+
+def _variation(subseed, strength, resize_w, resize_h, generator, count: int) -> Variation:
+    """A1111's variation seeds (image i: subseed + i; -1 or None picks one) and "Seed resize from"."""
+    check_subseed_strength(strength)
+    width, height = resize_w or 0, resize_h or 0
+    if (width > 0) != (height > 0):
+        raise InvalidInputError(f"seed_resize_from needs both a width and a height above 0, got {width}x{height}")
+    resize = (int(width), int(height)) if width > 0 else None
+    if generator is not None and (strength or resize):
+        raise InvalidInputError("variation seeds and seed_resize_from need seeds; pass seed=..., not a generator")
+    subseeds = tuple(seed_range(resolve_seed(subseed), count)) if strength else ()
+    return Variation(subseeds, float(strength), resize)
+
+
+def _hires(hires: HiresFix | None, image, width: int, height: int, steps: int, factor: int) -> HiresPlan | None:
+    check_hires(hires, image)
+    return None if hires is None else plan_hires(hires, width, height, steps, factor)
 
 
 def _prompt_lists(prompt, negative_prompt) -> tuple[list[str], list[str]]:

@@ -97,6 +97,23 @@ def _sequential(device: torch.device, modules: list) -> None:
             cpu_offload(module.to("cpu"), execution_device=device)
 
 
+def swap_offloaded(old: torch.nn.Module, new: torch.nn.Module) -> None:
+    """Give ``new`` the place ``old`` had in an offload group (a VAE swapped in under a memory mode):
+    ``old`` goes to the CPU without hooks, ``new`` waits there under the same rule. Nothing to do
+    when ``old`` has no :class:`OneResident` hook (mode "full")."""
+    hook = getattr(old, "_hf_hook", None)
+    if not isinstance(hook, OneResident):
+        return
+    remove_hook_from_module(old)
+    old.to("cpu")
+    hook.group[hook.group.index(old)] = new  # every member's hook shares this list
+    if hasattr(new, "enable_tiling"):
+        new.enable_slicing()
+        new.enable_tiling()
+    new.to("cpu")
+    add_hook_to_module(new, OneResident(hook.execution_device, hook.group))
+
+
 def remove_offload(module: torch.nn.Module) -> None:
     """Take the hooks off ``module`` (tests and benchmarks compare against the resident model)."""
     remove_hook_from_module(module, recurse=True)

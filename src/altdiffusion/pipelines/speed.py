@@ -61,16 +61,25 @@ def apply_speed_mode(
     check_modes(True, pipe.memory.name)
     if pipe.speed is not None:
         return pipe.speed
-    cache = configure_compile_cache(cache_dir, max_shapes)
+    speed = SpeedMode(compile_mode, max_shapes, configure_compile_cache(cache_dir, max_shapes), fuse_qkv, channels_last)
     if fuse_qkv:
         pipe.unet.fuse_qkv_projections()
-        pipe.vae.fuse_qkv_projections()
     if channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
-        pipe.vae.to(memory_format=torch.channels_last)
     pipe.unet.compile(mode=compile_mode, dynamic=False)
-    pipe.vae.decoder.compile(mode=compile_mode, dynamic=False)
-    return SpeedMode(compile_mode, max_shapes, cache, fuse_qkv, channels_last)
+    compile_vae(pipe.vae, speed)
+    return speed
+
+
+def compile_vae(vae, speed: SpeedMode) -> None:
+    """The VAE's share of ``speed``: fused QKV, channels-last, its decoder compiled (once per VAE)."""
+    if getattr(vae.decoder, "_compiled_call_impl", None) is not None:
+        return
+    if speed.fused_qkv:
+        vae.fuse_qkv_projections()
+    if speed.channels_last:
+        vae.to(memory_format=torch.channels_last)
+    vae.decoder.compile(mode=speed.compile_mode, dynamic=False)
 
 
 def configure_compile_cache(cache_dir: str | Path | None, max_shapes: int) -> str:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from .embedding_files import Embedding
 from .emphasis import BREAK, parse_emphasis
 
 __all__ = [
@@ -46,6 +47,9 @@ class PromptChunk:
     input_ids: list[int]  # [bos] + content + [eos] + [pad]*k
     attention_mask: list[int]  # 1 on bos..eos, 0 on pad
     weights: list[float]  # emphasis per position, 1.0 on bos/eos/pad
+    # (position, embedding): its vectors replace the token embeddings from that position on
+    # (A1111's PromptChunkFix); input_ids hold the unknown token there.
+    fixes: list[tuple[int, Embedding]] = field(default_factory=list)
 
 
 def _vocab_facts(tokenizer) -> tuple[frozenset[int], int | None]:
@@ -67,12 +71,13 @@ def comma_token_ids(tokenizer) -> frozenset[int]:
     return _vocab_facts(tokenizer)[0]
 
 
-def _frame(content: list[int], weights: list[float], tokenizer, chunk_length: int) -> PromptChunk:
+def _frame(content: list[int], weights: list[float], tokenizer, chunk_length: int, fixes=()) -> PromptChunk:
     pad = chunk_length - len(content)
     return PromptChunk(
         input_ids=[tokenizer.bos_token_id, *content, tokenizer.eos_token_id] + [tokenizer.pad_token_id] * pad,
         attention_mask=[1] * (len(content) + 2) + [0] * pad,
         weights=[1.0, *weights, 1.0] + [1.0] * pad,
+        fixes=[(offset + 1, embedding) for offset, embedding in fixes],  # + 1: after bos
     )
 
 
@@ -81,8 +86,20 @@ def empty_chunk(tokenizer, chunk_length: int = 75) -> PromptChunk:
     return _frame([], [], tokenizer, chunk_length)
 
 
-def _weighted_tokens(prompt: str, tokenizer) -> list[tuple[int, float] | None]:
-    """Tokens of ``prompt`` with their emphasis weight; ``None`` marks a BREAK.
+def _pieces(prompt: str, embeddings) -> list[tuple[str | Embedding, float]]:
+    """The emphasis segments, with each text cut around the embedding triggers it names."""
+    pieces: list[tuple[str | Embedding, float]] = []
+    for text, weight in parse_emphasis(prompt):
+        if (text, weight) == BREAK or embeddings is None:
+            pieces.append((text, weight))
+        else:
+            pieces.extend((part, weight) for part in embeddings.split(text))
+    return pieces
+
+
+def _weighted_tokens(prompt: str, tokenizer, embeddings=None) -> list[tuple[int | Embedding, float] | None]:
+    """Tokens of ``prompt`` with their emphasis weight; ``None`` marks a BREAK, and an
+    :class:`Embedding` stands for the vectors of a trigger ``embeddings`` knows.
 
     Each segment is tokenized on its own, and sentencepiece then treats every segment as
     the start of a word (Metaspace prepends '▁').  To stay close to tokenizing the whole
@@ -92,12 +109,16 @@ def _weighted_tokens(prompt: str, tokenizer) -> list[tuple[int, float] | None]:
     one segment is tokenized exactly as ``tokenizer(prompt)`` would.
     """
     _, bare_space = _vocab_facts(tokenizer)
-    segments = parse_emphasis(prompt)
-    out: list[tuple[int, float] | None] = []
+    segments = _pieces(prompt, embeddings)
+    out: list[tuple[int | Embedding, float] | None] = []
     carry = ""  # whitespace moved from the end of the previous segment
     for i, (text, weight) in enumerate(segments):
         if (text, weight) == BREAK:
             out.append(None)
+            carry = ""
+            continue
+        if isinstance(text, Embedding):  # its vectors take the place of the trigger's tokens
+            out.append((text, weight))
             carry = ""
             continue
         continues = i > 0 and segments[i - 1] != BREAK
@@ -116,7 +137,26 @@ def _weighted_tokens(prompt: str, tokenizer) -> list[tuple[int, float] | None]:
     return out
 
 
-def tokenize_prompt(prompt: str, tokenizer, chunk_length: int = 75, comma_backtrack: int = 20) -> list[PromptChunk]:
+@dataclass
+class _OpenChunk:
+    """The chunk being filled: content tokens, their weights, embeddings placed, the last comma."""
+
+    ids: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    fixes: list[tuple[int, Embedding]] = field(default_factory=list)  # (content offset, embedding)
+    last_comma: int = -1
+
+    def split_after(self, cut: int) -> _OpenChunk:
+        """Move everything from content offset ``cut`` on into a new chunk, which is returned."""
+        moved = _OpenChunk(self.ids[cut:], self.weights[cut:], [(o - cut, e) for o, e in self.fixes if o >= cut], -1)
+        self.ids, self.weights = self.ids[:cut], self.weights[:cut]
+        self.fixes = [(o, e) for o, e in self.fixes if o < cut]
+        return moved
+
+
+def tokenize_prompt(
+    prompt: str, tokenizer, chunk_length: int = 75, comma_backtrack: int = 20, embeddings=None
+) -> list[PromptChunk]:
     """Cut a prompt into A1111 chunks of at most ``chunk_length`` content tokens.
 
     When a chunk is full and a comma sits among its last ``comma_backtrack`` tokens, the
@@ -125,42 +165,49 @@ def tokenize_prompt(prompt: str, tokenizer, chunk_length: int = 75, comma_backtr
     ``comma_padding_backtrack``; 0 disables it).  ``BREAK`` ends a non-empty chunk.
     A prompt without tokens gives one chunk ``[bos, eos, pad...]``.
 
+    ``embeddings`` (an :class:`~altdiffusion.prompts.embeddings.EmbeddingDatabase`) turns each
+    trigger into as many positions as its embedding has vectors, all with the trigger's
+    emphasis; an embedding that does not fit in the current chunk starts the next one, so
+    its vectors are never split between chunks (A1111's rule).
+
     For a prompt without emphasis syntax that fits in one chunk, ``input_ids`` and
     ``attention_mask`` equal ``tokenizer(prompt, padding="max_length",
     max_length=chunk_length + 2, truncation=True)``.
     """
     commas = comma_token_ids(tokenizer)
+    placeholder = tokenizer.unk_token_id
     chunks: list[PromptChunk] = []
-    ids: list[int] = []
-    weights: list[float] = []
-    last_comma = -1  # index in ``ids`` of the last comma of the current chunk
+    current = _OpenChunk()
 
-    def flush() -> None:
-        nonlocal ids, weights, last_comma
-        chunks.append(_frame(ids, weights, tokenizer, chunk_length))
-        ids, weights, last_comma = [], [], -1
+    def flush(following: _OpenChunk | None = None) -> None:
+        nonlocal current
+        chunks.append(_frame(current.ids, current.weights, tokenizer, chunk_length, current.fixes))
+        current = following or _OpenChunk()
 
-    for item in _weighted_tokens(prompt, tokenizer):
+    for item in _weighted_tokens(prompt, tokenizer, embeddings):
         if item is None:
-            if ids:
+            if current.ids:
                 flush()
             continue
-        token, weight = item
-        if len(ids) == chunk_length:
-            near_comma = last_comma >= 0 and len(ids) - last_comma <= comma_backtrack
-            if near_comma and token not in commas:
-                cut = last_comma + 1
-                moved_ids, moved_w = ids[cut:], weights[cut:]
-                ids, weights = ids[:cut], weights[:cut]
-                flush()
-                ids, weights = moved_ids, moved_w
+        piece, weight = item
+        if len(current.ids) == chunk_length:
+            near_comma = current.last_comma >= 0 and len(current.ids) - current.last_comma <= comma_backtrack
+            if near_comma and (isinstance(piece, Embedding) or piece not in commas):
+                flush(current.split_after(current.last_comma + 1))
             else:
                 flush()
-        if token in commas:
-            last_comma = len(ids)
-        ids.append(token)
-        weights.append(weight)
-    if ids or not chunks:
+        if isinstance(piece, Embedding):
+            if len(current.ids) + piece.count > chunk_length:
+                flush()
+            current.fixes.append((len(current.ids), piece))
+            current.ids += [placeholder] * piece.count
+            current.weights += [weight] * piece.count
+            continue
+        if piece in commas:
+            current.last_comma = len(current.ids)
+        current.ids.append(piece)
+        current.weights.append(weight)
+    if current.ids or not chunks:
         flush()
     return chunks
 

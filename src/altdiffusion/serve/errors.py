@@ -1,7 +1,7 @@
 """Errors as JSON ``{"error": ..., "detail": ...}``, and the field errors request checks raise.
 
 422 for invalid input (a field-level ``detail`` list for request validation), 413 for bodies
-over ``max_body_bytes``, 429 for a full queue, 401 without the right credentials, 400 for an
+over ``max_body_bytes``, 429 for a full queue, 503 for a job past ``--max-job-seconds``, 401 without the right credentials, 400 for an
 unknown model or another error the user can act on, 503 when the GPU is out of memory.
 """
 
@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from altdiffusion.errors import AltDiffusionError, InvalidInputError
-from altdiffusion.serve.runner import QueueFull
+from altdiffusion.serve.reprs import without_reprs
+from altdiffusion.serve.runner import JobTimeLimit, QueueFull
 
 logger = logging.getLogger("altdiffusion.serve")
 
@@ -31,6 +32,8 @@ def field_error(field: str | tuple, message: str) -> RequestValidationError:
 
 
 def error_response(status: int, error: str, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    if isinstance(detail, str):
+        detail = without_reprs(detail)
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
@@ -39,7 +42,9 @@ def clean_errors(errors) -> list[dict[str, Any]]:
     out = []
     for err in errors:
         loc = [part if isinstance(part, (str, int)) else str(part) for part in err.get("loc", ())]
-        out.append({"loc": loc, "msg": str(err.get("msg", "")), "type": str(err.get("type", "value_error"))})
+        out.append(
+            {"loc": loc, "msg": without_reprs(str(err.get("msg", ""))), "type": str(err.get("type", "value_error"))}
+        )
     return out
 
 
@@ -54,6 +59,10 @@ async def _http(request: Request, exc: StarletteHTTPException):
 
 async def _queue_full(request: Request, exc: QueueFull):
     return error_response(429, "QueueFull", f"queue full: {exc}; retry later", {"Retry-After": "1"})
+
+
+async def _time_limit(request: Request, exc: JobTimeLimit):
+    return error_response(503, "JobTimeLimit", str(exc))
 
 
 async def _invalid(request: Request, exc: InvalidInputError):
@@ -81,6 +90,7 @@ def add_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(QueueFull, _queue_full)
+    app.add_exception_handler(JobTimeLimit, _time_limit)
     app.add_exception_handler(InvalidInputError, _invalid)
     app.add_exception_handler(AltDiffusionError, _altdiffusion)
     app.add_exception_handler(torch.cuda.OutOfMemoryError, _out_of_memory)

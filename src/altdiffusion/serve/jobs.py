@@ -13,12 +13,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from altdiffusion.pipelines.alt_diffusion import GenerationInterrupted, GenerationResult
+from altdiffusion.serve.errors import field_error
+from altdiffusion.serve.images import BadImage, EncodedImage
 from altdiffusion.serve.plans import PipelineCall, Plan
 from altdiffusion.serve.registry import ModelRegistry
-from altdiffusion.serve.runner import JobState
+from altdiffusion.serve.runner import JobState, JobTimeLimit
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ def _run_iterations(plan: Plan, pipe, state: JobState, future: Future) -> JobOut
         outcome = JobOutcome(pipe.name, pipe.model_hash, state.snapshot()["job_timestamp"])
         for iteration in range(plan.req.n_iter):
             state.next_iteration(iteration)
+            _check_time(state)
             if state.interrupted:
                 outcome.interrupted = True
                 break
@@ -74,6 +77,7 @@ def _run_iterations(plan: Plan, pipe, state: JobState, future: Future) -> JobOut
                     state.next_unit()
                     outcome.records += records_of(pipe(**pipeline_arguments(plan, call, state)))
             except GenerationInterrupted as stopped:
+                _check_time(state)
                 outcome.records += records_of(stopped.result)
                 if state.interrupted:
                     outcome.interrupted = True
@@ -82,6 +86,14 @@ def _run_iterations(plan: Plan, pipe, state: JobState, future: Future) -> JobOut
         return outcome
     finally:
         state.end()
+
+
+def _check_time(state: JobState) -> None:
+    if state.should_stop() and state.timed_out:
+        raise JobTimeLimit(
+            f"the job ran past this server's limit of {state.time_limit} s per request (--max-job-seconds); "
+            "ask for fewer steps, images or pixels"
+        )
 
 
 def pipeline_arguments(plan: Plan, call: PipelineCall, state: JobState) -> dict[str, Any]:
@@ -100,21 +112,38 @@ def pipeline_arguments(plan: Plan, call: PipelineCall, state: JobState) -> dict[
         sampler=plan.sampler,
         schedule=plan.schedule,
         eta=req.eta or 0.0,
+        subseed=call.subseed,
+        subseed_strength=req.subseed_strength,
+        seed_resize_from_h=max(req.seed_resize_from_h, 0),
+        seed_resize_from_w=max(req.seed_resize_from_w, 0),
+        randn_source=plan.randn_source,
+        hires=plan.hires,
         progress=False,
         callback=lambda step, total, latents: state.step(step, total, latents.detach().clone()),
         should_stop=state.should_stop,
     )
     if call.init_image is not None:
-        mask = plan.mask
-        if mask is not None and mask.size != call.init_image.size:
-            mask = mask.resize(call.init_image.size, Image.NEAREST)
-        arguments.update(
-            image=call.init_image.convert("RGB"),
-            strength=float(plan.strength),
-            mask_image=mask,
-            mask_blur=plan.mask_blur,
-        )
+        image = _decoded(call.init_image).convert("RGB")
+        arguments.update(image=image, strength=float(plan.strength), mask_image=_mask(plan, image.size))
+        arguments.update(mask_blur=plan.mask_blur)
     return arguments
+
+
+def _decoded(encoded: EncodedImage) -> Image.Image:
+    try:
+        return encoded.decode()
+    except BadImage as exc:
+        raise field_error(encoded.field, str(exc)) from None
+
+
+def _mask(plan: Plan, size: tuple[int, int]) -> Image.Image | None:
+    """The plan's mask, decoded for one call: white = repaint (inverted on request), at the image's size."""
+    if plan.mask is None:
+        return None
+    mask = _decoded(plan.mask).convert("L")
+    if plan.req.inpainting_mask_invert:
+        mask = ImageOps.invert(mask)
+    return mask if mask.size == size else mask.resize(size, Image.NEAREST)
 
 
 def records_of(result: GenerationResult) -> list[ImageRecord]:

@@ -1,6 +1,7 @@
-"""Pure ASGI middleware: HTTP Basic auth and a request-body size limit.
+"""Pure ASGI middleware: HTTP Basic auth, a request-body size limit, the Host / Origin checks and
+the methods a path allows.
 
-Both run before any route (and before FastAPI reads the body), so an unauthenticated or
+They run before any route (and before FastAPI reads the body), so an unauthenticated or
 oversized request costs the server almost nothing.
 """
 
@@ -12,6 +13,7 @@ import json
 import secrets
 
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 
 def _json_response(status: int, error: str, detail: str, headers: list[tuple[bytes, bytes]] = ()):
@@ -137,3 +139,91 @@ class BodyLimitMiddleware:
             start, body = _json_response(413, "PayloadTooLarge", exc.detail)
             await send(start)
             await send(body)
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def host_name(host: str) -> str:
+    """``"Example.com:7860"`` -> ``"example.com"``, ``"[::1]:80"`` -> ``"::1"``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    name, sep, port = host.rpartition(":")
+    return name if sep and port.isdigit() and ":" not in name else host
+
+
+class SameOriginMiddleware:
+    """403 for a Host header the server does not answer to, and for a state-changing request sent by
+    a page of another origin.
+
+    Without auth, a foreign page could otherwise POST ``/interrupt`` (a ``text/plain`` POST needs no
+    CORS preflight) or reach the server through DNS rebinding (its own name, resolving to 127.0.0.1).
+    Browsers always send ``Origin`` on such requests; other clients send none and are let through.
+    """
+
+    def __init__(self, app, hosts: tuple[str, ...], origins: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.any_host = "*" in hosts
+        self.hosts = {host_name(h) for h in hosts}
+        self.origins = {o.rstrip("/").lower() for o in origins}
+
+    def _refusal(self, scope) -> str | None:
+        headers = dict(scope.get("headers") or [])
+        host = headers.get(b"host", b"").decode("latin-1")
+        if not self.any_host and host_name(host) not in self.hosts:
+            return f"Host {host!r} is not a name this server answers to; start it with --allowed-hosts {host_name(host) or 'NAME'}"
+        origin = headers.get(b"origin")
+        if origin is None or (scope["type"] == "http" and scope["method"] in SAFE_METHODS):
+            return None
+        origin_text = origin.decode("latin-1").rstrip("/").lower()
+        own = f"{'wss' if scope['scheme'] in ('https', 'wss') else 'ws'}://{host}".lower()
+        own_http = f"{'https' if scope['scheme'] in ('https', 'wss') else 'http'}://{host}".lower()
+        if origin_text in self.origins or origin_text in (own, own_http):
+            return None
+        return f"cross-origin request from {origin_text!r} refused; start the server with --cors-origins to allow it"
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        refusal = self._refusal(scope)
+        if refusal is None:
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        start, body = _json_response(403, "Forbidden", refusal)
+        await send(start)
+        await send(body)
+
+
+class AllowedMethodsMiddleware:
+    """OPTIONS answers 204 with every method a path takes, and a wrong method gets 405 with the same
+    ``Allow`` list (Starlette names only the first route's methods when two routes share a path)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or _matches(scope, scope["method"]):
+            return await self.app(scope, receive, send)
+        methods = {method for method in HTTP_METHODS if _matches(scope, method)}
+        if not methods:  # no route has this path: the app's 404
+            return await self.app(scope, receive, send)
+        allow = [(b"allow", ", ".join(sorted(methods | {"OPTIONS"})).encode())]
+        if scope["method"] == "OPTIONS":
+            await send({"type": "http.response.start", "status": 204, "headers": allow})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        start, body = _json_response(405, "MethodNotAllowed", f"{scope['method']} is not allowed here", allow)
+        await send(start)
+        await send(body)
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _matches(scope, method: str) -> bool:
+    """Whether a route of the app takes ``method`` on ``scope``'s path (mounts, e.g. static files, take all)."""
+    probe = {**scope, "method": method}
+    return any(route.matches(probe)[0] == Match.FULL for route in scope["app"].routes)

@@ -10,16 +10,16 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps
-
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.pipelines.defaults import ModelDefaults
+from altdiffusion.pipelines.hires import HiresFix
 from altdiffusion.pipelines.samplers import SCHEDULE_TYPES, canonical_sampler_name, make_scheduler
 from altdiffusion.pipelines.seeds import resolve_seed, seed_range
 from altdiffusion.prompts.extra_networks import extract_tags
 from altdiffusion.serve.config import ServeConfig
 from altdiffusion.serve.errors import field_error
-from altdiffusion.serve.images import BadImage, decode_image
+from altdiffusion.serve.generation_fields import hires_fix, hires_plan, randn_source, seed_resize
+from altdiffusion.serve.images import BadImage, EncodedImage, read_image
 from altdiffusion.serve.loras import LoraRegistry
 from altdiffusion.serve.registry import ModelRegistry
 from altdiffusion.serve.schemas import GenerationRequest, Img2ImgRequest
@@ -31,7 +31,8 @@ class PipelineCall:
 
     seed: int
     count: int
-    init_image: Image.Image | None
+    init_image: EncodedImage | None
+    subseed: int = -1
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,12 @@ class Plan:
     loras: tuple[tuple[Path, float], ...]  # from the prompt's <lora:name:weight> tags
     strength: float | None  # denoising strength (img2img only)
     mask_blur: int
-    init_images: tuple[Image.Image, ...] = ()
-    mask: Image.Image | None = None
+    init_images: tuple[EncodedImage, ...] = ()  # decoded by the worker, one pipeline call at a time
+    mask: EncodedImage | None = None
     warnings: tuple[str, ...] = ()  # settings the job runs with but the model draws badly at
+    subseed: int = -1  # the job's first variation seed (a random one for -1); image i gets subseed + i
+    randn_source: str = "CPU"  # A1111's RNG
+    hires: HiresFix | None = None
 
     @property
     def total(self) -> int:
@@ -57,17 +61,24 @@ class Plan:
 
     @property
     def seeds(self) -> list[int]:
-        """The seed of every image the job makes, in order."""
-        return seed_range(self.seed, self.total)
+        """The seed of every image the job makes, in order (A1111: all the same with variation seeds)."""
+        return [self.seed] * self.total if self.req.subseed_strength else seed_range(self.seed, self.total)
+
+    @property
+    def subseeds(self) -> list[int]:
+        return seed_range(self.subseed, self.total)
 
     def calls(self, iteration: int) -> list[PipelineCall]:
         """The pipeline calls of one iteration (of ``n_iter``)."""
         batch = self.req.batch_size
         seeds = self.seeds[iteration * batch : (iteration + 1) * batch]
+        subseeds = self.subseeds[iteration * batch : (iteration + 1) * batch]
         if len(self.init_images) <= 1:  # the pipeline gives image i of the batch seeds[0] + i
-            return [PipelineCall(seeds[0], batch, self.init_images[0] if self.init_images else None)]
+            return [PipelineCall(seeds[0], batch, self.init_images[0] if self.init_images else None, subseeds[0])]
         # A1111: image i of a batch starts from init_images[i % n], so each is its own call.
-        return [PipelineCall(seed, 1, self.init_images[i % len(self.init_images)]) for i, seed in enumerate(seeds)]
+        images = self.init_images
+        rows = enumerate(zip(seeds, subseeds))
+        return [PipelineCall(seed, 1, images[i % len(images)], subseed) for i, (seed, subseed) in rows]
 
 
 class Planner:
@@ -88,36 +99,55 @@ class Planner:
         sampler = self._sampler(req)
         schedule = self._schedule(req, sampler)
         size_warning = defaults.size_warning(req.width, req.height)
+        hires = hires_fix(req, sampler, schedule)
+        self._check_hires_limits(req, hires)
+        seed_resize(req)
         return Plan(
             kind=kind,
             req=req,
             sampler=sampler,
             schedule=schedule,
-            seed=self._seed(req),
+            seed=self._seed(req.seed, "seed"),
             model=model,
             loras=self._loras(req),
             strength=req.denoising_strength if kind == "img2img" else None,
             mask_blur=_mask_blur(req) if kind == "img2img" else 4,
             warnings=(size_warning,) if size_warning else (),
+            subseed=self._seed(req.subseed, "subseed"),
+            randn_source=randn_source(req),
+            hires=hires,
         )
 
     def with_images(self, plan: Plan, req: Img2ImgRequest) -> Plan:
-        """``plan`` with the request's decoded init images and mask (slow: run it off the event loop)."""
-        limit = self.decode_limit
-        images = []
-        for i, data in enumerate(req.init_images):
-            images.append(_decode(data, limit, ("init_images", i)))
-        mask = None
-        if req.mask:
-            mask = _decode(req.mask, limit, "mask").convert("L")
-            if req.inpainting_mask_invert:
-                mask = ImageOps.invert(mask)
+        """``plan`` with the request's init images and mask, checked from their headers against the
+        request's image budget (count, pixels each and together); the worker decodes them one call at
+        a time. Base64 decoding is slow: run it off the event loop."""
+        sent = [(("init_images", i), data) for i, data in enumerate(req.init_images)]
+        sent += [(("mask",), req.mask)] if req.mask else []
+        if len(sent) > self.config.max_images:
+            raise field_error(
+                "init_images",
+                f"{len(sent)} images (init_images + mask) sent; this server accepts at most "
+                f"{self.config.max_images} per request (--max-images)",
+            )
+        images, total = [], 0
+        for field, data in sent:
+            images.append(_read(data, self.decode_limit, field))
+            total += images[-1].pixels
+            if total > self.config.max_input_pixels:
+                raise field_error(
+                    field,
+                    f"the images up to {images[-1].label} have {total} pixels together; this server accepts "
+                    f"at most {self.config.max_input_pixels} per request (--max-input-pixels)",
+                )
+        mask = images.pop() if req.mask else None
         return dataclasses.replace(plan, init_images=tuple(images), mask=mask)
 
     @property
     def decode_limit(self) -> int:
-        """Largest image a client may send: inputs are resized, so allow more than ``max_pixels``."""
-        return max(4 * self.config.max_pixels, 4096 * 4096)
+        """Largest image a client may send: inputs are resized, so allow more than ``max_pixels``
+        (but never more than one request's whole budget)."""
+        return min(max(4 * self.config.max_pixels, 4096 * 4096), self.config.max_input_pixels)
 
     def _check_limits(self, req: GenerationRequest) -> None:
         config = self.config
@@ -138,6 +168,21 @@ class Planner:
                 f"{config.max_batch} images per request",
             )
 
+    def _check_hires_limits(self, req: GenerationRequest, hires: HiresFix | None) -> None:
+        if hires is None:
+            return
+        plan = hires_plan(req, hires)
+        if plan.width * plan.height > self.config.max_pixels:
+            raise field_error(
+                "hr_scale",
+                f"the hires fix's {plan.width}x{plan.height} is more than the {self.config.max_pixels} pixels "
+                "this server allows; lower hr_scale or hr_resize_x/y",
+            )
+        if plan.steps > self.config.max_steps:
+            raise field_error(
+                "hr_second_pass_steps", f"{plan.steps} steps; this server allows at most {self.config.max_steps}"
+            )
+
     def _sampler(self, req: GenerationRequest) -> str:
         # A1111: sampler_name wins; the legacy sampler_index counts only when sampler_name is not sent.
         sent = req.model_fields_set
@@ -155,11 +200,11 @@ class Planner:
             raise field_error("scheduler" if schedule else "sampler_name", str(exc)) from None
         return schedule
 
-    def _seed(self, req: GenerationRequest) -> int:
+    def _seed(self, value: int, field: str) -> int:
         try:
-            return resolve_seed(req.seed)
+            return resolve_seed(value)
         except InvalidInputError as exc:
-            raise field_error("seed", str(exc)) from None
+            raise field_error(field, str(exc)) from None
 
     def _model(self, req: GenerationRequest) -> str | None:
         wanted = (req.override_settings or {}).get("sd_model_checkpoint")
@@ -176,6 +221,10 @@ class Planner:
     def _loras(self, req: GenerationRequest) -> tuple[tuple[Path, float], ...]:
         try:
             _, tags = extract_tags(req.prompt)
+            if len(tags) > self.config.max_lora_tags:
+                raise InvalidInputError(
+                    f"{len(tags)} <lora:...> tags; this server allows at most {self.config.max_lora_tags} (--max-lora-tags)"
+                )
             return tuple((self.loras.path(name), weight) for name, weight in tags)
         except InvalidInputError as exc:
             raise field_error("prompt", str(exc)) from None
@@ -205,9 +254,8 @@ def _mask_blur(req: Img2ImgRequest) -> int:
     return int(req.mask_blur if req.mask_blur is not None else max(req.mask_blur_x, req.mask_blur_y, 0))
 
 
-def _decode(data: str, max_pixels: int, field: str | tuple) -> Image.Image:
-    label = field if isinstance(field, str) else f"{field[0]}[{field[1]}]"
+def _read(data: str, max_pixels: int, field: tuple) -> EncodedImage:
     try:
-        return decode_image(data, max_pixels=max_pixels, label=label)
+        return read_image(data, max_pixels=max_pixels, field=field)
     except BadImage as exc:
         raise field_error(field, str(exc)) from None

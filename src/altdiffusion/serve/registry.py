@@ -16,11 +16,14 @@ from typing import Any
 import torch
 
 from altdiffusion.errors import AltDiffusionError
-from altdiffusion.hashing import unet_sha256
+from altdiffusion.hashing import model_sha256
 from altdiffusion.pipelines.defaults import ModelDefaults, folder_defaults
 from altdiffusion.serve.config import ServeConfig
 
 logger = logging.getLogger("altdiffusion.serve")
+
+AUTOMATIC_VAE = "Automatic"
+OWN_VAE_CHOICES = (AUTOMATIC_VAE, "None")  # A1111's names for "the model's own VAE"
 
 
 class ModelRegistry:
@@ -30,7 +33,11 @@ class ModelRegistry:
         self.sources = dict(config.models)
         self.device, self.dtype, self.safety_checker = config.device, config.dtype, config.safety_checker
         self.compile, self.memory = config.compile, config.memory
+        self.embeddings_dir = config.embeddings_dir  # loaded into every pipeline, for its text encoder's width
         self.current = config.default_model  # the model jobs use unless they ask for another
+        self.config = config.config  # single files' architecture, when not a published one
+        self.vaes = dict(config.vaes)  # A1111's sd_vae choices: name -> file or folder
+        self.vae = AUTOMATIC_VAE  # the chosen one; "Automatic"/"None": each model's own
         self.pipe = None  # the loaded pipeline of ``current``, or None
         self._lock = threading.Lock()
         self._hash_locks = {name: threading.Lock() for name in self.sources}
@@ -42,6 +49,16 @@ class ModelRegistry:
         """Resolve every source now (downloads hub ids once, at startup), so a wrong path fails fast."""
         for name in self.sources:
             self.folder(name)
+
+    def vae_items(self) -> list[dict[str, str]]:
+        """A1111's ``sd-vae`` entries; ``filename`` is the name, never a server path."""
+        return [{"model_name": name, "filename": name} for name in self.vaes]
+
+    def set_vae(self, name: str) -> None:
+        """Choose the VAE (a configured name, "Automatic" or "None"); worker thread only."""
+        self.vae = name
+        if self.pipe is not None:
+            self.pipe.load_vae(self.vaes.get(name), name=name)
 
     def hash_in_background(self) -> threading.Thread:
         """Hash every model's UNet in a daemon thread, so ``sd-models`` answers quickly later."""
@@ -73,7 +90,7 @@ class ModelRegistry:
                 if name in self._sha:
                     return self._sha[name]
             try:
-                value = unet_sha256(self.folder(name))
+                value = model_sha256(self.folder(name))
             except (AltDiffusionError, OSError) as exc:
                 logger.warning("cannot hash model %r: %s", name, exc)
                 value = None
@@ -132,9 +149,16 @@ class ModelRegistry:
             return self.pipe
         self.unload()
         pipe = AltDiffusionPipeline.from_pretrained(
-            self.folder(name), device=self.device, dtype=self.dtype, safety_checker=self.safety_checker, name=name
+            self.folder(name),
+            device=self.device,
+            dtype=self.dtype,
+            safety_checker=self.safety_checker,
+            name=name,
+            config=self.config,
         )
-        self._apply_modes(pipe)
+        pipe.load_vae(self.vaes.get(self.vae), name=self.vae)
+        self.load_embeddings(pipe)
+        self._apply_modes(pipe)  # last: offload hooks and compiled modules wrap the final components
         self.pipe, self.current = pipe, name
         logger.info("loaded model %r on %s (%s, memory %s)", name, pipe.device, pipe.dtype, self.memory)
         return pipe
@@ -152,6 +176,14 @@ class ModelRegistry:
             logger.info(
                 "speed mode: compiled %dx%d, batch 1 in %.1f s (cache %s)", d.width, d.height, seconds, speed.cache_dir
             )
+
+    def load_embeddings(self, pipe) -> None:
+        """(Re)read ``--embeddings-dir`` for ``pipe``; files that do not fit it are listed as skipped."""
+        if self.embeddings_dir is None:
+            return
+        database = pipe.load_embeddings(self.embeddings_dir)
+        for name, skipped in database.skipped.items():
+            logger.warning("embedding %r skipped: %s", name, skipped.reason)
 
     def unload(self) -> None:
         if self.pipe is None:

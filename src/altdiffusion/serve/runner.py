@@ -12,10 +12,9 @@ act on; the pipeline checks it between steps through ``should_stop``.
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import datetime
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -29,11 +28,16 @@ class QueueFull(Exception):
     """The bounded job queue has no free slot."""
 
 
+class JobTimeLimit(Exception):
+    """The running job took longer than the server allows one request (``--max-job-seconds``)."""
+
+
 class JobState:
     """Progress of the running job (A1111's ``shared.state``), guarded by one lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, time_limit: float | None = None) -> None:
         self.lock = threading.Lock()
+        self.time_limit = time_limit  # seconds a job may run; should_stop() says stop after that
         self._reset()
 
     def _reset(self) -> None:
@@ -46,6 +50,7 @@ class JobState:
         self.started = 0.0
         self.interrupted = False
         self.skipped = False
+        self.timed_out = False
         self.future: Future | None = None
         self.preview = None  # the running model's latents -> RGB map (pipelines/preview.py)
         self.latents = None  # latest latents of the running iteration (a CPU/GPU tensor)
@@ -88,7 +93,9 @@ class JobState:
             self._reset()
 
     def should_stop(self) -> bool:
-        return self.interrupted or self.skipped
+        if self.time_limit is not None and self.job and time.monotonic() - self.started > self.time_limit:
+            self.timed_out = True
+        return self.interrupted or self.skipped or self.timed_out
 
     # -- called by request handlers
     def interrupt(self, future: Future | None = None) -> bool:
@@ -125,12 +132,14 @@ class JobState:
 
 
 class Worker:
-    """A daemon thread running submitted callables one after another."""
+    """A daemon thread running submitted callables one after another, at most ``max_queue`` waiting."""
 
     def __init__(self, max_queue: int) -> None:
         if not isinstance(max_queue, int) or max_queue < 1:
             raise ValueError(f"max_queue must be a whole number >= 1, got {max_queue!r}")
-        self.queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self.waiting: collections.deque[tuple[Callable[[Future], Any], Future]] = collections.deque()
+        self.ready = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="altdiffusion-worker", daemon=True)
         self._thread.start()
@@ -140,42 +149,56 @@ class Worker:
         if self._stop.is_set():
             raise QueueFull("the server is shutting down")
         future: Future = Future()
-        try:
-            self.queue.put_nowait((fn, future))
-        except queue.Full:
-            raise QueueFull(f"{self.queue.maxsize} jobs are already waiting") from None
+        with self.ready:
+            if len(self.waiting) >= self.max_queue:
+                raise QueueFull(f"{self.max_queue} jobs are already waiting")
+            self.waiting.append((fn, future))
+            self.ready.notify()
         return future
+
+    def cancel(self, future: Future) -> bool:
+        """Drop ``future``'s job if it is still waiting, freeing its place at once; False if it runs."""
+        with self.ready:
+            if not future.cancel():
+                return False
+            self.waiting = collections.deque(job for job in self.waiting if job[1] is not future)
+            return True
 
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._stop.is_set()
 
+    def _next(self) -> tuple[Callable[[Future], Any], Future] | None:
+        with self.ready:
+            while not self.waiting and not self._stop.is_set():
+                self.ready.wait(0.2)
+            return self.waiting.popleft() if self.waiting else None
+
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                fn, future = self.queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            try:
-                if not future.set_running_or_notify_cancel():
-                    continue  # cancelled while waiting (its client went away)
-                try:
-                    result = fn(future)
-                except BaseException as exc:
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
-            except Exception:  # never let the worker die
-                logger.exception("worker: unexpected error")
-            finally:
-                self.queue.task_done()
+            job = self._next()
+            if job is not None:
+                _run(*job)
+            del job  # while the worker waits, nothing of the last job (its plan, its images) stays alive
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        while True:  # fail whatever is still waiting
-            try:
-                _, future = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            with contextlib.suppress(Exception):
+        with self.ready:  # fail whatever is still waiting
+            for _, future in self.waiting:
                 future.cancel()
+            self.waiting.clear()
+            self.ready.notify_all()
         self._thread.join(timeout)
+
+
+def _run(fn: Callable[[Future], Any], future: Future) -> None:
+    try:
+        if not future.set_running_or_notify_cancel():
+            return  # cancelled while waiting
+        try:
+            result = fn(future)
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+    except Exception:  # never let the worker die
+        logger.exception("worker: unexpected error")

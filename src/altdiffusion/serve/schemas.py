@@ -2,10 +2,10 @@
 
 Field names and defaults follow A1111's ``StableDiffusionTxt2ImgProcessingAPI`` and
 ``StableDiffusionImg2ImgProcessingAPI``. Fields that A1111 clients commonly send but that
-this server does not implement (face restoration, tiling, subseeds, extra networks...) are
+this server does not implement (face restoration, tiling, extra networks...) are
 accepted and ignored; unknown fields are ignored too, as A1111 does. Settings that would
-silently produce a different picture than asked for (hires fix, scripts) are refused with
-422 instead.
+silently produce a different picture than asked for (scripts, a hires pass with another
+sampler, prompt or checkpoint) are refused with 422 instead.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ class GenerationRequest(_Lenient):
     negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     styles: list[str] | None = Field(None, description="accepted and ignored (no saved styles here)")
     seed: int = Field(-1, description="-1 picks a random seed; image i of the job uses seed + i")
-    subseed: int = Field(-1, description="accepted and ignored")
-    subseed_strength: float = Field(0.0, description="accepted and ignored")
-    seed_resize_from_h: int = -1
-    seed_resize_from_w: int = -1
+    subseed: int = Field(-1, description="variation seed; -1 picks one; image i of the job uses subseed + i")
+    subseed_strength: float = Field(
+        0.0, ge=0.0, le=1.0, description="0..1 towards the variation seed's noise (A1111's slerp); 0: off"
+    )
+    seed_resize_from_h: int = Field(-1, description="with seed_resize_from_w: the seed's noise drawn at this size")
+    seed_resize_from_w: int = Field(-1, description="<= 0: off")
     sampler_name: str | None = Field(
         "Euler", description='A1111 sampler name or alias, e.g. "Euler a"; left out: the model\'s (see sd-models)'
     )
@@ -59,7 +61,9 @@ class GenerationRequest(_Lenient):
     s_tmin: float | None = None
     s_noise: float | None = None
     override_settings: dict[str, Any] | None = Field(
-        None, description="only sd_model_checkpoint is honoured (a configured model for this job); the rest is ignored"
+        None,
+        description="sd_model_checkpoint (a configured model for this job) and randn_source "
+        '("CPU" or "GPU") are honoured; the rest is ignored',
     )
     override_settings_restore_afterwards: bool = True
     refiner_checkpoint: str | None = None
@@ -90,26 +94,28 @@ class GenerationRequest(_Lenient):
 
 
 class Txt2ImgRequest(GenerationRequest):
-    enable_hr: bool = Field(False, description="hires fix is not supported; must be false")
-    denoising_strength: float | None = Field(None, description="only used by hires fix; ignored")
-    firstphase_width: int = 0
-    firstphase_height: int = 0
-    hr_scale: float = 2.0
-    hr_upscaler: str | None = None
-    hr_second_pass_steps: int = 0
-    hr_resize_x: int = 0
-    hr_resize_y: int = 0
-    hr_checkpoint_name: str | None = None
-    hr_sampler_name: str | None = None
-    hr_scheduler: str | None = None
-    hr_prompt: str = ""
-    hr_negative_prompt: str = ""
+    enable_hr: bool = Field(False, description="hires fix: upscale, then a second image-to-image pass")
+    denoising_strength: float | None = Field(
+        None, ge=0.0, le=1.0, description="hires fix's second pass (above 0); left out: 0.75 (A1111's default)"
+    )
+    firstphase_width: int = Field(0, description="A1111's old hires fix; must be 0 (use hr_scale / hr_resize_x/y)")
+    firstphase_height: int = Field(0, description="must be 0")
+    hr_scale: float = Field(2.0, gt=0.0, description="upscale factor when hr_resize_x and hr_resize_y are 0")
+    hr_upscaler: str | None = Field(None, description='"Latent" (default), "Latent (bicubic)"..., "Lanczos", "Nearest"')
+    hr_second_pass_steps: int = Field(0, ge=0, description="0: the same as steps")
+    hr_resize_x: int = Field(0, ge=0, description="target width (0: from hr_resize_y and the aspect ratio)")
+    hr_resize_y: int = Field(0, ge=0, description="target height")
+    hr_checkpoint_name: str | None = Field(None, description="must be empty: the second pass uses the same model")
+    hr_sampler_name: str | None = Field(None, description="empty or the same as sampler_name")
+    hr_scheduler: str | None = Field(None, description="empty or the same as scheduler")
+    hr_prompt: str = Field("", max_length=MAX_PROMPT_CHARS, description="empty or the same as prompt")
+    hr_negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS, description="empty or the same as negative_prompt")
 
-    @field_validator("enable_hr")
+    @field_validator("hr_scale")
     @classmethod
-    def _no_hires(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("hires fix (enable_hr) is not supported by this server; send enable_hr: false")
+    def _finite_scale(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
         return value
 
 
@@ -140,14 +146,19 @@ class GenerationResponse(BaseModel):
     info: str = Field(..., description="JSON string: prompt, all_seeds, infotexts, interrupted...")
 
 
+# base64 text, raw or as a data URL; whitespace (line breaks) allowed, padding optional
+BASE64_IMAGE = r"^\s*(data:[\w.+-]+/[\w.+-]+(;[\w=.+-]+)*;base64,)?[A-Za-z0-9+/=\s]*$"
+
+
 class PNGInfoRequest(_Lenient):
-    image: str = Field(..., description="base64 image (raw or data URL)")
+    image: str = Field(..., pattern=BASE64_IMAGE, description="base64 image (raw or data URL)")
 
 
 class PNGInfoResponse(BaseModel):
     info: str
     items: dict[str, Any]
     parameters: dict[str, Any]
+    reason: str | None = Field(None, description="why there is no info: the base64 data is not a readable image")
 
 
 class ProgressState(BaseModel):

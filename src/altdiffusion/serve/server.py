@@ -4,6 +4,7 @@ and ``altdiffusion serve`` (both parse :func:`~altdiffusion.serve.config.add_ser
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import logging
 import sys
@@ -38,7 +39,29 @@ def run(config: ServeConfig) -> None:
             "serving on %s without --api-auth: anyone who can reach this address can use the GPU", config.host
         )
     app = create_app(config)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, workers=1)
+    uvicorn.Server(uvicorn_config(app, config)).run()
+
+
+def uvicorn_config(app, config: ServeConfig, **overrides):
+    """uvicorn's settings for ``config``: its address, the connection limits and timeouts, and a
+    log that a flood of connections cannot fill (repeated messages are rate limited)."""
+    import uvicorn
+
+    from altdiffusion.serve.connections import ConnectionLimits, GuardedH11Protocol, limit_log_rate
+
+    limits = ConnectionLimits(config.max_connections, config.header_timeout, config.body_timeout)
+    settings = dict(
+        host=config.host,
+        port=config.port,
+        log_level=config.log_level,
+        workers=1,
+        http=functools.partial(GuardedH11Protocol, limits=limits),
+        timeout_keep_alive=config.keep_alive_timeout,
+        backlog=max(128, config.max_connections),
+    )
+    uvicorn_settings = uvicorn.Config(app, **{**settings, **overrides})  # configures uvicorn's loggers
+    limit_log_rate()
+    return uvicorn_settings
 
 
 def run_from_args(args: argparse.Namespace) -> int:

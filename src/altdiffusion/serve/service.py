@@ -46,7 +46,7 @@ class Service:
             self.models.load()
         self.loras = LoraRegistry(config.lora_dir)
         self.planner = Planner(config, self.models, self.loras)
-        self.state = JobState()
+        self.state = JobState(time_limit=config.max_job_seconds)
         self.progress = ProgressReporter(self.state)
         self.worker = Worker(config.max_queue)
         self.models.hash_in_background()
@@ -81,7 +81,7 @@ class Service:
                 return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     def _abandon(self, future: Future, waiter: asyncio.Future) -> None:
-        if not future.cancel():
+        if not self.worker.cancel(future):
             self.state.interrupt(future)
         logger.info("client went away; its job was %s", "dropped" if future.cancelled() else "interrupted")
         with contextlib.suppress(BaseException):

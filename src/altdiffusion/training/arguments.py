@@ -67,7 +67,9 @@ def add_vae_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_diffusion_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--base", required=True, help="SD-1.x / SD-2.x diffusers folder (with --text-encoder) or an AltDiffusion folder"
+        "--base",
+        required=True,
+        help="SD-1.x / SD-2.x diffusers folder or single file (with --text-encoder), or an AltDiffusion folder or single file",
     )
     p.add_argument("--text-encoder", default=None, help="AltCLIP folder or hub id whose text tower conditions the UNet")
     p.add_argument("--conditioning", default=None, choices=["m9", "m18"], help="text path (default: from the widths)")
@@ -79,7 +81,9 @@ def add_diffusion_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", dest="base", required=True, help="the AltDiffusion folder or hub id to fine-tune")
+    p.add_argument(
+        "--model", dest="base", required=True, help="the AltDiffusion folder, single file or hub id to fine-tune"
+    )
     # Fine-tuning is diffusion training of an AltDiffusion as it is, at the finetune preset.
     p.set_defaults(stage="finetune", text_encoder=None, conditioning=None, align_params="kv")
     _add_image_text_training_arguments(p)
@@ -105,8 +109,33 @@ def _add_image_text_training_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p, lr=1e-4, batch_size=32, steps=10000)
 
 
+def add_textual_inversion_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", dest="base", required=True, help="the AltDiffusion folder or hub id (kept frozen)")
+    p.add_argument("--images", required=True, help="folder of the concept's images (optional NAME.txt beside each)")
+    p.add_argument("--name", required=True, help="the trigger word, also the embedding's file name")
+    p.add_argument("--vectors", type=int, default=1, help="vectors (token positions) the trigger takes (A1111: 1)")
+    p.add_argument("--init-text", default="*", help="start from the token embeddings of this text (A1111: '*')")
+    p.add_argument(
+        "--prompt",
+        action="append",
+        default=None,
+        help="caption template; [name] is the trigger, [filewords] the image's .txt; repeatable (default: [name])",
+    )
+    p.add_argument("--resolution", type=int, default=512)
+    p.add_argument("--noise-offset", type=float, default=0.0)
+    p.add_argument(
+        "--save-format",
+        default="safetensors",
+        choices=["safetensors", "pt"],
+        help="safetensors (emb_params, as kohya) or pt (A1111's string_to_param)",
+    )
+    add_common_arguments(p, lr=5e-3, batch_size=1, steps=1000)
+
+
 def add_dreambooth_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", dest="base", required=True, help="the AltDiffusion folder or hub id to teach")
+    p.add_argument(
+        "--model", dest="base", required=True, help="the AltDiffusion folder, single file or hub id to teach"
+    )
     p.add_argument("--instance-images", required=True, help="folder with the few images of the subject or style")
     p.add_argument(
         "--instance-prompt", required=True, help='the caption of every instance image, e.g. "一张<sks>风格的画"'

@@ -161,8 +161,7 @@ class DiffusionTask:
                 frozen.to(device)
         with torch.no_grad():
             latents = self._latents(pixels.to(device, pipe.vae.dtype))
-            chunks = [pipe.prompt_chunks(c)[:1] for c in captions]  # training captions: one 77-token chunk
-            cond = pipe.encode_chunks(chunks)
+        cond = self.conditioning(model, captions)
         g = torch.Generator().manual_seed(noise_seed)
         noise = torch.randn(latents.shape, generator=g)
         if self.noise_offset:
@@ -172,13 +171,22 @@ class DiffusionTask:
         noise, timesteps = noise.to(device, latents.dtype), timesteps.to(device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         target = noise if self.prediction == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        pred = model(noisy, timesteps, cond)
+        pred = self.predict(model, noisy, timesteps, cond)
         per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if self.min_snr_gamma:
             snr = compute_snr(self.noise_scheduler, timesteps)
             weight = torch.clamp(snr, max=self.min_snr_gamma) / (snr if self.prediction == "epsilon" else snr + 1)
             per_sample = per_sample * weight
         return per_sample.mean(), {"skipped": self.skipped.total}
+
+    def conditioning(self, model, captions: list[str]) -> torch.Tensor:
+        """The frozen text encoder's conditioning; training captions take one 77-token chunk."""
+        with torch.no_grad():
+            return self.pipe.encode_chunks([self.pipe.prompt_chunks(c)[:1] for c in captions])
+
+    def predict(self, model, noisy, timesteps, cond) -> torch.Tensor:
+        """The UNet's prediction (``model`` wraps the UNet being trained)."""
+        return model(noisy, timesteps, cond)
 
     def _latents(self, pixels: torch.Tensor) -> torch.Tensor:
         """VAE posterior means (deterministic), from the cache when ``cache_latents`` is on."""
@@ -279,4 +287,5 @@ def unet_stored_dtype(base) -> torch.dtype | None:
     from altdiffusion.hub import resolve_model
     from altdiffusion.training.precision import stored_dtype
 
-    return stored_dtype(resolve_model(base, kind="diffusion") / "unet")
+    source = resolve_model(base, kind="diffusion")
+    return stored_dtype(source if source.is_file() else source / "unet")

@@ -40,12 +40,13 @@ def floating_dtype(module: nn.Module) -> torch.dtype:
 
 
 def stored_dtype(folder: Path) -> torch.dtype | None:
-    """The floating dtype of most of the weights stored in ``folder``'s safetensors files, read
-    from their headers (no tensor is loaded); None when there is no such file."""
+    """The floating dtype of most of the weights stored in ``folder``'s safetensors files (or in
+    one such file), read from their headers (no tensor is loaded); None when there is no such file."""
     from safetensors import safe_open
 
     counts: Counter = Counter()
-    for path in sorted(Path(folder).glob("*.safetensors")):
+    paths = [Path(folder)] if Path(folder).is_file() else sorted(Path(folder).glob("*.safetensors"))
+    for path in paths:
         with safe_open(str(path), framework="pt") as fh:
             for key in fh.keys():  # noqa: SIM118 - safe_open has no __iter__
                 tensor = fh.get_slice(key)

@@ -135,6 +135,25 @@ class DreamBoothSettings:
         return from_namespace(cls, args)
 
 
+@dataclass(frozen=True)
+class TextualInversionSettings:
+    """A new trigger word's vectors, the model frozen: see :mod:`altdiffusion.training.textual_inversion`."""
+
+    base: str
+    images: str
+    name: str
+    vectors: int = 1
+    init_text: str = "*"
+    prompt: list[str] | None = None  # templates with [name] (and [filewords]); None: "[name]"
+    resolution: int = 512
+    noise_offset: float = 0.0
+    save_format: str = "safetensors"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TextualInversionSettings:
+        return from_namespace(cls, args)
+
+
 def dreambooth_train_settings(args: argparse.Namespace) -> TrainSettings:
     """The loop's settings for DreamBooth: ``--lr`` and ``--steps`` default per mode."""
     defaults = DREAMBOOTH_DEFAULTS["full" if args.full else "lora"]

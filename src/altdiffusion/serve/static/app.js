@@ -78,6 +78,7 @@ function showTab(tab) {
   $("panel-generate").hidden = tab === "pnginfo";
   $("panel-pnginfo").hidden = tab !== "pnginfo";
   $("img2img-fields").hidden = tab !== "img2img";
+  $("hires-fields").hidden = tab !== "txt2img";
 }
 
 // ------------------------------------------------------------------ generation
@@ -100,7 +101,35 @@ function payload() {
     height: intValue("height", null),
   };
   for (const [key, value] of Object.entries(settings)) if (value !== null) body[key] = value;
+  Object.assign(body, variationFields());
   return body;
+}
+
+// A1111's variation seed, seed resize and RNG fields (sent only when they change something).
+function variationFields() {
+  const fields = { override_settings: { randn_source: $("rng").value } };
+  const strength = parseFloat($("subseed-strength").value);
+  if (Number.isFinite(strength) && strength > 0) {
+    fields.subseed = intValue("subseed", -1);
+    fields.subseed_strength = strength;
+  }
+  const w = intValue("seed-resize-w", 0), h = intValue("seed-resize-h", 0);
+  if (w > 0 && h > 0) Object.assign(fields, { seed_resize_from_w: w, seed_resize_from_h: h });
+  return fields;
+}
+
+// A1111's hires fix fields (txt2img only).
+function hiresFields() {
+  if (!$("enable-hr").checked) return {};
+  return {
+    enable_hr: true,
+    hr_upscaler: $("hr-upscaler").value,
+    hr_scale: parseFloat($("hr-scale").value) || 2,
+    hr_resize_x: intValue("hr-resize-x", 0),
+    hr_resize_y: intValue("hr-resize-y", 0),
+    hr_second_pass_steps: intValue("hr-steps", 0),
+    denoising_strength: parseFloat($("hr-denoise").value) || 0.7,
+  };
 }
 
 async function generate(event) {
@@ -116,6 +145,8 @@ async function generate(event) {
       const mask = $("mask-image").files[0];
       if (mask) body.mask = await readDataURL(mask);
       body.denoising_strength = parseFloat($("denoise").value);
+    } else {
+      Object.assign(body, hiresFields());
     }
   } catch (err) {
     setStatus("Cannot read the file: " + err, "error");
@@ -287,7 +318,7 @@ async function pngInfo() {
     $("pnginfo-status").textContent = "";
     $("pnginfo-text").textContent = result.info;
     for (const [key, value] of Object.entries(result.parameters || {})) {
-      if (/^Size-\d$/.test(key)) continue;  // A1111's split "Size", kept for "Send to txt2img"
+      if (/^(Size|Seed resize from|Hires resize)-\d$/.test(key)) continue;  // A1111's split sizes, for "Send to txt2img"
       const row = table.insertRow();
       row.insertCell().textContent = key;
       const cell = row.insertCell();
@@ -310,6 +341,20 @@ function sendInfoToTxt2img() {
   set("steps", "Steps");
   set("cfg", "CFG scale");
   set("seed", "Seed");
+  set("subseed", "Variation seed");
+  set("subseed-strength", "Variation seed strength");
+  if (p["Seed resize from-1"]) { set("seed-resize-w", "Seed resize from-1"); set("seed-resize-h", "Seed resize from-2"); }
+  if (p["RNG"]) $("rng").value = p["RNG"];
+  const hires = p["Hires upscale"] !== undefined || p["Hires resize"] !== undefined;
+  $("enable-hr").checked = hires;
+  if (hires) {
+    set("hr-scale", "Hires upscale");
+    set("hr-resize-x", "Hires resize-1");
+    set("hr-resize-y", "Hires resize-2");
+    set("hr-steps", "Hires steps");
+    set("hr-denoise", "Denoising strength");
+    if (p["Hires upscaler"]) $("hr-upscaler").value = p["Hires upscaler"];
+  }
   set("width", "Size-1");
   set("height", "Size-2");
   if (p["Sampler"] && [...$("sampler").options].some((o) => o.value === p["Sampler"])) $("sampler").value = p["Sampler"];

@@ -15,8 +15,8 @@ from altdiffusion.errors import InvalidInputError
 from altdiffusion.hub import bundled_model_dir
 from altdiffusion.models.tiny import write_tiny_altdiffusion
 from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline
-from altdiffusion.pipelines.lora import LoraLayer, layers_to_kohya
 from altdiffusion.pipelines.conditioning import token_embedding_width
+from altdiffusion.pipelines.lora import LoraLayer, layers_to_kohya
 from altdiffusion.pipelines.memory import OneResident, decode_with_fallback
 from altdiffusion.pipelines.preview import SD_VAE_TO_RGB, latent_to_rgb_for, preview_psnr
 from altdiffusion.prompts.embedding_files import Embedding, write_embedding

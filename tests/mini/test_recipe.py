@@ -177,10 +177,18 @@ def test_report_writes_json_markdown_and_grid(smoke, tmp_path):
         assert all(0 <= v <= 1 for v in row.values())
     assert report["languages"]["en"]["consistency_with_en"] == 1.0
     assert report["compute"]["altclip_cpu_s"] > 0 and "target_zh_r1" in report["compute"]
+    for lang, row in report["two_things"].items():  # two-thing accuracy per relation, wrong attributes
+        assert row["n"] == 1 and set(row["by_relation"]) == {"left_of", "above"}
+        assert sum(v for v in row["by_relation"].values() if v is not None) == report["languages"][lang][
+            "generation_two_things"
+        ]
+        assert set(row["wrong"]) >= {"colour", "shape", "size", "relation", "count", "background"}
     table = (out / "report.md").read_text()
-    assert table.count("\n| ") == 9 and table.strip() in done.stdout  # nine language rows, printed too
-    grid = Image.open(out / "samples.png")
-    assert grid.size == (28 + 2 * 64, 9 * 64)
+    assert table.count("\n| ") == 9 + 10 and table.strip() in done.stdout  # both tables' nine rows, printed too
+    assert "| language | left of % | above % | wrong background |" in table
+    assert Image.open(out / "samples.png").size == (28 + 2 * 64, 9 * 64)
+    assert Image.open(out / "samples-two.png").size == (28 + 1 * 64, 9 * 64)
+    assert Image.open(out / "scratch-curve.png").size == (640, 400)
 
 
 def test_a_short_baseline_continues_with_more_segments(smoke):

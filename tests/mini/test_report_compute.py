@@ -18,12 +18,26 @@ def test_a_baseline_that_reached_the_target_gives_the_ratio():
     c = compute_summary(build_log(reached=True))
     assert c["altclip_cpu_s"] == 250.0 and c["scratch_cpu_s"] == 1000.0
     assert c["altclip_over_scratch"] == 0.25 and c["altclip_over_scratch_below"] is None
+    assert c["with_teacher_over_scratch"] == 1.15  # (900 + 250) / 1000: the teacher's cost counted
 
 
 def test_a_baseline_that_stopped_short_gives_only_a_bound():
     c = compute_summary(build_log(reached=False))
     assert c["altclip_over_scratch"] is None and c["altclip_over_scratch_below"] == 0.25
+    assert c["with_teacher_over_scratch"] is None and c["with_teacher_over_scratch_below"] == 1.15
     assert not c["scratch_reached"]
+
+
+def test_the_curve_plot_marks_the_baseline_and_both_costs():
+    from altdiffusion.mini.plots import scratch_curve_plot
+
+    image = scratch_curve_plot(compute_summary(build_log(reached=True))).convert("RGB")
+    colours = {rgb for _, rgb in image.getcolors(maxcolors=1 << 16)}
+    assert (0, 0, 255) in colours and (255, 0, 0) in colours  # the baseline's line, AltCLIP-mini's costs
+    # the last point (1000 CPU s, 90%) is drawn where the axes put it
+    x = 60 + 1000 / (1150 * 1.05) * (640 - 80)
+    y = 400 - 50 - 0.9 * (400 - 80)
+    assert image.getpixel((round(x), round(y))) == (0, 0, 255)
 
 
 def test_no_build_log_no_comparison():

@@ -122,7 +122,7 @@ def cmd_mini_report(args) -> int:
     )
     write_report(Path(args.out), report, samples)
     print(markdown(report))
-    print(f"wrote {args.out}/report.json, report.md, samples.png")
+    print(f"wrote {args.out}/report.json, report.md, {', '.join(samples)}")
     return 0
 
 

@@ -1,7 +1,9 @@
 """`altdiffusion mini report`: how well the mini recipe worked, per language, on the given weights.
 
-Writes ``report.json``, ``report.md`` (the table in the README) and ``samples.png`` (one row per
-language, the same scenes and seeds in each column) and prints the Markdown.
+Writes ``report.json``, ``report.md`` (the tables in the README), ``samples.png`` and
+``samples-two.png`` (one row per language, the same one-thing / two-thing scenes and seeds in each
+column) and, when the build log has the from-scratch baseline, ``scratch-curve.png``; prints the
+Markdown.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ import statistics
 import time
 from pathlib import Path
 
-from PIL import Image, ImageDraw
-
 from altdiffusion.mini import GUIDANCE, REPORT_SCENES, evaluate, world
+from altdiffusion.mini.plots import sample_grid, scratch_curve_plot
 
 MINIMUMS = {"en_generation_seen": 0.80, "gap_to_en": 0.05, "zero_shot": 0.95, "seconds_per_image": 1.0}
 
@@ -49,14 +50,17 @@ def build_report(
     seen = world.scenes_for_eval("seen", scenes, evaluate.EVAL_SEED + seed + 2, 1)
     held_out = world.scenes_for_eval("heldout", scenes, evaluate.EVAL_SEED + seed + 3, 1)
     pairs = world.scenes_for_eval("seen", scenes // 2, evaluate.EVAL_SEED + seed + 4, 2)
-    rows, verdicts, samples, failures = {}, {}, {}, {}
+    rows, verdicts, failures, two = {}, {}, {}, {}
+    samples = {"samples.png": {}, "samples-two.png": {}}
     for lang in world.LANGUAGES:
         zs = evaluate.zero_shot(clip, lang, seed=seed)
         v_seen, images, failures[lang] = evaluate.generate_verdicts(pipe, seen, lang, seeds, guidance=guidance)
         v_held, _, _ = evaluate.generate_verdicts(pipe, held_out, lang, seeds, guidance=guidance)
-        v_pairs, _, _ = evaluate.generate_verdicts(pipe, pairs, lang, 1, guidance=guidance)
+        v_pairs, pair_images, pair_failures = evaluate.generate_verdicts(pipe, pairs, lang, 1, guidance=guidance)
         verdicts[lang] = v_seen + v_held
-        samples[lang] = [images[(i, 0)] for i in range(min(8, len(seen)))]
+        two[lang] = two_thing_breakdown(pairs, v_pairs, pair_failures)
+        samples["samples.png"][lang] = [images[(i, 0)] for i in range(min(8, len(seen)))]
+        samples["samples-two.png"][lang] = [pair_images[(i, 0)] for i in range(min(8, len(pairs)))]
         rows[lang] = {
             "zero_shot_colour": zs["colour"],
             "zero_shot_shape": zs["shape"],
@@ -81,6 +85,7 @@ def build_report(
         },
         "languages": rows,
         "failures_seen": failures,
+        "two_things": two,
         "seconds_per_image": speed(pipe),
         "device": _device_name(pipe.device),
         "compute": compute_summary(_read_build_log(build_log)),
@@ -88,6 +93,15 @@ def build_report(
     }
     report["minimums"]["seconds_per_image"] = report["seconds_per_image"] <= MINIMUMS["seconds_per_image"]
     return report, samples
+
+
+def two_thing_breakdown(scenes, verdicts, failures: dict[str, int]) -> dict:
+    """Two-thing accuracy per relation, and how many images had each attribute wrong."""
+    by_relation = {}
+    for relation in world.RELATIONS:
+        rows = [v for s, v in zip(scenes, verdicts) if s.relation == relation]
+        by_relation[relation] = evaluate.accuracy(rows) if rows else None
+    return {"n": len(scenes), "by_relation": by_relation, "wrong": dict(failures)}
 
 
 def _read_build_log(path: Path | None) -> dict | None:
@@ -129,10 +143,16 @@ def compute_summary(build: dict | None) -> dict | None:
         )
         last = scratch["curve"][-1]
         out["scratch_cpu_s"] = round(last["cpu_s"], 1)
-        ratio = round(alt / last["cpu_s"], 3) if last["cpu_s"] else None
-        # A baseline that stopped short only bounds the ratio from above.
-        out["altclip_over_scratch"] = ratio if scratch.get("reached") else None
-        out["altclip_over_scratch_below"] = None if scratch.get("reached") else ratio
+        # Both ways the paper's "1%" can be read: the teacher's cost not counted (it exists
+        # already, as OpenAI's CLIP does) and counted. A baseline that stopped short only bounds
+        # each ratio from above.
+        for key, cost in (
+            ("altclip_over_scratch", alt),
+            ("with_teacher_over_scratch", alt + (out["teacher_cpu_s"] or 0)),
+        ):
+            ratio = round(cost / last["cpu_s"], 3) if last["cpu_s"] else None
+            out[key] = ratio if scratch.get("reached") else None
+            out[f"{key}_below"] = None if scratch.get("reached") else ratio
     return out
 
 
@@ -191,28 +211,45 @@ def markdown(report: dict) -> str:
             last = c["scratch_curve"][-1]
             text += f" (its Chinese R@1 was then {pct(last['zh_r1'])}%)"
             if c["scratch_reached"]:
-                text += f"; AltCLIP-mini / from scratch = {c['altclip_over_scratch']}"
+                text += (
+                    f"; AltCLIP-mini / from scratch = {c['altclip_over_scratch']} "
+                    f"({c.get('with_teacher_over_scratch')} with the teacher's cost counted)"
+                )
             elif c.get("altclip_over_scratch_below"):
-                text += f"; AltCLIP-mini / from scratch < {c['altclip_over_scratch_below']} (a bound: the baseline stopped short)"
+                text += (
+                    f"; AltCLIP-mini / from scratch < {c['altclip_over_scratch_below']} "
+                    f"(< {c.get('with_teacher_over_scratch_below')} with the teacher's cost counted; "
+                    "bounds: the baseline stopped short)"
+                )
         lines.append(text + ".")
+    lines += two_thing_markdown(report.get("two_things"))
     lines.append("Minimums: " + ", ".join(f"{k} {'✓' if v else '✗'}" for k, v in report["minimums"].items()))
     return "\n".join(lines) + "\n"
 
 
-def sample_grid(samples: dict[str, list[Image.Image]]) -> Image.Image:
-    size, label = world.IMAGE_SIZE, 28
-    cols = max(len(v) for v in samples.values())
-    grid = Image.new("RGB", (label + cols * size, len(samples) * size), "white")
-    draw = ImageDraw.Draw(grid)
-    for r, (lang, images) in enumerate(samples.items()):
-        draw.text((4, r * size + size // 2 - 5), lang, fill="black")
-        for c, image in enumerate(images):
-            grid.paste(image, (label + c * size, r * size))
-    return grid
+def two_thing_markdown(two: dict | None) -> list[str]:
+    """The two-thing table: accuracy per relation and wrong attributes, per language."""
+    if not two:
+        return []
+    attributes = sorted({a for row in two.values() for a in row["wrong"]})
+    relations = list(next(iter(two.values()))["by_relation"])
+    head = ["language"] + [f"{r.replace('_', ' ')} %" for r in relations] + [f"wrong {a}" for a in attributes]
+    lines = ["", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for lang, row in two.items():
+        cells = [f"{100 * row['by_relation'][r]:.1f}" if row["by_relation"][r] is not None else "" for r in relations]
+        cells += [str(row["wrong"].get(a, 0)) for a in attributes]
+        lines.append(f"| {lang} | " + " | ".join(cells) + " |")
+    n = next(iter(two.values()))["n"]
+    lines += ["", f"Two-thing scenes: {n} per language, 1 seed; 'wrong X': images with attribute X wrong.", ""]
+    return lines
 
 
 def write_report(out: Path, report: dict, samples) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     (out / "report.md").write_text(markdown(report))
-    sample_grid(samples).save(out / "samples.png")
+    for name, sheet in samples.items():
+        sample_grid(sheet).save(out / name)
+    compute = report.get("compute") or {}
+    if compute.get("scratch_curve"):
+        scratch_curve_plot(compute).save(out / "scratch-curve.png")

@@ -26,21 +26,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from altdiffusion import __version__
 from altdiffusion.devices import select_device, select_dtype
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.hub import KNOWN_CHECKPOINTS, resolve_model
 from altdiffusion.pipelines.components import load_components
-from altdiffusion.pipelines.conditioning import encode_chunks, token_embedding_width
+from altdiffusion.pipelines.conditioning import encode_chunks
 from altdiffusion.pipelines.defaults import ModelDefaults, model_defaults
 from altdiffusion.pipelines.denoising import Inpainting, Sampling, sample, shifted_callback, step_kwargs
 from altdiffusion.pipelines.hires import HiresFix, second_pass_timesteps, upscale_first_pass
 from altdiffusion.pipelines.images import latent_mask, overlay, to_pil, to_tensor
-from altdiffusion.pipelines.infotext import format_infotext
+from altdiffusion.pipelines.infotext import generation_infotexts
 from altdiffusion.pipelines.inputs import GenerationInputs, call_args, check_inputs
+from altdiffusion.pipelines.loaders import PipelineLoaders
 from altdiffusion.pipelines.lora import MergedLoras
-from altdiffusion.pipelines.memory import MemoryMode, apply_memory_mode, decode_with_fallback, swap_offloaded
-from altdiffusion.pipelines.noise import initial_noise, noise_device, rng_infotext
+from altdiffusion.pipelines.memory import MemoryMode, decode_with_fallback
+from altdiffusion.pipelines.noise import initial_noise, noise_device
 from altdiffusion.pipelines.preview import LatentToRGB, latent_to_rgb_for
 from altdiffusion.pipelines.results import GenerationInterrupted, GenerationResult
 from altdiffusion.pipelines.samplers import make_scheduler, sampler_name_for
@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 
-class AltDiffusionPipeline:
+class AltDiffusionPipeline(PipelineLoaders):
     """Named components (as diffusers): tokenizer, text_encoder, unet, vae, scheduler,
     safety_checker, feature_extractor. Build with :func:`load_pipeline` or ``from_pretrained``."""
 
@@ -179,20 +179,6 @@ class AltDiffusionPipeline:
             self._latent_to_rgb = latent_to_rgb_for(self.vae, self.device)
         return self._latent_to_rgb
 
-    # ------------------------------------------------------------------ speed and memory
-
-    def enable_memory_mode(self, mode: str) -> None:
-        """``"balanced"``: components offloaded to the CPU when idle, VAE slicing and tiling;
-        ``"low"``: sequential (layer by layer) offload too. See pipelines/memory.py."""
-        self.memory = apply_memory_mode(self, mode)
-
-    def enable_speed_mode(self, **options):
-        """torch.compile of the UNet and VAE decoder, channels-last, fused QKV; see pipelines/speed.py."""
-        from altdiffusion.pipelines.speed import apply_speed_mode
-
-        self.speed = apply_speed_mode(self, **options)
-        return self.speed
-
     @property
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
@@ -224,65 +210,6 @@ class AltDiffusionPipeline:
 
             self._model_hash = ((model_sha256(self.folder) if self.folder else None) or sha256_files([]))[:10]
         return self._model_hash
-
-    # ------------------------------------------------------------------ VAE swap
-
-    def load_vae(self, source: str | Path | None, *, name: str | None = None) -> None:
-        """Decode (and encode) with another VAE: an A1111 file or a diffusers folder (``name``: its
-        "VAE" in infotexts, default the file name); None: the model's own. The memory and speed
-        modes in force apply to it as they did to the one it replaces."""
-        if source is None:
-            vae, vae_source = self._own_vae, None
-        else:
-            from altdiffusion.pipelines.vae import load_vae
-
-            vae, vae_source = load_vae(source, like=self._own_vae, name=name)
-            home = torch.device("cpu") if self.memory.offloaded else self.device  # offloaded: it waits there
-            if vae.dtype != self._own_vae.dtype or vae.device != home:  # a no-op cast still logs in diffusers
-                vae.to(device=home, dtype=self._own_vae.dtype)
-        if vae is self.vae:
-            return
-        swap_offloaded(self.vae, vae)
-        if self.speed is not None:
-            from altdiffusion.pipelines.speed import compile_vae
-
-            compile_vae(vae, self.speed)
-        self.vae, self.vae_source, self._latent_to_rgb = vae, vae_source, None
-
-    # ------------------------------------------------------------------ LoRA
-
-    @property
-    def loras(self) -> list[dict]:
-        """The merged LoRAs' infos (name, path, hash, scale, format, layers), in merge order."""
-        return list(self.merged_loras.infos)
-
-    def load_lora(self, path: str | Path, scale: float = 1.0) -> dict:
-        """Merge a LoRA (kohya or diffusers ``.safetensors``) into the weights; see pipelines/lora.py."""
-        info = self.merged_loras.merge(self._lora_targets(), path, scale)
-        self._weights_changed()
-        return info
-
-    def unload_lora(self) -> None:
-        """Restore the weights every loaded LoRA changed, exactly."""
-        self.merged_loras.restore(self._lora_targets())
-        self._weights_changed()
-
-    def _weights_changed(self) -> None:
-        if self.speed is not None and self.speed.fused_qkv:  # the fused copies must follow to_q/to_k/to_v
-            from altdiffusion.pipelines.speed import refresh_fused_projections
-
-            refresh_fused_projections(self.unet)
-
-    def _lora_targets(self) -> dict[str, torch.nn.Module]:
-        return {"unet": self.unet, "text_encoder": self.text_encoder}
-
-    # ------------------------------------------------------------------ textual inversion
-
-    def load_embeddings(self, folder: str | Path) -> EmbeddingDatabase:
-        """Use the embedding files in ``folder`` (A1111's embeddings/: the file stem is the trigger);
-        files made for another width are skipped with the reason (``pipe.embeddings.skipped``)."""
-        self.embeddings = EmbeddingDatabase.from_folder(folder, token_embedding_width(self.text_encoder))
-        return self.embeddings
 
     # ------------------------------------------------------------------ prompts
 
@@ -498,30 +425,7 @@ class AltDiffusionPipeline:
 
     def infotexts(self, inputs: GenerationInputs, extra: Mapping[str, object] | None = None) -> list[str]:
         """A1111's infotext for each image of ``inputs`` (the pipeline is its only author)."""
-        params = {
-            "Steps": inputs.steps,
-            "Sampler": inputs.sampler or sampler_name_for(self.scheduler),
-            "Schedule type": inputs.schedule,
-            "CFG scale": inputs.guidance_scale,
-            "Seed": None,
-            "Size": f"{inputs.width}x{inputs.height}",
-            "Model hash": self.model_hash,
-            "Model": self.name or None,
-            **(self.vae_source.infotext() if self.vae_source else {}),
-            "Variation seed": None,
-            **inputs.variation.infotext(),
-            "Denoising strength": inputs.hires.settings.denoising_strength if inputs.hires else inputs.strength,
-            "Mask blur": inputs.mask_blur if inputs.mask_image is not None else None,
-            "RNG": rng_infotext(inputs.randn_source, self.device),
-            **(inputs.hires.infotext() if inputs.hires else {}),
-            "Lora hashes": self.merged_loras.hashes(),
-            "TI hashes": self.embeddings.infotext_hashes([*inputs.conditioning_prompts, *inputs.negative_prompts]),
-            **(extra or {}),
-            "Version": f"altdiffusion {__version__}",
-        }
-        subseeds = inputs.variation.subseeds or [None] * inputs.batch
-        rows = zip(inputs.prompts, inputs.negative_prompts, inputs.seeds, subseeds)
-        return [format_infotext(p, n, {**params, "Seed": s, "Variation seed": u}) for p, n, s, u in rows]
+        return generation_infotexts(self, inputs, extra)
 
     def _interrupted(self, inputs, latents, extra_infotext, steps_done: int) -> GenerationInterrupted:
         """The error a stopped generation raises, with the images of its last finished step."""

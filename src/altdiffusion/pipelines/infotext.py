@@ -88,6 +88,39 @@ def format_infotext(prompt: str, negative_prompt: str, params: Mapping[str, obje
 # ----------------------------------------------------------------------------- parse
 
 
+def generation_infotexts(pipe, inputs, extra: Mapping[str, object] | None = None) -> list[str]:
+    """A1111's infotext for each image of a generation: ``inputs`` (pipelines/inputs.py) as the
+    ``pipe`` that made them (its model hash and name, VAE, LoRAs and embeddings) sees them."""
+    from altdiffusion import __version__
+    from altdiffusion.pipelines.noise import rng_infotext
+    from altdiffusion.pipelines.samplers import sampler_name_for
+
+    params = {
+        "Steps": inputs.steps,
+        "Sampler": inputs.sampler or sampler_name_for(pipe.scheduler),
+        "Schedule type": inputs.schedule,
+        "CFG scale": inputs.guidance_scale,
+        "Seed": None,
+        "Size": f"{inputs.width}x{inputs.height}",
+        "Model hash": pipe.model_hash,
+        "Model": pipe.name or None,
+        **(pipe.vae_source.infotext() if pipe.vae_source else {}),
+        "Variation seed": None,
+        **inputs.variation.infotext(),
+        "Denoising strength": inputs.hires.settings.denoising_strength if inputs.hires else inputs.strength,
+        "Mask blur": inputs.mask_blur if inputs.mask_image is not None else None,
+        "RNG": rng_infotext(inputs.randn_source, pipe.device),
+        **(inputs.hires.infotext() if inputs.hires else {}),
+        "Lora hashes": pipe.merged_loras.hashes(),
+        "TI hashes": pipe.embeddings.infotext_hashes([*inputs.conditioning_prompts, *inputs.negative_prompts]),
+        **(extra or {}),
+        "Version": f"altdiffusion {__version__}",
+    }
+    subseeds = inputs.variation.subseeds or [None] * inputs.batch
+    rows = zip(inputs.prompts, inputs.negative_prompts, inputs.seeds, subseeds)
+    return [format_infotext(p, n, {**params, "Seed": s, "Variation seed": u}) for p, n, s, u in rows]
+
+
 def _parse_params_line(line: str) -> dict[str, str] | None:
     """Pairs of a parameters line, or None if the line is not one.
 

@@ -1,0 +1,89 @@
+"""What a pipeline can take on after loading, as diffusers' loader mixins do: another VAE, LoRAs,
+textual-inversion embeddings, and the speed and memory modes. The state these methods use
+(``memory``, ``speed``, ``merged_loras``, ``embeddings``, ``vae_source``, ``_own_vae``) is declared
+in :class:`~altdiffusion.pipelines.alt_diffusion.AltDiffusionPipeline`'s ``__init__``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from altdiffusion.pipelines.conditioning import token_embedding_width
+from altdiffusion.pipelines.memory import apply_memory_mode, swap_offloaded
+from altdiffusion.prompts.embeddings import EmbeddingDatabase
+
+
+class PipelineLoaders:
+    # ------------------------------------------------------------------ speed and memory
+
+    def enable_memory_mode(self, mode: str) -> None:
+        """``"balanced"``: components offloaded to the CPU when idle, VAE slicing and tiling;
+        ``"low"``: sequential (layer by layer) offload too. See pipelines/memory.py."""
+        self.memory = apply_memory_mode(self, mode)
+
+    def enable_speed_mode(self, **options):
+        """torch.compile of the UNet and VAE decoder, channels-last, fused QKV; see pipelines/speed.py."""
+        from altdiffusion.pipelines.speed import apply_speed_mode
+
+        self.speed = apply_speed_mode(self, **options)
+        return self.speed
+
+    # ------------------------------------------------------------------ VAE swap
+
+    def load_vae(self, source: str | Path | None, *, name: str | None = None) -> None:
+        """Decode (and encode) with another VAE: an A1111 file or a diffusers folder (``name``: its
+        "VAE" in infotexts, default the file name); None: the model's own. The memory and speed
+        modes in force apply to it as they did to the one it replaces."""
+        if source is None:
+            vae, vae_source = self._own_vae, None
+        else:
+            from altdiffusion.pipelines.vae import load_vae
+
+            vae, vae_source = load_vae(source, like=self._own_vae, name=name)
+            home = torch.device("cpu") if self.memory.offloaded else self.device  # offloaded: it waits there
+            if vae.dtype != self._own_vae.dtype or vae.device != home:  # a no-op cast still logs in diffusers
+                vae.to(device=home, dtype=self._own_vae.dtype)
+        if vae is self.vae:
+            return
+        swap_offloaded(self.vae, vae)
+        if self.speed is not None:
+            from altdiffusion.pipelines.speed import compile_vae
+
+            compile_vae(vae, self.speed)
+        self.vae, self.vae_source, self._latent_to_rgb = vae, vae_source, None
+
+    # ------------------------------------------------------------------ LoRA
+
+    @property
+    def loras(self) -> list[dict]:
+        """The merged LoRAs' infos (name, path, hash, scale, format, layers), in merge order."""
+        return list(self.merged_loras.infos)
+
+    def load_lora(self, path: str | Path, scale: float = 1.0) -> dict:
+        """Merge a LoRA (kohya or diffusers ``.safetensors``) into the weights; see pipelines/lora.py."""
+        info = self.merged_loras.merge(self._lora_targets(), path, scale)
+        self._weights_changed()
+        return info
+
+    def unload_lora(self) -> None:
+        """Restore the weights every loaded LoRA changed, exactly."""
+        self.merged_loras.restore(self._lora_targets())
+        self._weights_changed()
+
+    def _weights_changed(self) -> None:
+        if self.speed is not None and self.speed.fused_qkv:  # the fused copies must follow to_q/to_k/to_v
+            from altdiffusion.pipelines.speed import refresh_fused_projections
+
+            refresh_fused_projections(self.unet)
+
+    def _lora_targets(self) -> dict[str, torch.nn.Module]:
+        return {"unet": self.unet, "text_encoder": self.text_encoder}
+
+    # ------------------------------------------------------------------ textual inversion
+
+    def load_embeddings(self, folder: str | Path) -> EmbeddingDatabase:
+        """Use the embedding files in ``folder`` (A1111's embeddings/: the file stem is the trigger);
+        files made for another width are skipped with the reason (``pipe.embeddings.skipped``)."""
+        self.embeddings = EmbeddingDatabase.from_folder(folder, token_embedding_width(self.text_encoder))
+        return self.embeddings

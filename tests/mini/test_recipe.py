@@ -179,9 +179,10 @@ def test_report_writes_json_markdown_and_grid(smoke, tmp_path):
     assert report["compute"]["altclip_cpu_s"] > 0 and "target_zh_r1" in report["compute"]
     for lang, row in report["two_things"].items():  # two-thing accuracy per relation, wrong attributes
         assert row["n"] == 1 and set(row["by_relation"]) == {"left_of", "above"}
-        assert sum(v for v in row["by_relation"].values() if v is not None) == report["languages"][lang][
-            "generation_two_things"
-        ]
+        assert (
+            sum(v for v in row["by_relation"].values() if v is not None)
+            == report["languages"][lang]["generation_two_things"]
+        )
         assert set(row["wrong"]) >= {"colour", "shape", "size", "relation", "count", "background"}
     table = (out / "report.md").read_text()
     assert table.count("\n| ") == 9 + 10 and table.strip() in done.stdout  # both tables' nine rows, printed too

@@ -48,10 +48,12 @@ def scratch_curve_plot(compute: dict, width: int = 640, height: int = 400) -> Im
     target = compute["target_zh_r1"]
     for x in range(0, int(x_max), max(1, int(x_max / 60))):  # dashed target line
         draw.line([at(x, target), at(min(x + x_max / 120, x_max), target)], fill="gray")
-    draw.text((at(0, target)[0] + 6, at(0, target)[1] - 14), f"AltCLIP-mini {100 * target:.1f}%", fill="gray")
-    for cost, name in ((alt, "AltCLIP-mini"), (alt + teacher, "+ teacher")):
-        draw.line([at(cost, 0), at(cost, 1)], fill="red")
-        draw.text((at(cost, 0)[0] + 4, top + 4 + (14 if name.startswith("+") else 0)), name, fill="red")
+    draw.text((at(0, target)[0] + 6, at(0, target)[1] + 4), f"target: AltCLIP-mini's {100 * target:.1f}%", fill="gray")
+    for row, (cost, name) in enumerate(((alt, "AltCLIP-mini"), (alt + teacher, "AltCLIP-mini + teacher"))):
+        x = at(cost, 0)[0]
+        draw.line([(x, at(0, 1)[1]), (x, at(0, 0)[1])], fill="red")
+        label_x = x + 4 if x + 4 + 7 * len(name) < width else x - 4 - 6 * len(name)  # keep it inside the image
+        draw.text((label_x, top + 24 + 14 * row), name, fill="red")
     draw.line([at(x, y) for x, y in curve], fill="blue", width=2)
     for x, y in curve[1:]:
         cx, cy = at(x, y)

@@ -157,14 +157,9 @@ def _check_model_flags(args) -> list:
 def _apply_modes(pipe, args, call: dict) -> None:
     """``--memory`` and ``--compile``; speed mode warms up on this call's shapes (a prompt file's
     lines of other sizes compile their own on first use) and says how long it took."""
-    if args.memory != "full":
-        pipe.enable_memory_mode(args.memory)
-    if args.compile:
-        from altdiffusion.pipelines.speed import timed_warm_up
-
-        speed = pipe.enable_speed_mode()
-        seconds = timed_warm_up(pipe, **call)
-        print(f"speed mode: compiled in {seconds:.1f} s (kernel cache {speed.cache_dir})", file=sys.stderr)
+    seconds = pipe.enable_modes(args.memory, args.compile, call)
+    if seconds is not None:
+        print(f"speed mode: compiled in {seconds:.1f} s (kernel cache {pipe.speed.cache_dir})", file=sys.stderr)
 
 
 def _load_pipeline(args, device, loras):

@@ -59,8 +59,8 @@ def build_report(
         v_pairs, pair_images, pair_failures = evaluate.generate_verdicts(pipe, pairs, lang, 1, guidance=guidance)
         verdicts[lang] = v_seen + v_held
         two[lang] = two_thing_breakdown(pairs, v_pairs, pair_failures)
-        samples["samples.png"][lang] = [images[(i, 0)] for i in range(min(8, len(seen)))]
-        samples["samples-two.png"][lang] = [pair_images[(i, 0)] for i in range(min(8, len(pairs)))]
+        samples["samples.png"][lang] = _first_seed(images, len(seen))
+        samples["samples-two.png"][lang] = _first_seed(pair_images, len(pairs))
         rows[lang] = {
             "zero_shot_colour": zs["colour"],
             "zero_shot_shape": zs["shape"],
@@ -75,14 +75,7 @@ def build_report(
 
     report = {
         "models": {"clip": str(clip_model), "diffusion": str(diffusion_model)},
-        "settings": {
-            "scenes": scenes,
-            "seeds": seeds,
-            "steps": 20,
-            "guidance": guidance,
-            "size": 64,
-            "sampler": type(pipe.scheduler).__name__,
-        },
+        "settings": _settings(scenes, seeds, guidance, pipe),
         "languages": rows,
         "failures_seen": failures,
         "two_things": two,
@@ -93,6 +86,22 @@ def build_report(
     }
     report["minimums"]["seconds_per_image"] = report["seconds_per_image"] <= MINIMUMS["seconds_per_image"]
     return report, samples
+
+
+def _settings(scenes: int, seeds: int, guidance: float, pipe) -> dict:
+    return {
+        "scenes": scenes,
+        "seeds": seeds,
+        "steps": 20,
+        "guidance": guidance,
+        "size": 64,
+        "sampler": type(pipe.scheduler).__name__,
+    }
+
+
+def _first_seed(images: dict, n_scenes: int, columns: int = 8) -> list:
+    """A sample sheet's row: the first ``columns`` scenes' images of seed 0."""
+    return [images[(i, 0)] for i in range(min(columns, n_scenes))]
 
 
 def two_thing_breakdown(scenes, verdicts, failures: dict[str, int]) -> dict:

@@ -29,6 +29,19 @@ class PipelineLoaders:
         self.speed = apply_speed_mode(self, **options)
         return self.speed
 
+    def enable_modes(self, memory: str = "full", compile: bool = False, warm_up: dict | None = None) -> float | None:
+        """``--memory`` and ``--compile`` as `generate` and `serve` take them: the memory mode, then
+        speed mode warmed up on ``warm_up``'s call arguments (its shape bucket compiles now).
+        Returns the warm-up's seconds, or None without speed mode."""
+        if memory != "full":
+            self.enable_memory_mode(memory)
+        if not compile:
+            return None
+        from altdiffusion.pipelines.speed import timed_warm_up
+
+        self.enable_speed_mode()
+        return timed_warm_up(self, **(warm_up or {}))
+
     # ------------------------------------------------------------------ VAE swap
 
     def load_vae(self, source: str | Path | None, *, name: str | None = None) -> None:

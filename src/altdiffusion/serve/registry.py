@@ -165,16 +165,16 @@ class ModelRegistry:
 
     def _apply_modes(self, pipe) -> None:
         """``--memory`` and ``--compile``; speed mode warms up at the model's native size, batch 1."""
-        if self.memory != "full":
-            pipe.enable_memory_mode(self.memory)
-        if self.compile:
-            from altdiffusion.pipelines.speed import timed_warm_up
-
-            speed = pipe.enable_speed_mode()
-            d = pipe.defaults
-            seconds = timed_warm_up(pipe, prompt="", height=d.height, width=d.width, guidance_scale=d.cfg_scale)
+        d = pipe.defaults
+        warm_up = dict(prompt="", height=d.height, width=d.width, guidance_scale=d.cfg_scale)
+        seconds = pipe.enable_modes(self.memory, self.compile, warm_up)
+        if seconds is not None:
             logger.info(
-                "speed mode: compiled %dx%d, batch 1 in %.1f s (cache %s)", d.width, d.height, seconds, speed.cache_dir
+                "speed mode: compiled %dx%d, batch 1 in %.1f s (cache %s)",
+                d.width,
+                d.height,
+                seconds,
+                pipe.speed.cache_dir,
             )
 
     def load_embeddings(self, pipe) -> None:

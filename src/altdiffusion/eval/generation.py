@@ -112,11 +112,18 @@ def process_state(device=None):
     return PartialState(cpu=on_cpu)
 
 
-def generate(pipe, jobs: list[Job], *, state, batch_size: int, settings: dict) -> int:
-    """Make the images of ``jobs`` not yet on disk, this process's share of them; how many it made."""
+def missing(jobs: list[Job]) -> list[Job]:
+    """The jobs whose image is not on disk yet. Every process must take this list before any of them
+    writes (the caller waits for everyone in between): split_between_processes cuts each process's
+    own copy, and lists read at different moments would be cut differently, leaving images unmade."""
+    return [job for job in jobs if not job.path.is_file()]
+
+
+def generate(pipe, todo: list[Job], *, state, batch_size: int, settings: dict, total: int) -> int:
+    """Make the images of ``todo`` (taken by :func:`missing` on every process), this process's share
+    of them; how many it made. ``total``: how many jobs the run has, for the summary line."""
     from altdiffusion.pipelines.infotext import write_png
 
-    todo = [job for job in jobs if not job.path.is_file()]
     made = 0
     with state.split_between_processes(todo) as mine:
         groups = batches(list(mine), batch_size)
@@ -126,6 +133,6 @@ def generate(pipe, jobs: list[Job], *, state, batch_size: int, settings: dict) -
                 write_png(image, job.path, infotext)
             made += len(group)
     rank = f"process {state.process_index + 1}/{state.num_processes}: " if state.num_processes > 1 else ""
-    print(f"{rank}generated {made} image(s); {len(jobs) - len(todo)} were already there", flush=True)
+    print(f"{rank}generated {made} image(s); {total - len(todo)} were already there", flush=True)
     state.wait_for_everyone()
     return made

@@ -17,7 +17,7 @@ import torch
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.eval import metrics
 from altdiffusion.eval.embeddings import EmbeddingCache, embed_images, embed_texts
-from altdiffusion.eval.generation import Job, generate, plan, process_state, read_prompts, record_settings
+from altdiffusion.eval.generation import Job, generate, missing, plan, process_state, read_prompts, record_settings
 from altdiffusion.eval.results import EvalResult
 
 TASK = "text_to_image"
@@ -142,10 +142,11 @@ def t2i(
     state = process_state(device)
     if state.is_main_process:
         record_settings(out, {"model": str(model), "seed": seed, "samples": samples, **(generation or {})})
+    todo = missing(jobs)
     state.wait_for_everyone()
-    if any(not job.path.is_file() for job in jobs):
+    if todo:
         pipe = load_pipeline(model, device=device or state.device, dtype=dtype, safety_checker=False)
-        generate(pipe, jobs, state=state, batch_size=batch_size, settings=generation or {})
+        generate(pipe, todo, state=state, batch_size=batch_size, settings=generation or {}, total=len(jobs))
         del pipe
     if not state.is_main_process:
         return []

@@ -161,3 +161,32 @@ def test_bundled_tokenizer_reads_captions_as_xlmr_does():
                     assert (
                         tokenizer.convert_ids_to_tokens(ids[1:-1]) == full.encode(text, add_special_tokens=False).tokens
                     ), (lang, text)
+
+
+class _IdentityVAE(torch.nn.Module):
+    """encode -> decode that returns its input: what a lossless VAE would give."""
+
+    device, dtype = torch.device("cpu"), torch.float32
+
+    def encode(self, pixels):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(latent_dist=SimpleNamespace(mode=lambda: pixels))
+
+    def decode(self, latents):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(sample=latents)
+
+
+def test_vae_ceiling_is_the_truth_through_a_lossless_vae_and_near_the_report_through_the_bundled_one():
+    from diffusers import AutoencoderKL
+
+    from altdiffusion.mini.evaluate import accuracy, reconstruction_verdicts
+
+    scenes = world.scenes_for_eval("seen", 24, 10_002, 1) + world.scenes_for_eval("seen", 8, 10_004, 2)
+    assert accuracy(reconstruction_verdicts(_IdentityVAE(), scenes, seed=3, batch=5)) == 1.0
+    vae = AutoencoderKL.from_pretrained(WEIGHTS / "AltDiffusion-mini" / "vae")
+    bundled = accuracy(reconstruction_verdicts(vae, scenes, seed=3))
+    report = json.loads(REPORT.read_text())["vae_ceiling"]
+    assert bundled >= min(report.values()) - 0.15, (bundled, report)

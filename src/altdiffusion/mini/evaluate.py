@@ -4,6 +4,8 @@
     retrieval     text -> image R@1 over N distinct scenes, caption in language X
     generation    share of (scene, seed) images the checker passes on every attribute
     consistency   same scene and seed in English and in X: share whose checker verdicts agree
+    VAE ceiling   share of rendered scenes the checker still passes after the VAE's encode -> decode:
+                  no UNet can do better than the VAE it draws through
 
 Evaluation scenes come from ``world.scenes_for_eval`` with seeds far from the training data's,
 rendered with jitter, so no evaluation image is a training image.
@@ -107,6 +109,23 @@ def generate_verdicts(
                 verdicts[start + j][k] = all(found.values())
                 images[(start + j, k)] = image
     return verdicts, images, failures
+
+
+def reconstruction_verdicts(vae, scenes, seed: int, batch: int = 32) -> list[list[bool]]:
+    """Checker verdicts [scene][0] on the VAE's reconstruction (posterior mode, what the diffusion
+    stages train on) of each scene's evaluation render."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    processor = VaeImageProcessor(do_resize=False)
+    images = eval_images(scenes, seed)
+    verdicts = []
+    for start in range(0, len(images), batch):
+        pixels = processor.preprocess(images[start : start + batch]).to(vae.device, vae.dtype)
+        with torch.no_grad():
+            decoded = vae.decode(vae.encode(pixels).latent_dist.mode()).sample
+        for image, scene in zip(processor.postprocess(decoded.float(), output_type="pil"), scenes[start:]):
+            verdicts.append([all(check(image, scene).values())])
+    return verdicts
 
 
 def accuracy(verdicts) -> float:

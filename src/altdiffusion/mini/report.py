@@ -79,6 +79,7 @@ def build_report(
         "languages": rows,
         "failures_seen": failures,
         "two_things": two,
+        "vae_ceiling": vae_ceiling(pipe.vae, seen, pairs, seed),
         "seconds_per_image": speed(pipe),
         "device": _device_name(pipe.device),
         "compute": compute_summary(_read_build_log(build_log)),
@@ -102,6 +103,14 @@ def _settings(scenes: int, seeds: int, guidance: float, pipe) -> dict:
 def _first_seed(images: dict, n_scenes: int, columns: int = 8) -> list:
     """A sample sheet's row: the first ``columns`` scenes' images of seed 0."""
     return [images[(i, 0)] for i in range(min(columns, n_scenes))]
+
+
+def vae_ceiling(vae, one_thing, two_things, seed: int) -> dict[str, float]:
+    """The share of the report's one- and two-thing scenes the checker passes after the VAE alone."""
+    return {
+        name: evaluate.accuracy(evaluate.reconstruction_verdicts(vae, scenes, evaluate.EVAL_SEED + seed))
+        for name, scenes in (("one_thing", one_thing), ("two_things", two_things))
+    }
 
 
 def two_thing_breakdown(scenes, verdicts, failures: dict[str, int]) -> dict:
@@ -231,6 +240,13 @@ def markdown(report: dict) -> str:
                     "bounds: the baseline stopped short)"
                 )
         lines.append(text + ".")
+    ceiling = report.get("vae_ceiling")
+    if ceiling:
+        lines.append(
+            f"Through the VAE alone (encode, decode) the checker still passes {pct(ceiling['one_thing'])}% of the "
+            f"one-thing scenes' renders and {pct(ceiling['two_things'])}% of the two-thing scenes': "
+            "no UNet drawing through this VAE can do better."
+        )
     lines += two_thing_markdown(report.get("two_things"))
     lines.append("Minimums: " + ", ".join(f"{k} {'✓' if v else '✗'}" for k, v in report["minimums"].items()))
     return "\n".join(lines) + "\n"

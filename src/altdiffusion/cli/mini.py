@@ -15,6 +15,7 @@ def add_mini_parsers(sub: argparse._SubParsersAction) -> None:
     )
     _add_build_parser(mini)
     _add_report_parser(mini)
+    _add_composition_parser(mini)
     _add_data_parser(mini)
     _add_eval_data_parser(mini)
 
@@ -67,6 +68,17 @@ def _add_report_parser(mini: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--build-log", default=None, help="build.json for the compute comparison (default: the bundled one)")
     p.set_defaults(func=cmd_mini_report)
+
+
+def _add_composition_parser(mini: argparse._SubParsersAction) -> None:
+    p = mini.add_parser(
+        "composition",
+        help="two-thing diagnostics: does the picture follow the relation; does the conditioning carry it",
+    )
+    p.add_argument("--model", default="mini", help="AltDiffusion folder (default: the bundled AltDiffusion-mini)")
+    p.add_argument("--scenes", type=positive_int, default=64, help="two-thing scenes for the order swap")
+    p.add_argument("--languages", default="en,zh", help="comma-separated languages for the order swap")
+    p.set_defaults(func=cmd_mini_composition)
 
 
 def _add_data_parser(mini: argparse._SubParsersAction) -> None:
@@ -123,6 +135,30 @@ def cmd_mini_report(args) -> int:
     write_report(Path(args.out), report, samples)
     print(markdown(report))
     print(f"wrote {args.out}/report.json, report.md, {', '.join(samples)}")
+    return 0
+
+
+def cmd_mini_composition(args) -> int:
+    import json
+
+    from altdiffusion.errors import InvalidInputError
+    from altdiffusion.mini import composition, evaluate, world
+
+    languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
+    unknown = sorted(set(languages) - set(world.LANGUAGES))
+    if unknown or not languages:
+        raise InvalidInputError(
+            f"--languages: {', '.join(unknown) or 'none given'}; choose from {', '.join(world.LANGUAGES)}"
+        )
+    pipe = evaluate.load_mini_pipeline(args.model)
+    pairs = world.scenes_for_eval("seen", args.scenes, evaluate.EVAL_SEED + 4, 2)  # the report's two-thing scenes
+    found = {
+        "role_probe": composition.role_probe(
+            pipe.text_encoder, pipe.tokenizer, world.scenes_for_eval("seen", 600, 4242, 2)
+        ),
+        "order_swap": {lang: composition.order_swap(pipe, pairs, lang) for lang in languages},
+    }
+    print(json.dumps(found, indent=2))
     return 0
 
 

@@ -249,6 +249,11 @@ _SLOTS: dict[str, Callable[[Scene], dict]] = {
 }
 
 
+def slots(lang: str, scene: Scene) -> dict[str, str]:
+    """The words ``scene``'s templates in ``lang`` are filled with (English: ``a0``, ``a1`` the things)."""
+    return _SLOTS[lang](scene)
+
+
 def n_templates(lang: str, n_things: int) -> int:
     return len(TEMPLATES[lang][n_things - 1])
 
@@ -269,7 +274,7 @@ def caption(scene: Scene, lang: str, template: int) -> str:
             raise ValueError("the short caption is for one-thing scenes")
         return phrase(scene.things[0].colour, scene.things[0].shape, lang)
     pattern = TEMPLATES[lang][len(scene.things) - 1][template]
-    return _capitalise(pattern.format(**_SLOTS[lang](scene)))
+    return _capitalise(pattern.format(**slots(lang, scene)))
 
 
 def draw_template(scene: Scene, rng: random.Random) -> int:

@@ -135,3 +135,52 @@ def test_limits_from_the_command_line_are_enforced(tmp_path):
         assert too_many_images.status_code == 422 and "at most 2" in too_many_images.text
         assert client.post(f"{API}/txt2img", json={**small, "steps": 3}).status_code == 200
         assert client.get("/").status_code == 404  # --no-ui
+
+
+def _with_open_files(soft: int, hard: int):
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_more_connections_than_the_hard_open_files_limit_allows_is_one_error_line():
+    pytest.importorskip("resource")
+    done = subprocess.run(
+        [*SERVE_COMMAND, "--max-connections", "1000"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+        preexec_fn=_with_open_files(256, 256),
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2 and "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "--max-connections" in errors[0] and "at most 128" in errors[0], output
+
+
+def test_the_server_lifts_its_soft_open_files_limit_to_its_connections():
+    pytest.importorskip("resource")
+    import time
+
+    server = subprocess.Popen(
+        [*SERVE_COMMAND, "--port", "0", "--max-connections", "500", "--no-ui"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        preexec_fn=_with_open_files(256, 4096),
+    )
+    try:
+        deadline, soft = time.monotonic() + 60, None
+        while time.monotonic() < deadline and server.poll() is None:
+            limits = Path(f"/proc/{server.pid}/limits").read_text()
+            soft = int(next(line for line in limits.splitlines() if line.startswith("Max open files")).split()[3])
+            if soft != 256:
+                break
+            time.sleep(0.1)
+        assert server.poll() is None, server.stderr.read()
+        assert soft == 500 + 128
+    finally:
+        server.terminate()
+        server.wait(30)

@@ -19,6 +19,9 @@ from altdiffusion.errors import InvalidInputError
 from altdiffusion.pipelines.modes import check_modes
 
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+# Descriptors the server holds besides its connections: the listening socket, the event loop's,
+# logs, model files being read, a worker's pipes.
+FILE_RESERVE = 128
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 # (field, help) of every limit: each becomes an option (--max-steps, --header-timeout...) checked by validate().
@@ -113,6 +116,7 @@ class ServeConfig:
             _check_names(name, getattr(self, name))
         if self.embeddings_dir is not None and not Path(self.embeddings_dir).is_dir():
             raise InvalidInputError(f"embeddings_dir (--embeddings-dir) {self.embeddings_dir} is not a folder")
+        _check_open_files(self.max_connections)
         if self.log_level not in LOG_LEVELS:
             raise InvalidInputError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         return self
@@ -125,6 +129,26 @@ def _option(name: str) -> str:
 def _check_positive(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InvalidInputError(f"{name} ({_option(name)}) must be a whole number >= 1, got {value!r}")
+
+
+def open_files_allowed() -> int | None:
+    """The most files this process may ever open (the hard RLIMIT_NOFILE); None: no limit known."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return None if hard == resource.RLIM_INFINITY else hard
+
+
+def _check_open_files(max_connections: int) -> None:
+    allowed = open_files_allowed()
+    if allowed is not None and max_connections + FILE_RESERVE > allowed:
+        raise InvalidInputError(
+            f"max_connections (--max-connections) {max_connections} needs about {max_connections + FILE_RESERVE} "
+            f"open files, but this process may open {allowed} (ulimit -Hn); lower --max-connections to at most "
+            f"{max(allowed - FILE_RESERVE, 0)} or raise the limit"
+        )
 
 
 def _check_names(name: str, values: object) -> None:

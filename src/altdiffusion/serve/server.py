@@ -10,7 +10,7 @@ import logging
 import sys
 
 from altdiffusion.errors import AltDiffusionError
-from altdiffusion.serve.config import ServeConfig, add_serve_arguments, config_from_args, models_from
+from altdiffusion.serve.config import FILE_RESERVE, ServeConfig, add_serve_arguments, config_from_args, models_from
 
 logger = logging.getLogger("altdiffusion.serve")
 
@@ -38,8 +38,25 @@ def run(config: ServeConfig) -> None:
         logger.warning(
             "serving on %s without --api-auth: anyone who can reach this address can use the GPU", config.host
         )
+    raise_open_file_limit(config.validate().max_connections + FILE_RESERVE)
     app = create_app(config)
     uvicorn.Server(uvicorn_config(app, config)).run()
+
+
+def raise_open_file_limit(needed: int) -> None:
+    """Lift the soft open-files limit to ``needed`` (validate() checked the hard limit allows it):
+    with `ulimit -n` at 1,024 and --max-connections 2,000, the connection limit would otherwise be
+    "Too many open files" instead of the 503 it promises."""
+    try:
+        import resource
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (needed if hard == resource.RLIM_INFINITY else min(needed, hard), hard)
+        )
+        logger.info("raised the open-files limit from %d to %d for --max-connections", soft, needed)
 
 
 def uvicorn_config(app, config: ServeConfig, **overrides):

@@ -5,9 +5,9 @@ conditioning the UNet reads carry it?
                  the relation gets both right; one that draws the same layout either way gets at
                  most one of each pair right
     role probe   a least-squares linear classifier on the conditioning (the mean of each thing's
-                 phrase tokens, article left out), trained on 4 of 5 English captions of both templates, tells which
-                 thing goes left / above on the 5th; the templates name the things in opposite
-                 orders, so the word order alone scores 50%
+                 phrase tokens, article left out), trained on 4 of 5 English captions of both
+                 templates, tells which thing goes left / above on the 5th; the templates name
+                 the things in opposite orders, so the word order alone scores 50%
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -169,13 +170,9 @@ class _IdentityVAE(torch.nn.Module):
     device, dtype = torch.device("cpu"), torch.float32
 
     def encode(self, pixels):
-        from types import SimpleNamespace
-
         return SimpleNamespace(latent_dist=SimpleNamespace(mode=lambda: pixels))
 
     def decode(self, latents):
-        from types import SimpleNamespace
-
         return SimpleNamespace(sample=latents)
 
 

@@ -14,6 +14,11 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
+def language_list(text: str | None) -> list[str] | None:
+    """``"en, zh"`` -> ``["en", "zh"]``; None or empty: None (every language)."""
+    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
 def add_device_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
     p.add_argument("--dtype", default=None, help="fp32, fp16, bf16 (default: fp16 on GPU, fp32 on CPU)")

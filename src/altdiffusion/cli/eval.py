@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from altdiffusion.cli.common import add_device_arguments, positive_int
+from altdiffusion.cli.common import add_device_arguments, language_list, positive_int
 
 
 def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
@@ -57,10 +57,6 @@ def _add_common(p: argparse.ArgumentParser, batch: int = 64) -> None:
     add_device_arguments(p)
 
 
-def _languages(text: str | None) -> list[str] | None:
-    return [x.strip() for x in text.split(",") if x.strip()] if text else None
-
-
 def _report(results, folder) -> int:
     from altdiffusion.eval import markdown, write_results
 
@@ -102,7 +98,7 @@ def cmd_eval_retrieval(args) -> int:
     results = retrieval(
         args.model,
         args.dataset,
-        languages=_languages(args.languages),
+        languages=language_list(args.languages),
         language=args.language,
         batch_size=args.batch_size,
         **_device(args),
@@ -122,7 +118,7 @@ def cmd_eval_t2i(args) -> int:
         out=args.out,
         clip=args.clip,
         reference=args.reference,
-        languages=_languages(args.languages),
+        languages=language_list(args.languages),
         language=args.language,
         samples=args.samples,
         seed=args.seed,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from altdiffusion import mini as mini_defaults
-from altdiffusion.cli.common import positive_int
+from altdiffusion.cli.common import language_list, positive_int
 
 
 def add_mini_parsers(sub: argparse._SubParsersAction) -> None:
@@ -144,7 +144,7 @@ def cmd_mini_composition(args) -> int:
     from altdiffusion.errors import InvalidInputError
     from altdiffusion.mini import composition, evaluate, world
 
-    languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
+    languages = language_list(args.languages) or []
     unknown = sorted(set(languages) - set(world.LANGUAGES))
     if unknown or not languages:
         raise InvalidInputError(

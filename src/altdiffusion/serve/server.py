@@ -38,8 +38,8 @@ def run(config: ServeConfig) -> None:
         logger.warning(
             "serving on %s without --api-auth: anyone who can reach this address can use the GPU", config.host
         )
-    raise_open_file_limit(config.validate().max_connections + FILE_RESERVE)
-    app = create_app(config)
+    app = create_app(config)  # validates config, the hard open-files limit included
+    raise_open_file_limit(config.max_connections + FILE_RESERVE)
     uvicorn.Server(uvicorn_config(app, config)).run()
 
 
@@ -53,9 +53,7 @@ def raise_open_file_limit(needed: int) -> None:
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
-        resource.setrlimit(
-            resource.RLIMIT_NOFILE, (needed if hard == resource.RLIM_INFINITY else min(needed, hard), hard)
-        )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
         logger.info("raised the open-files limit from %d to %d for --max-connections", soft, needed)
 
 

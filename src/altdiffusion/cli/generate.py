@@ -53,12 +53,7 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch", type=positive_int, default=1, help="images to generate")
     p.add_argument("--out", default="outputs/", help="a .png file or a folder (default outputs/)")
-    p.add_argument("--init-image", default=None, help="image-to-image: the starting image")
-    p.add_argument("--strength", type=float, default=0.75, help="image-to-image denoising strength, 0..1")
-    p.add_argument(
-        "--mask", default=None, help="inpainting: white = repaint, black = keep (same size as the init image)"
-    )
-    p.add_argument("--mask-blur", type=int, default=4)
+    _add_image_arguments(p)
     p.add_argument("--no-safety-checker", action="store_true", help="do not load or run the safety checker")
     p.add_argument(
         "--lora",
@@ -80,6 +75,16 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     add_device_arguments(p)
     add_performance_arguments(p)
     p.set_defaults(func=cmd_generate)
+
+
+def _add_image_arguments(p: argparse.ArgumentParser) -> None:
+    """Image-to-image and inpainting: the starting image, how much to change, and where."""
+    p.add_argument("--init-image", default=None, help="image-to-image: the starting image")
+    p.add_argument("--strength", type=float, default=0.75, help="image-to-image denoising strength, 0..1")
+    p.add_argument(
+        "--mask", default=None, help="inpainting: white = repaint, black = keep (same size as the init image)"
+    )
+    p.add_argument("--mask-blur", type=int, default=4)
 
 
 def cmd_generate(args) -> int:

@@ -187,8 +187,11 @@ def check_minimums(rows: dict) -> dict:
     }
 
 
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
 def markdown(report: dict) -> str:
-    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     s = report["settings"]
     lines = [
         "| language | zero-shot colour % | zero-shot shape % | text→image R@1 % | generation, seen % | generation, held-out % "
@@ -216,30 +219,8 @@ def markdown(report: dict) -> str:
             for lang, f in failures.items()
         )
         lines.append(f"Wrong attributes among the {n} seen-split images per language: {per_lang}.")
-    c = report.get("compute")
-    if c:
-        text = f"Compute (CPU seconds): English teacher {c['teacher_cpu_s']}; AltCLIP-mini teacher learning + contrastive {c['altclip_cpu_s']}"
-        if "target_zh_r1" in c:
-            target = f"the same Chinese R@1 ({pct(c['target_zh_r1'])}%)"
-            text += "; multilingual CLIP from scratch " + (
-                f"reached {target} after {c['scratch_cpu_s']}"
-                if c["scratch_reached"]
-                else f"had not reached {target} after {c['scratch_cpu_s']}"
-            )
-            last = c["scratch_curve"][-1]
-            text += f" (its Chinese R@1 was then {pct(last['zh_r1'])}%)"
-            if c["scratch_reached"]:
-                text += (
-                    f"; AltCLIP-mini / from scratch = {c['altclip_over_scratch']} "
-                    f"({c.get('with_teacher_over_scratch')} with the teacher's cost counted)"
-                )
-            elif c.get("altclip_over_scratch_below"):
-                text += (
-                    f"; AltCLIP-mini / from scratch < {c['altclip_over_scratch_below']} "
-                    f"(< {c.get('with_teacher_over_scratch_below')} with the teacher's cost counted; "
-                    "bounds: the baseline stopped short)"
-                )
-        lines.append(text + ".")
+    if report.get("compute"):
+        lines.append(compute_markdown(report["compute"]))
     ceiling = report.get("vae_ceiling")
     if ceiling:
         lines.append(
@@ -250,6 +231,32 @@ def markdown(report: dict) -> str:
     lines += two_thing_markdown(report.get("two_things"))
     lines.append("Minimums: " + ", ".join(f"{k} {'✓' if v else '✗'}" for k, v in report["minimums"].items()))
     return "\n".join(lines) + "\n"
+
+
+def compute_markdown(c: dict) -> str:
+    """The compute comparison in one line: teacher, AltCLIP-mini, and the from-scratch baseline."""
+    text = f"Compute (CPU seconds): English teacher {c['teacher_cpu_s']}; AltCLIP-mini teacher learning + contrastive {c['altclip_cpu_s']}"
+    if "target_zh_r1" in c:
+        target = f"the same Chinese R@1 ({pct(c['target_zh_r1'])}%)"
+        text += "; multilingual CLIP from scratch " + (
+            f"reached {target} after {c['scratch_cpu_s']}"
+            if c["scratch_reached"]
+            else f"had not reached {target} after {c['scratch_cpu_s']}"
+        )
+        last = c["scratch_curve"][-1]
+        text += f" (its Chinese R@1 was then {pct(last['zh_r1'])}%)"
+        if c["scratch_reached"]:
+            text += (
+                f"; AltCLIP-mini / from scratch = {c['altclip_over_scratch']} "
+                f"({c.get('with_teacher_over_scratch')} with the teacher's cost counted)"
+            )
+        elif c.get("altclip_over_scratch_below"):
+            text += (
+                f"; AltCLIP-mini / from scratch < {c['altclip_over_scratch_below']} "
+                f"(< {c.get('with_teacher_over_scratch_below')} with the teacher's cost counted; "
+                "bounds: the baseline stopped short)"
+            )
+    return text + "."
 
 
 def two_thing_markdown(two: dict | None) -> list[str]:

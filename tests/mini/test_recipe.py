@@ -219,3 +219,19 @@ def test_a_short_baseline_continues_with_more_segments(smoke):
     failed = cli("mini", "build", "--out", str(smoke), "--smoke", "--scratch-segments", str(more + 1))
     assert failed.returncode != 0 and "no checkpoint" in failed.stderr and "Traceback" not in failed.stderr
     assert json.loads((smoke / "build.json").read_text())["scratch"] == json.loads(before)["scratch"]
+
+
+def test_a_plateaued_baseline_stops_unless_more_segments_are_asked_for(tmp_path):
+    """By default the baseline ends at a plateau; an explicit --scratch-segments carries it on
+    (here it then needs the checkpoint this folder lacks, and says so before training)."""
+    from altdiffusion.errors import AltDiffusionError
+    from altdiffusion.mini.build import Build
+
+    curve = [{"steps": 500 * (k + 1), "cpu_s": 400.0 * (k + 1), "zh_r1": 0.8} for k in range(8)]
+    record = {"target_zh_r1": 0.975, "curve": curve, "plateaued": True, "done": True}
+    Build(out=tmp_path, log={"scratch": dict(record)}).scratch_baseline(tmp_path, tmp_path, tmp_path, tmp_path)
+    assert not (tmp_path / "build.json").exists()  # nothing ran, nothing rewritten
+    with pytest.raises(AltDiffusionError, match="no checkpoint"):
+        Build(out=tmp_path, scratch_segments=9, log={"scratch": dict(record)}).scratch_baseline(
+            tmp_path, tmp_path, tmp_path, tmp_path
+        )

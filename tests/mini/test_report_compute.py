@@ -42,3 +42,27 @@ def test_the_curve_plot_marks_the_baseline_and_both_costs():
 
 def test_no_build_log_no_comparison():
     assert compute_summary(None) is None and compute_summary({}) is None
+
+
+def curve_of(r1s: list[float]) -> list[dict]:
+    return [{"steps": 500 * (k + 1), "cpu_s": 400.0 * (k + 1), "zh_r1": r} for k, r in enumerate(r1s)]
+
+
+def test_the_baseline_stops_when_a_doubling_of_its_training_gains_under_a_point():
+    from altdiffusion.mini.build import plateaued
+
+    rising = [0.3, 0.5, 0.6, 0.65, 0.7, 0.72, 0.74, 0.76]  # still 4 points up over the last doubling
+    noisy_flat = [0.3, 0.6, 0.8, 0.85, 0.84, 0.855, 0.83, 0.85]  # noise around a level it had reached
+    assert not plateaued(curve_of(rising))
+    assert plateaued(curve_of(noisy_flat))
+    assert not plateaued(curve_of(noisy_flat[:6]))  # too short a curve to call
+
+
+def test_a_plateaued_baseline_is_reported_as_such():
+    from altdiffusion.mini.report import compute_markdown
+
+    log = build_log(reached=False)
+    log["scratch"]["plateaued"] = True
+    text = compute_markdown(compute_summary(log))
+    assert "< 0.25" in text and "plateaued below the target" in text
+    assert "stopped short" in compute_markdown(compute_summary(build_log(reached=False)))

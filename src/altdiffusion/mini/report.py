@@ -158,6 +158,7 @@ def compute_summary(build: dict | None) -> dict | None:
             target_zh_r1=scratch["target_zh_r1"],
             scratch_curve=scratch["curve"],
             scratch_reached=bool(scratch.get("reached")),
+            scratch_plateaued=bool(scratch.get("plateaued")),
         )
         last = scratch["curve"][-1]
         out["scratch_cpu_s"] = round(last["cpu_s"], 1)
@@ -251,10 +252,14 @@ def compute_markdown(c: dict) -> str:
                 f"({c.get('with_teacher_over_scratch')} with the teacher's cost counted)"
             )
         elif c.get("altclip_over_scratch_below"):
+            why = (
+                "the baseline plateaued below the target"
+                if c.get("scratch_plateaued")
+                else "the baseline stopped short"
+            )
             text += (
                 f"; AltCLIP-mini / from scratch < {c['altclip_over_scratch_below']} "
-                f"(< {c.get('with_teacher_over_scratch_below')} with the teacher's cost counted; "
-                "bounds: the baseline stopped short)"
+                f"(< {c.get('with_teacher_over_scratch_below')} with the teacher's cost counted; bounds: {why})"
             )
     return text + "."
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from altdiffusion.mini import GUIDANCE, world
+from altdiffusion.mini import world
 from altdiffusion.mini.captions import TEMPLATES, slots
 from altdiffusion.mini.checker import check
+from altdiffusion.mini.evaluate import generate_verdicts
 from altdiffusion.mini.scenes import Scene
 
 
@@ -26,17 +27,10 @@ def swapped(scene: Scene) -> Scene:
     return Scene(tuple(reversed(scene.things)), scene.background, relation=scene.relation)
 
 
-def relation_verdicts(pipe, scenes, lang: str, template: int, batch: int = 16) -> list[bool]:
-    """Whether the checker finds the relation right, one image per scene (seed = its batch's start)."""
-    right = []
-    for start in range(0, len(scenes), batch):
-        chunk = scenes[start : start + batch]
-        prompts = [world.caption(s, lang, template) for s in chunk]
-        images = pipe(
-            prompts, num_inference_steps=20, guidance_scale=GUIDANCE, seed=start, height=64, width=64, progress=False
-        ).images
-        right += [check(image, scene)["relation"] for image, scene in zip(images, chunk)]
-    return right
+def relation_verdicts(pipe, scenes, lang: str, template: int) -> list[bool]:
+    """Whether the checker finds the relation right, one image per scene (the report's seeds)."""
+    _, images, _ = generate_verdicts(pipe, scenes, lang, 1, template=template)
+    return [check(images[(i, 0)], scene)["relation"] for i, scene in enumerate(scenes)]
 
 
 def order_swap(pipe, scenes, lang: str = "en", template: int = 0) -> dict[str, int]:

@@ -83,13 +83,21 @@ def marginal_accuracy(predicted, scenes) -> dict[str, float]:
 
 
 def generate_verdicts(
-    pipe, scenes, lang: str, seeds: int, *, steps: int = 20, guidance: float = GUIDANCE, batch: int = 16
+    pipe,
+    scenes,
+    lang: str,
+    seeds: int,
+    *,
+    steps: int = 20,
+    guidance: float = GUIDANCE,
+    batch: int = 16,
+    template: int = 0,
 ):
     """Checker verdicts [scene][seed], the images {(scene, seed): image}, and how many images have
     each attribute wrong. Image (i, k) uses seed 1000*k + i in every language."""
     verdicts = [[False] * seeds for _ in scenes]
     images, failures = {}, {}
-    prompts = [world.caption(s, lang, 0) for s in scenes]
+    prompts = [world.caption(s, lang, template) for s in scenes]
     for k in range(seeds):
         for start in range(0, len(scenes), batch):
             chunk = prompts[start : start + batch]

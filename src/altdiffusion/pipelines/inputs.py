@@ -85,26 +85,21 @@ def check_inputs(
     """Validate a pipeline call's arguments (one InvalidInputError naming the argument) and resolve
     them; the names are ``AltDiffusionPipeline.__call__``'s, whose docstring describes them."""
     prompts, negatives = _prompt_lists(prompt, negative_prompt)
-    per_prompt = num_images_per_prompt
     width, height = resolve_size(width, height, image, defaults)
-    num_inference_steps = defaults.steps if num_inference_steps is None else num_inference_steps
+    steps = defaults.steps if num_inference_steps is None else num_inference_steps
     guidance_scale = defaults.cfg_scale if guidance_scale is None else guidance_scale
-    _check_numbers(num_inference_steps, guidance_scale, width, height, per_prompt)
+    _check_numbers(steps, guidance_scale, width, height, num_images_per_prompt)
     _check_images(image, strength, mask_image)
-    if (seed is None or seed < 0) and generator is not None:  # a caller's generator names the seed
-        seed = wrap_seed(generator.initial_seed())
-    count = len(prompts) * per_prompt
+    count = len(prompts) * num_images_per_prompt
     variation = _variation(subseed, subseed_strength, seed_resize_from_w, seed_resize_from_h, generator, count)
-    first_seed = resolve_seed(seed)
     return GenerationInputs(
-        prompts=[p for p in prompts for _ in range(per_prompt)],
-        conditioning_prompts=[_without_tags(p, loras) for p in prompts for _ in range(per_prompt)],
-        negative_prompts=[n for n in negatives for _ in range(per_prompt)],
-        # A1111: with variation seeds every image shares the seed and image i gets subseed + i
-        seeds=[first_seed] * count if variation.strength else seed_range(first_seed, count),
+        prompts=_repeat(prompts, num_images_per_prompt),
+        conditioning_prompts=_repeat([_without_tags(p, loras) for p in prompts], num_images_per_prompt),
+        negative_prompts=_repeat(negatives, num_images_per_prompt),
+        seeds=_seeds(seed, generator, variation, count),
         width=width,
         height=height,
-        steps=num_inference_steps,
+        steps=steps,
         guidance_scale=guidance_scale,
         sampler=canonical_sampler_name(sampler) if sampler else None,
         schedule=schedule or None,
@@ -115,7 +110,7 @@ def check_inputs(
         mask_blur=mask_blur,
         variation=variation,
         randn_source=check_randn_source(randn_source),
-        hires=_hires(hires, image, width, height, num_inference_steps, scale_factor),
+        hires=_hires(hires, image, width, height, steps, scale_factor),
     )
 
 
@@ -149,6 +144,20 @@ def _variation(subseed, strength, resize_w, resize_h, generator, count: int) -> 
         raise InvalidInputError("variation seeds and seed_resize_from need seeds; pass seed=..., not a generator")
     subseeds = tuple(seed_range(resolve_seed(subseed), count)) if strength else ()
     return Variation(subseeds, float(strength), resize)
+
+
+def _repeat(per_prompt: list, times: int) -> list:
+    """One entry per image: each prompt's entry ``times`` times, prompts in order."""
+    return [item for item in per_prompt for _ in range(times)]
+
+
+def _seeds(seed, generator, variation: Variation, count: int) -> list[int]:
+    """Image i's seed: seed + i; with variation seeds A1111 gives every image the same seed (and
+    image i subseed + i). A caller's generator names the seed when none is given."""
+    if (seed is None or seed < 0) and generator is not None:
+        seed = wrap_seed(generator.initial_seed())
+    first = resolve_seed(seed)
+    return [first] * count if variation.strength else seed_range(first, count)
 
 
 def _hires(hires: HiresFix | None, image, width: int, height: int, steps: int, factor: int) -> HiresPlan | None:

@@ -152,7 +152,7 @@ def cmd_mini_composition(args) -> int:
             f"--languages: {', '.join(unknown) or 'none given'}; choose from {', '.join(world.LANGUAGES)}"
         )
     pipe = evaluate.load_mini_pipeline(args.model)
-    pairs = world.scenes_for_eval("seen", args.scenes, evaluate.EVAL_SEED + 4, 2)  # the report's two-thing scenes
+    pairs = evaluate.two_thing_scenes(n=args.scenes)
     found = {
         "role_probe": composition.role_probe(
             pipe.text_encoder, pipe.tokenizer, world.scenes_for_eval("seen", 600, 4242, 2)

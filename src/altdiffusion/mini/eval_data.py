@@ -75,7 +75,7 @@ def write_retrieval(out: Path, *, seed: int = 0, n: int = 200) -> None:
 
 def write_t2i(out: Path, *, seed: int = 0, n: int = 32) -> None:
     """Seen one-thing scenes (the report's generation scene set), captions and a render of each."""
-    scenes = world.scenes_for_eval("seen", n, evaluate.EVAL_SEED + seed + 2, 1)
+    scenes = evaluate.generation_scenes(seed, n)
     (out / "t2i" / "reference").mkdir(parents=True, exist_ok=True)
     rows = []
     for index, scene in enumerate(scenes):

@@ -46,6 +46,21 @@ def zero_shot_scenes(seed: int = 0, n: int = 200):
     return world.scenes_for_eval("seen", n, EVAL_SEED + seed + 1, 1)
 
 
+def generation_scenes(seed: int = 0, n: int = 128):
+    """The report's one-thing generation scenes: seen (colour, shape) pairs."""
+    return world.scenes_for_eval("seen", n, EVAL_SEED + seed + 2, 1)
+
+
+def held_out_scenes(seed: int = 0, n: int = 128):
+    """The report's one-thing scenes with a (colour, shape) pair the training split never shows."""
+    return world.scenes_for_eval("heldout", n, EVAL_SEED + seed + 3, 1)
+
+
+def two_thing_scenes(seed: int = 0, n: int = 64):
+    """The report's two-thing scenes (the composition measurements use the same ones)."""
+    return world.scenes_for_eval("seen", n, EVAL_SEED + seed + 4, 2)
+
+
 # The 40 zero-shot classes: every (colour, shape); the class name is the phrase "a <colour> <shape>".
 ZERO_SHOT_LABELS = [(c, s) for c in world.COLOURS for s in world.SHAPES]
 

@@ -47,9 +47,9 @@ def build_report(
     torch.manual_seed(0)
     clip = load_clip(clip_model, dtype="fp32")
     pipe = evaluate.load_mini_pipeline(diffusion_model)
-    seen = world.scenes_for_eval("seen", scenes, evaluate.EVAL_SEED + seed + 2, 1)
-    held_out = world.scenes_for_eval("heldout", scenes, evaluate.EVAL_SEED + seed + 3, 1)
-    pairs = world.scenes_for_eval("seen", scenes // 2, evaluate.EVAL_SEED + seed + 4, 2)
+    seen = evaluate.generation_scenes(seed, scenes)
+    held_out = evaluate.held_out_scenes(seed, scenes)
+    pairs = evaluate.two_thing_scenes(seed, scenes // 2)
     rows, verdicts, failures, two = {}, {}, {}, {}
     samples = {"samples.png": {}, "samples-two.png": {}}
     for lang in world.LANGUAGES:

@@ -24,8 +24,10 @@ class Renderer:
     def __init__(self, scenes, canonical: bool):
         self.truth = {world.caption(s, "en", 0): s for s in scenes + [swapped(s) for s in scenes]}
         self.canonical = canonical
+        self.guidance_scales = set()
 
     def __call__(self, prompts, **kwargs):
+        self.guidance_scales.add(kwargs["guidance_scale"])
         images = []
         for prompt in prompts:
             scene = self.truth[prompt]
@@ -74,4 +76,38 @@ def test_cli_names_an_unknown_language_without_a_traceback():
         timeout=120,
     )
     assert done.returncode != 0 and "--languages: xx; choose from en, zh" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_order_swap_draws_at_the_guidance_it_is_given():
+    scenes = world.scenes_for_eval("seen", 4, 31, 2)
+    renderer = Renderer(scenes, canonical=False)
+    order_swap(renderer, scenes)
+    assert renderer.guidance_scales == {3.0}  # the report's
+    renderer.guidance_scales.clear()
+    order_swap(renderer, scenes, guidance=6.0)
+    assert renderer.guidance_scales == {6.0}
+
+
+def test_cli_refuses_a_guidance_that_is_not_a_number_before_loading_a_model():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "altdiffusion.cli",
+            "mini",
+            "composition",
+            "--guidance",
+            "nan",
+            "--model",
+            "/nonexistent",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and "--guidance must be a finite number, got nan" in done.stderr
     assert "Traceback" not in done.stderr

@@ -79,6 +79,12 @@ def _add_composition_parser(mini: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="mini", help="AltDiffusion folder (default: the bundled AltDiffusion-mini)")
     p.add_argument("--scenes", type=positive_int, default=64, help="two-thing scenes for the order swap")
     p.add_argument("--languages", default="en,zh", help="comma-separated languages for the order swap")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=mini_defaults.GUIDANCE,
+        help="classifier-free guidance scale of the order swap (default: %(default)s, the report's)",
+    )
     p.set_defaults(func=cmd_mini_composition)
 
 
@@ -141,6 +147,7 @@ def cmd_mini_report(args) -> int:
 
 def cmd_mini_composition(args) -> int:
     import json
+    import math
 
     from altdiffusion.errors import InvalidInputError
     from altdiffusion.mini import composition, evaluate, world
@@ -151,13 +158,16 @@ def cmd_mini_composition(args) -> int:
         raise InvalidInputError(
             f"--languages: {', '.join(unknown) or 'none given'}; choose from {', '.join(world.LANGUAGES)}"
         )
+    if not math.isfinite(args.guidance):
+        raise InvalidInputError(f"--guidance must be a finite number, got {args.guidance}; the report's is 3")
     pipe = evaluate.load_mini_pipeline(args.model)
     pairs = evaluate.two_thing_scenes(n=args.scenes)
     found = {
         "role_probe": composition.role_probe(
             pipe.text_encoder, pipe.tokenizer, world.scenes_for_eval("seen", 600, 4242, 2)
         ),
-        "order_swap": {lang: composition.order_swap(pipe, pairs, lang) for lang in languages},
+        "guidance": args.guidance,
+        "order_swap": {lang: composition.order_swap(pipe, pairs, lang, guidance=args.guidance) for lang in languages},
     }
     print(json.dumps(found, indent=2))
     return 0

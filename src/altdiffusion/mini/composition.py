@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from altdiffusion.mini import world
+from altdiffusion.mini import GUIDANCE, world
 from altdiffusion.mini.captions import TEMPLATES, slots
 from altdiffusion.mini.checker import check
 from altdiffusion.mini.evaluate import generate_verdicts
@@ -27,16 +27,17 @@ def swapped(scene: Scene) -> Scene:
     return Scene(tuple(reversed(scene.things)), scene.background, relation=scene.relation)
 
 
-def relation_verdicts(pipe, scenes, lang: str, template: int) -> list[bool]:
+def relation_verdicts(pipe, scenes, lang: str, template: int, guidance: float = GUIDANCE) -> list[bool]:
     """Whether the checker finds the relation right, one image per scene (the report's seeds)."""
-    _, images, _ = generate_verdicts(pipe, scenes, lang, 1, template=template)
+    _, images, _ = generate_verdicts(pipe, scenes, lang, 1, template=template, guidance=guidance)
     return [check(images[(i, 0)], scene)["relation"] for i, scene in enumerate(scenes)]
 
 
-def order_swap(pipe, scenes, lang: str = "en", template: int = 0) -> dict[str, int]:
-    """How often the relation is right for the scenes, for their swaps, for both and for neither."""
-    a = relation_verdicts(pipe, scenes, lang, template)
-    b = relation_verdicts(pipe, [swapped(s) for s in scenes], lang, template)
+def order_swap(pipe, scenes, lang: str = "en", template: int = 0, guidance: float = GUIDANCE) -> dict[str, int]:
+    """How often the relation is right for the scenes, for their swaps, for both and for neither
+    (at CFG ``guidance``; the report's is the default)."""
+    a = relation_verdicts(pipe, scenes, lang, template, guidance)
+    b = relation_verdicts(pipe, [swapped(s) for s in scenes], lang, template, guidance)
     return {
         "n": len(scenes),
         "right": sum(a),

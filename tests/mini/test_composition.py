@@ -1,6 +1,6 @@
-"""The two-thing diagnostics: the order-swap count and the spatial-role probe, each against a
-reference whose answer is known (a renderer that follows the relation or ignores it; a
-context-free text encoder)."""
+"""The two-thing diagnostics: the order-swap count, attribute leakage and the spatial-role probe,
+each against a reference whose answer is known (a renderer that follows the relation, ignores it
+or draws the second thing in the first one's shape; a context-free text encoder)."""
 
 import random
 from types import SimpleNamespace
@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from altdiffusion.mini import world
-from altdiffusion.mini.composition import order_swap, role_probe, swapped
+from altdiffusion.mini.composition import diagnose, role_probe, swapped
+from altdiffusion.mini.scenes import Thing
 
 
 @pytest.fixture(autouse=True)
@@ -19,11 +20,13 @@ def offline(monkeypatch):
 
 class Renderer:
     """A "pipeline" that draws the true scene of each caption; with ``canonical`` it draws the
-    two things in one fixed order whatever the caption says (a layout that ignores the relation)."""
+    two things in one fixed order whatever the caption says (a layout that ignores the relation);
+    with ``leaky`` the second thing takes the first one's shape when their colours differ."""
 
-    def __init__(self, scenes, canonical: bool):
+    def __init__(self, scenes, canonical: bool, leaky: bool = False):
         self.truth = {world.caption(s, "en", 0): s for s in scenes + [swapped(s) for s in scenes]}
         self.canonical = canonical
+        self.leaky = leaky
         self.guidance_scales = set()
 
     def __call__(self, prompts, **kwargs):
@@ -33,21 +36,48 @@ class Renderer:
             scene = self.truth[prompt]
             if self.canonical and scene.things != tuple(sorted(scene.things, key=repr)):
                 scene = swapped(scene)
+            if self.leaky:
+                scene = leaked(scene)
             images.append(world.render(scene, random.Random(prompt)))
         return SimpleNamespace(images=images)
 
 
+def leaked(scene):
+    first, second = scene.things
+    if first.colour == second.colour:
+        return scene
+    return type(scene)(
+        (first, Thing(first.shape, second.colour, second.size)), scene.background, relation=scene.relation
+    )
+
+
 def test_order_swap_counts_both_for_a_relation_follower_and_at_most_one_for_a_fixed_layout():
     scenes = world.scenes_for_eval("seen", 12, 31, 2)
-    assert order_swap(Renderer(scenes, canonical=False), scenes) == {
+    assert diagnose(Renderer(scenes, canonical=False), scenes)["order_swap"] == {
         "n": 12,
         "right": 12,
         "right_swapped": 12,
         "both": 12,
         "neither": 0,
     }
-    fixed = order_swap(Renderer(scenes, canonical=True), scenes)
+    fixed = diagnose(Renderer(scenes, canonical=True), scenes)["order_swap"]
     assert fixed["both"] == 0 and fixed["neither"] == 0 and fixed["right"] + fixed["right_swapped"] == 12
+
+
+def test_leakage_counts_every_attribute_right_for_a_true_renderer_and_the_copied_shapes_for_a_leaky_one():
+    scenes = world.scenes_for_eval("seen", 12, 31, 2)
+    true = diagnose(Renderer(scenes, canonical=False), scenes)["leakage"]
+    assert true == {
+        "things": 24,
+        "missing": 0,
+        **{f"{a}_right": 24 for a in ("colour", "shape", "size")},
+        **{f"{a}_from_other": 0 for a in ("colour", "shape", "size")},
+    }
+    copied = sum(a.colour != b.colour and a.shape != b.shape for a, b in (s.things for s in scenes))
+    assert copied >= 6  # the scenes exercise the leak
+    leaky = diagnose(Renderer(scenes, canonical=False, leaky=True), scenes)["leakage"]
+    assert leaky["shape_from_other"] == copied and leaky["shape_right"] == 24 - copied
+    assert leaky["colour_right"] == 24 and leaky["colour_from_other"] == 0
 
 
 def test_role_probe_reads_the_role_from_the_bundled_conditioning_but_not_from_context_free_embeddings():
@@ -79,13 +109,13 @@ def test_cli_names_an_unknown_language_without_a_traceback():
     assert "Traceback" not in done.stderr
 
 
-def test_order_swap_draws_at_the_guidance_it_is_given():
+def test_the_diagnosis_draws_at_the_guidance_it_is_given():
     scenes = world.scenes_for_eval("seen", 4, 31, 2)
     renderer = Renderer(scenes, canonical=False)
-    order_swap(renderer, scenes)
+    diagnose(renderer, scenes)
     assert renderer.guidance_scales == {3.0}  # the report's
     renderer.guidance_scales.clear()
-    order_swap(renderer, scenes, guidance=6.0)
+    diagnose(renderer, scenes, guidance=6.0)
     assert renderer.guidance_scales == {6.0}
 
 

@@ -74,7 +74,10 @@ def _add_report_parser(mini: argparse._SubParsersAction) -> None:
 def _add_composition_parser(mini: argparse._SubParsersAction) -> None:
     p = mini.add_parser(
         "composition",
-        help="two-thing diagnostics: does the picture follow the relation; does the conditioning carry it",
+        help=(
+            "two-thing diagnostics: does the picture follow the relation and keep each thing's attributes; "
+            "does the conditioning carry the relation"
+        ),
     )
     p.add_argument("--model", default="mini", help="AltDiffusion folder (default: the bundled AltDiffusion-mini)")
     p.add_argument("--scenes", type=positive_int, default=64, help="two-thing scenes for the order swap")
@@ -162,12 +165,13 @@ def cmd_mini_composition(args) -> int:
         raise InvalidInputError(f"--guidance must be a finite number, got {args.guidance}; the report's is 3")
     pipe = evaluate.load_mini_pipeline(args.model)
     pairs = evaluate.two_thing_scenes(n=args.scenes)
+    diagnosed = {lang: composition.diagnose(pipe, pairs, lang, guidance=args.guidance) for lang in languages}
     found = {
         "role_probe": composition.role_probe(
             pipe.text_encoder, pipe.tokenizer, world.scenes_for_eval("seen", 600, 4242, 2)
         ),
         "guidance": args.guidance,
-        "order_swap": {lang: composition.order_swap(pipe, pairs, lang, guidance=args.guidance) for lang in languages},
+        **{check: {lang: diagnosed[lang][check] for lang in languages} for check in ("order_swap", "leakage")},
     }
     print(json.dumps(found, indent=2))
     return 0

@@ -262,6 +262,11 @@ def relation_holds(first: tuple[float, float], second: tuple[float, float], rela
     raise ValueError(f"unknown relation {relation!r}")
 
 
+def found_things(image, scene: Scene) -> tuple[FoundObject | None, ...]:
+    """The object ``image`` shows for each thing of ``scene`` (None: no object left for it)."""
+    return _match(analyse(image).objects, scene.things)
+
+
 def check(image, scene: Scene) -> dict[str, bool]:
     """Whether ``image`` shows each attribute of ``scene``: background, count, colour, shape, size,
     and position (one thing) or relation (two things)."""

@@ -4,6 +4,9 @@ conditioning the UNet reads carry it?
     order swap   the same scenes with their two things exchanged, same seeds: a model that follows
                  the relation gets both right; one that draws the same layout either way gets at
                  most one of each pair right
+    leakage      each thing's colour, shape and size in two-thing images: how many are right, and
+                 how many wrong ones are the other thing's (the two things drawn alike: attributes
+                 not bound to their thing)
     role probe   a least-squares linear classifier on the conditioning (the mean of each thing's
                  phrase tokens, article left out), trained on 4 of 5 English captions of both
                  templates, tells which thing goes left / above on the 5th; the templates name
@@ -17,9 +20,11 @@ import torch
 
 from altdiffusion.mini import GUIDANCE, world
 from altdiffusion.mini.captions import TEMPLATES, slots
-from altdiffusion.mini.checker import check
+from altdiffusion.mini.checker import check, found_things
 from altdiffusion.mini.evaluate import generate_verdicts
 from altdiffusion.mini.scenes import Scene
+
+ATTRIBUTES = ("colour", "shape", "size")
 
 
 def swapped(scene: Scene) -> Scene:
@@ -27,17 +32,16 @@ def swapped(scene: Scene) -> Scene:
     return Scene(tuple(reversed(scene.things)), scene.background, relation=scene.relation)
 
 
-def relation_verdicts(pipe, scenes, lang: str, template: int, guidance: float = GUIDANCE) -> list[bool]:
-    """Whether the checker finds the relation right, one image per scene (the report's seeds)."""
+def drawn(pipe, scenes, lang: str, template: int = 0, guidance: float = GUIDANCE) -> list:
+    """One image per scene, with the report's seeds and steps."""
     _, images, _ = generate_verdicts(pipe, scenes, lang, 1, template=template, guidance=guidance)
-    return [check(images[(i, 0)], scene)["relation"] for i, scene in enumerate(scenes)]
+    return [images[(i, 0)] for i in range(len(scenes))]
 
 
-def order_swap(pipe, scenes, lang: str = "en", template: int = 0, guidance: float = GUIDANCE) -> dict[str, int]:
-    """How often the relation is right for the scenes, for their swaps, for both and for neither
-    (at CFG ``guidance``; the report's is the default)."""
-    a = relation_verdicts(pipe, scenes, lang, template, guidance)
-    b = relation_verdicts(pipe, [swapped(s) for s in scenes], lang, template, guidance)
+def order_swap_counts(images, swapped_images, scenes) -> dict[str, int]:
+    """How often the relation is right for the scenes, for their swaps, for both and for neither."""
+    a = [check(image, scene)["relation"] for image, scene in zip(images, scenes)]
+    b = [check(image, swapped(scene))["relation"] for image, scene in zip(swapped_images, scenes)]
     return {
         "n": len(scenes),
         "right": sum(a),
@@ -45,6 +49,30 @@ def order_swap(pipe, scenes, lang: str = "en", template: int = 0, guidance: floa
         "both": sum(x and y for x, y in zip(a, b)),
         "neither": sum(not (x or y) for x, y in zip(a, b)),
     }
+
+
+def leakage_counts(images, scenes) -> dict[str, int]:
+    """Per attribute, over both things of every scene: how many the images get right, and how many
+    wrong ones take the other thing's value instead."""
+    counts = {"things": 2 * len(scenes), "missing": 0}
+    counts.update({f"{attribute}_{kind}": 0 for attribute in ATTRIBUTES for kind in ("right", "from_other")})
+    for image, scene in zip(images, scenes):
+        for found, thing, other in zip(found_things(image, scene), scene.things, reversed(scene.things)):
+            if found is None:
+                counts["missing"] += 1
+                continue
+            for attribute in ATTRIBUTES:
+                got, wanted, others = (getattr(x, attribute) for x in (found, thing, other))
+                counts[f"{attribute}_right"] += got == wanted
+                counts[f"{attribute}_from_other"] += got != wanted and got == others
+    return counts
+
+
+def diagnose(pipe, scenes, lang: str = "en", template: int = 0, guidance: float = GUIDANCE) -> dict:
+    """The order swap and the leakage counts, from one image of each scene and of its swap."""
+    images = drawn(pipe, scenes, lang, template, guidance)
+    swapped_images = drawn(pipe, [swapped(s) for s in scenes], lang, template, guidance)
+    return {"order_swap": order_swap_counts(images, swapped_images, scenes), "leakage": leakage_counts(images, scenes)}
 
 
 def phrase_states(text_encoder, tokenizer, scene: Scene, template: int) -> list[np.ndarray]:

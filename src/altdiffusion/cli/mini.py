@@ -80,13 +80,18 @@ def _add_composition_parser(mini: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--model", default="mini", help="AltDiffusion folder (default: the bundled AltDiffusion-mini)")
-    p.add_argument("--scenes", type=positive_int, default=64, help="two-thing scenes for the order swap")
-    p.add_argument("--languages", default="en,zh", help="comma-separated languages for the order swap")
+    p.add_argument(
+        "--scenes",
+        type=positive_int,
+        default=64,
+        help="two-thing scenes (the report's first N) for the order swap and leakage",
+    )
+    p.add_argument("--languages", default="en,zh", help="comma-separated languages for the order swap and leakage")
     p.add_argument(
         "--guidance",
         type=float,
         default=mini_defaults.GUIDANCE,
-        help="classifier-free guidance scale of the order swap (default: %(default)s, the report's)",
+        help="classifier-free guidance scale of those images (default: %(default)s, the report's)",
     )
     p.set_defaults(func=cmd_mini_composition)
 

@@ -21,7 +21,7 @@ import torch
 from altdiffusion.mini import GUIDANCE, world
 from altdiffusion.mini.captions import TEMPLATES, slots
 from altdiffusion.mini.checker import check, found_things
-from altdiffusion.mini.evaluate import generate_verdicts
+from altdiffusion.mini.evaluate import generate_images
 from altdiffusion.mini.scenes import Scene
 
 ATTRIBUTES = ("colour", "shape", "size")
@@ -34,7 +34,7 @@ def swapped(scene: Scene) -> Scene:
 
 def drawn(pipe, scenes, lang: str, template: int = 0, guidance: float = GUIDANCE) -> list:
     """One image per scene, with the report's seeds and steps."""
-    _, images, _ = generate_verdicts(pipe, scenes, lang, 1, template=template, guidance=guidance)
+    images = generate_images(pipe, scenes, lang, 1, template=template, guidance=guidance)
     return [images[(i, 0)] for i in range(len(scenes))]
 
 

@@ -97,7 +97,7 @@ def marginal_accuracy(predicted, scenes) -> dict[str, float]:
     return {"colour": colour, "shape": shape}
 
 
-def generate_verdicts(
+def generate_images(
     pipe,
     scenes,
     lang: str,
@@ -107,17 +107,14 @@ def generate_verdicts(
     guidance: float = GUIDANCE,
     batch: int = 16,
     template: int = 0,
-):
-    """Checker verdicts [scene][seed], the images {(scene, seed): image}, and how many images have
-    each attribute wrong. Image (i, k) uses seed 1000*k + i in every language."""
-    verdicts = [[False] * seeds for _ in scenes]
-    images, failures = {}, {}
+) -> dict:
+    """The images {(scene, seed): image}. Image (i, k) uses seed 1000*k + i in every language."""
+    images = {}
     prompts = [world.caption(s, lang, template) for s in scenes]
     for k in range(seeds):
         for start in range(0, len(scenes), batch):
-            chunk = prompts[start : start + batch]
             result = pipe(
-                chunk,
+                prompts[start : start + batch],
                 num_inference_steps=steps,
                 guidance_scale=guidance,
                 seed=1000 * k + start,
@@ -126,11 +123,21 @@ def generate_verdicts(
                 progress=False,
             )
             for j, image in enumerate(result.images):
-                found = check(image, scenes[start + j])
-                for attribute, ok in found.items():
-                    failures[attribute] = failures.get(attribute, 0) + (not ok)
-                verdicts[start + j][k] = all(found.values())
                 images[(start + j, k)] = image
+    return images
+
+
+def generate_verdicts(pipe, scenes, lang: str, seeds: int, **options):
+    """Checker verdicts [scene][seed], the images (``generate_images``, which takes ``options``),
+    and how many images have each attribute wrong."""
+    images = generate_images(pipe, scenes, lang, seeds, **options)
+    verdicts = [[False] * seeds for _ in scenes]
+    failures = {}
+    for (i, k), image in images.items():
+        found = check(image, scenes[i])
+        for attribute, ok in found.items():
+            failures[attribute] = failures.get(attribute, 0) + (not ok)
+        verdicts[i][k] = all(found.values())
     return verdicts, images, failures
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from altdiffusion.errors import AltDiffusionError
 from altdiffusion.hub import bundled_model_dir
 from altdiffusion.mini import world
 from altdiffusion.mini.architecture import UNET
@@ -34,6 +35,7 @@ from altdiffusion.mini.evaluate import (
     load_mini_pipeline,
     two_thing_scenes,
 )
+from altdiffusion.mini.scenes import LANGUAGES
 
 # Each shape is the shipped UNet config with these keys changed.
 SHAPES = {
@@ -110,8 +112,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "init":
         init(args.out, args.seed)
-    else:
-        print(json.dumps(score(args.model, args.languages.split(","))))
+        return
+    languages = args.languages.split(",")
+    unknown = [lang for lang in languages if lang not in LANGUAGES]
+    if unknown:
+        parser.error(f"--languages: {', '.join(unknown)} not among the mini world's {', '.join(LANGUAGES)}")
+    try:
+        print(json.dumps(score(args.model, languages)))
+    except AltDiffusionError as error:
+        parser.error(str(error))
 
 
 if __name__ == "__main__":

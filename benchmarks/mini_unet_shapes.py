@@ -52,13 +52,14 @@ def init(out: Path, seed: int) -> None:
 
     world.write_shards(out / "data", 20000, seed, split="train")
     for name, changes in SHAPES.items():
-        folder = out / name
-        shutil.copytree(bundled_model_dir("diffusion"), folder, dirs_exist_ok=True)
-        shutil.rmtree(folder / "unet")
-        config = {**copy.deepcopy(UNET), **changes}
+        folder, partial = out / name, out / f".{name}.partial"  # renamed into place once complete
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(bundled_model_dir("diffusion"), partial, ignore=shutil.ignore_patterns("unet"))
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel.from_config(config)
-        unet.save_pretrained(str(folder / "unet"), safe_serialization=True)
+        unet = UNet2DConditionModel.from_config({**copy.deepcopy(UNET), **changes})
+        unet.save_pretrained(str(partial / "unet"), safe_serialization=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
         print(f"{folder}: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M UNet parameters")
 
 

@@ -28,6 +28,7 @@ from altdiffusion.errors import AltDiffusionError
 from altdiffusion.hub import bundled_model_dir
 from altdiffusion.mini import world
 from altdiffusion.mini.architecture import UNET
+from altdiffusion.mini.build import RECIPE
 from altdiffusion.mini.evaluate import (
     accuracy,
     generate_verdicts,
@@ -50,7 +51,7 @@ SHAPES = {
 def init(out: Path, seed: int) -> None:
     from diffusers import UNet2DConditionModel
 
-    world.write_shards(out / "data", 20000, seed, split="train")
+    world.write_shards(out / "data", RECIPE["data"]["train"], seed, split="train")
     for name, changes in SHAPES.items():
         folder, partial = out / name, out / f".{name}.partial"  # renamed into place once complete
         shutil.rmtree(partial, ignore_errors=True)

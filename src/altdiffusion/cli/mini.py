@@ -76,7 +76,7 @@ def _add_composition_parser(mini: argparse._SubParsersAction) -> None:
         "composition",
         help=(
             "two-thing diagnostics: does the picture follow the relation and keep each thing's attributes; "
-            "does the conditioning carry the relation"
+            "does the conditioning carry the relation; does the UNet expect each thing in its place, and what does it read"
         ),
     )
     p.add_argument("--model", default="mini", help="AltDiffusion folder (default: the bundled AltDiffusion-mini)")
@@ -84,9 +84,11 @@ def _add_composition_parser(mini: argparse._SubParsersAction) -> None:
         "--scenes",
         type=positive_int,
         default=64,
-        help="two-thing scenes (the report's first N) for the order swap and leakage",
+        help="scenes (the report's first N of each set) for every check but the role probe",
     )
-    p.add_argument("--languages", default="en,zh", help="comma-separated languages for the order swap and leakage")
+    p.add_argument(
+        "--languages", default="en,zh", help="comma-separated languages for every check but the role probe (English)"
+    )
     p.add_argument(
         "--guidance",
         type=float,
@@ -177,6 +179,12 @@ def cmd_mini_composition(args) -> int:
         ),
         "guidance": args.guidance,
         **{check: {lang: diagnosed[lang][check] for lang in languages} for check in ("order_swap", "leakage")},
+        "layout_probe": {
+            lang: composition.layout_probes(pipe, evaluate.generation_scenes(n=args.scenes), pairs, lang)
+            for lang in languages
+        },
+        "padding_attention": {lang: composition.padding_attention(pipe, pairs, lang) for lang in languages},
+        "padding_order_signal": {lang: composition.padding_order_signal(pipe, pairs, lang) for lang in languages},
     }
     print(json.dumps(found, indent=2))
     return 0

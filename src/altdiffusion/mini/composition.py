@@ -11,20 +11,38 @@ conditioning the UNet reads carry it?
                  phrase tokens, article left out), trained on 4 of 5 English captions of both
                  templates, tells which thing goes left / above on the 5th; the templates name
                  the things in opposite orders, so the word order alone scores 50%
+    layout probe the UNet's own expectation of the layout, without a sampler or a seed: its clean-
+                 latent prediction x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) at step t from the
+                 scene's background alone noised to t, averaged over noise draws, lies nearer to the
+                 scene's render than to an alternative's: the opposite position (one thing), the
+                 other relation (axis) or the two things exchanged (order); 50% is chance
+    padding      what the UNet reads: the share of its cross-attention that falls on the caption's
+                 padding states (77 positions, a caption fills 15-25) rather than on its words,
+                 and how far exchanging the two things moves the mean padding state, relative to
+                 the distance between two different scenes' (0: the padding carries no order)
 """
 
 from __future__ import annotations
 
+import random
+from dataclasses import replace
+
 import numpy as np
 import torch
+from PIL import Image
 
 from altdiffusion.mini import GUIDANCE, world
 from altdiffusion.mini.captions import TEMPLATES, slots
 from altdiffusion.mini.checker import check, found_things
 from altdiffusion.mini.evaluate import generate_images
-from altdiffusion.mini.scenes import Scene
+from altdiffusion.mini.scenes import BACKGROUNDS, Scene
 
 ATTRIBUTES = ("colour", "shape", "size")
+# Step 700 of 1000: early in sampling, where the layout is still the UNet's to choose; the layout
+# probe's answers were the same at steps 900 and 500 (measured on a from-scratch UNet).
+LAYOUT_STEP = 700
+LAYOUT_DRAWS = 8
+OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
 
 
 def swapped(scene: Scene) -> Scene:
@@ -106,3 +124,110 @@ def role_probe(text_encoder, tokenizer, scenes) -> float:
     held_out = np.arange(len(y)) % 10 >= 8  # whole captions (both phrases) held out
     w, *_ = np.linalg.lstsq(x[~held_out], y[~held_out], rcond=None)
     return float(np.mean(np.sign(x[held_out] @ w) == y[held_out]))
+
+
+def render_latents(pipe, scenes) -> torch.Tensor:
+    """The VAE latents of each scene's render (fixed jitter), as the UNet sees training images."""
+    return torch.cat(
+        [
+            pipe.encode_image(world.render(s, random.Random(i)), world.IMAGE_SIZE, world.IMAGE_SIZE)
+            for i, s in enumerate(scenes)
+        ]
+    )
+
+
+@torch.no_grad()
+def expected_latents(pipe, scenes, lang: str, template: int = 0, step: int = LAYOUT_STEP, draws: int = LAYOUT_DRAWS):
+    """The UNet's clean-latent prediction for each scene's caption at ``step``, from the scene's
+    background alone noised to that step (no thing in view, so the layout is the UNet's own),
+    averaged over ``draws`` noises."""
+    size = world.IMAGE_SIZE
+    backgrounds = torch.cat(
+        [pipe.encode_image(Image.new("RGB", (size, size), BACKGROUNDS[s.background]), size, size) for s in scenes]
+    )
+    conditioning, _ = pipe.encode_prompt([world.caption(s, lang, template) for s in scenes])
+    alpha = pipe.scheduler.alphas_cumprod[step].to(backgrounds)
+    generator = torch.Generator().manual_seed(0)
+    mean = torch.zeros_like(backgrounds)
+    for _ in range(draws):
+        noise = torch.randn(backgrounds.shape, generator=generator).to(backgrounds)
+        noisy = alpha.sqrt() * backgrounds + (1 - alpha).sqrt() * noise
+        eps = pipe.unet(noisy, step, encoder_hidden_states=conditioning).sample
+        mean += (noisy - (1 - alpha).sqrt() * eps) / alpha.sqrt() / draws
+    return mean
+
+
+def layout_probe(pipe, scenes, alternatives, lang: str = "en", template: int = 0) -> float:
+    """Share of ``scenes`` whose :func:`expected_latents` are nearer to their render than to the
+    render of the matching alternative scene."""
+    expected = expected_latents(pipe, scenes, lang, template).flatten(1)
+    right = (expected - render_latents(pipe, scenes).flatten(1)).norm(dim=1)
+    wrong = (expected - render_latents(pipe, alternatives).flatten(1)).norm(dim=1)
+    return round(float((right < wrong).float().mean()), 4)
+
+
+def layout_probes(pipe, one_thing, two_thing, lang: str = "en", template: int = 0) -> dict[str, float]:
+    """The layout probe for the position of one thing (scenes at the centre left out), the axis of
+    a relation and the order of two things."""
+    placed = [s for s in one_thing if s.position in OPPOSITE]
+    other_axis = {"left_of": "above", "above": "left_of"}
+    return {
+        "position": layout_probe(
+            pipe, placed, [replace(s, position=OPPOSITE[s.position]) for s in placed], lang, template
+        ),
+        "axis": layout_probe(
+            pipe, two_thing, [replace(s, relation=other_axis[s.relation]) for s in two_thing], lang, template
+        ),
+        "order": layout_probe(pipe, two_thing, [swapped(s) for s in two_thing], lang, template),
+    }
+
+
+def _padded_conditioning(pipe, scenes, lang: str, template: int, swap: bool = False):
+    """The conditioning of each scene's caption (one 77-token chunk) and where it is padding."""
+    chunks = [pipe.prompt_chunks(world.caption(swapped(s) if swap else s, lang, template))[:1] for s in scenes]
+    padding = torch.tensor([[not on for on in chunk[0].attention_mask] for chunk in chunks])
+    return pipe.encode_chunks(chunks), padding
+
+
+@torch.no_grad()
+def padding_attention(pipe, scenes, lang: str = "en", template: int = 0, step: int = LAYOUT_STEP) -> float:
+    """Share of the UNet's cross-attention (every layer, head, position and scene) on padding
+    states, one denoising call at ``step`` from pure noise."""
+    conditioning, padding = _padded_conditioning(pipe, scenes, lang, template)
+    shares = []
+
+    def record(attention, args, kwargs):
+        # Recomputed beside the real processor with diffusers' own scoring, which is left in place.
+        query = attention.head_to_batch_dim(attention.to_q(args[0]))
+        key = attention.head_to_batch_dim(attention.to_k(kwargs["encoder_hidden_states"]))
+        per_token = attention.get_attention_scores(query, key, None).mean(1)  # (B * heads, tokens)
+        per_token = per_token.view(len(scenes), attention.heads, -1).mean(1)
+        shares.append(float((per_token * padding.to(per_token)).sum(1).mean()))
+
+    layers = [m for name, m in pipe.unet.named_modules() if name.endswith("attn2")]
+    hooks = [layer.register_forward_pre_hook(record, with_kwargs=True) for layer in layers]
+    try:
+        size = pipe.unet.config.sample_size
+        shape = (len(scenes), pipe.unet.config.in_channels, size, size)
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(conditioning)
+        pipe.unet(noise, step, encoder_hidden_states=conditioning)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return round(sum(shares) / len(shares), 4)
+
+
+@torch.no_grad()
+def padding_order_signal(pipe, scenes, lang: str = "en", template: int = 0) -> float:
+    """Mean distance between a caption's mean padding state and its swap's, over the mean distance
+    between two different scenes' (each scene and the next)."""
+
+    def mean_padding(swap: bool) -> torch.Tensor:
+        states, padding = _padded_conditioning(pipe, scenes, lang, template, swap)
+        weights = padding.to(states)[:, :, None]
+        return (states * weights).sum(1) / weights.sum(1)
+
+    plain, exchanged = mean_padding(False), mean_padding(True)
+    swap_distance = (plain - exchanged).norm(dim=1).mean()
+    scene_distance = (plain - plain.roll(1, 0)).norm(dim=1).mean()
+    return round(float(swap_distance / scene_distance), 4)

@@ -92,11 +92,22 @@ TASKS = {"words-only": WordsOnlyTask, "text-encoder": TextEncoderTask, "high-noi
 
 
 def learning_rate(step: int, args) -> float:
-    warm = min(1.0, step / args.warmup)
+    warm = min(1.0, step / max(1, args.warmup))
     if args.schedule == "constant":
         return args.lr * warm
     progress = min(1.0, max(0, step - args.warmup) / max(1, args.steps - args.warmup))
     return args.lr * warm * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def probed(pipe, view, scenes, text_trains: bool) -> dict:
+    """The layout probe with both models in eval mode, then back to training."""
+    pipe.unet.eval()
+    pipe.text_encoder.eval()
+    with torch.no_grad():
+        probe = layout_probes(view, *scenes)
+    pipe.unet.train()
+    pipe.text_encoder.train(text_trains)
+    return probe
 
 
 def run(args) -> None:
@@ -125,12 +136,7 @@ def run(args) -> None:
         optimizer.step()
         losses.append(loss.item())
         if step % args.probe_every == 0 or step == args.steps:
-            pipe.unet.eval()
-            pipe.text_encoder.eval()
-            with torch.no_grad():
-                probe = layout_probes(view, *scenes)
-            pipe.unet.train()
-            pipe.text_encoder.train(args.variant == "text-encoder")
+            probe = probed(pipe, view, scenes, text_trains=args.variant == "text-encoder")
             line = {"step": step, "loss": sum(losses) / len(losses), "minutes": (time.time() - started) / 60, **probe}
             losses = []
             print(json.dumps(line), flush=True)

@@ -157,28 +157,30 @@ def expected_latents(pipe, scenes, lang: str, template: int = 0, step: int = LAY
     return mean
 
 
-def layout_probe(pipe, scenes, alternatives, lang: str = "en", template: int = 0) -> float:
-    """Share of ``scenes`` whose :func:`expected_latents` are nearer to their render than to the
-    render of the matching alternative scene."""
-    expected = expected_latents(pipe, scenes, lang, template).flatten(1)
-    right = (expected - render_latents(pipe, scenes).flatten(1)).norm(dim=1)
-    wrong = (expected - render_latents(pipe, alternatives).flatten(1)).norm(dim=1)
-    return round(float((right < wrong).float().mean()), 4)
+def nearer(expected: torch.Tensor, right: torch.Tensor, wrong: torch.Tensor) -> float:
+    """Share of the ``expected`` latents nearer to their ``right`` latents than to their ``wrong`` ones."""
+    expected, right, wrong = (x.flatten(1) for x in (expected, right, wrong))
+    return round(float(((expected - right).norm(dim=1) < (expected - wrong).norm(dim=1)).float().mean()), 4)
 
 
 def layout_probes(pipe, one_thing, two_thing, lang: str = "en", template: int = 0) -> dict[str, float]:
     """The layout probe for the position of one thing (scenes at the centre left out), the axis of
-    a relation and the order of two things."""
+    a relation and the order of two things: :func:`expected_latents` against the scene's render
+    and the render of the scene changed in that one respect."""
     placed = [s for s in one_thing if s.position in OPPOSITE]
     other_axis = {"left_of": "above", "above": "left_of"}
+    # The axis and the order ask the same two-thing predictions and renders: made once for both.
+    expected_two, two = expected_latents(pipe, two_thing, lang, template), render_latents(pipe, two_thing)
     return {
-        "position": layout_probe(
-            pipe, placed, [replace(s, position=OPPOSITE[s.position]) for s in placed], lang, template
+        "position": nearer(
+            expected_latents(pipe, placed, lang, template),
+            render_latents(pipe, placed),
+            render_latents(pipe, [replace(s, position=OPPOSITE[s.position]) for s in placed]),
         ),
-        "axis": layout_probe(
-            pipe, two_thing, [replace(s, relation=other_axis[s.relation]) for s in two_thing], lang, template
+        "axis": nearer(
+            expected_two, two, render_latents(pipe, [replace(s, relation=other_axis[s.relation]) for s in two_thing])
         ),
-        "order": layout_probe(pipe, two_thing, [swapped(s) for s in two_thing], lang, template),
+        "order": nearer(expected_two, two, render_latents(pipe, [swapped(s) for s in two_thing])),
     }
 
 

@@ -30,7 +30,7 @@ import json
 import math
 import random
 import time
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,7 +39,7 @@ from PIL import Image
 
 from altdiffusion.mini import build, world
 from altdiffusion.mini.captions import SHORT, slots
-from altdiffusion.mini.composition import layout_probes, render_latents, swapped
+from altdiffusion.mini.composition import layout_probes, recorded_attention, render_latents, swapped
 from altdiffusion.mini.evaluate import generation_scenes, load_mini_pipeline, two_thing_scenes
 from altdiffusion.mini.scenes import BACKGROUNDS, placements, sample_scene, shape_box
 from altdiffusion.training.data import crop_pixels
@@ -99,38 +99,19 @@ def box_masks(boxes, side: int) -> torch.Tensor:
     return torch.stack(masks)
 
 
-@contextmanager
-def recorded_attention(unet):
-    """Each cross-attention layer's probabilities (batch, pixels, tokens; heads averaged), with
-    gradients, recomputed beside diffusers' processor with its own scoring."""
-    maps = []
-
-    def record(attention, args, kwargs):
-        query = attention.head_to_batch_dim(attention.to_q(args[0]))
-        key = attention.head_to_batch_dim(attention.to_k(kwargs["encoder_hidden_states"]))
-        probabilities = attention.get_attention_scores(query, key, None)
-        maps.append(probabilities.view(-1, attention.heads, *probabilities.shape[1:]).mean(1))
-
-    layers = [m for name, m in unet.named_modules() if name.endswith("attn2")]
-    hooks = [layer.register_forward_pre_hook(record, with_kwargs=True) for layer in layers]
-    try:
-        yield maps
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-
 def grounding_loss(maps, items, pixel_weight: float) -> torch.Tensor:
     """Token loss (+ ``pixel_weight`` x pixel loss) over every layer and every grounded thing;
     ``items`` holds (tokens per thing, boxes) or None per sample."""
-    total, count = torch.zeros(()), 0
+    total, count, masks = torch.zeros(()), 0, {}
     for probabilities in maps:
         side = int(probabilities.shape[1] ** 0.5)
-        for sample, item in zip(probabilities, items):
+        for index, (sample, item) in enumerate(zip(probabilities, items)):
             if item is None:
                 continue
             tokens, boxes = item
-            for thing_tokens, mask in zip(tokens, box_masks(boxes, side)):
+            if (side, index) not in masks:  # layers of one resolution share them
+                masks[side, index] = box_masks(boxes, side)
+            for thing_tokens, mask in zip(tokens, masks[side, index]):
                 held = sample[:, thing_tokens].sum(-1)
                 if pixel_weight:
                     total = total + pixel_weight * -(mask * held.clamp_min(1e-6).log()).sum() / mask.sum()
@@ -202,30 +183,49 @@ def load_trained(start: str, unet: str | None):
     return pipe
 
 
+@dataclass
+class FocusScenes:
+    """The report's first 64 two-thing scenes (English template 0) as the measures below read
+    them, made once for every step they are measured at."""
+
+    latents: torch.Tensor  # their renders (random.Random(i) jitter, as render_latents draws them)
+    own: torch.Tensor  # their captions' conditioning
+    exchanged: torch.Tensor  # the conditioning with the two things exchanged
+    tokens: list  # each thing's token positions, per scene
+    boxes: list  # each thing's box, per scene (the renders' jitter)
+
+    @classmethod
+    @torch.no_grad()
+    def make(cls, pipe):
+        scenes = two_thing_scenes(n=64)
+        texts = [world.caption(s, "en", 0) for s in scenes]
+        return cls(
+            latents=render_latents(pipe, scenes),
+            own=pipe.encode_prompt(texts)[0],
+            exchanged=pipe.encode_prompt([world.caption(swapped(s), "en", 0) for s in scenes])[0],
+            tokens=[phrase_tokens(pipe.tokenizer, t, phrase_spans(s, "en", t, 0)) for s, t in zip(scenes, texts)],
+            boxes=[
+                [shape_box(p.thing.shape, p.centre, p.extent) for p in placements(s, random.Random(i))]
+                for i, s in enumerate(scenes)
+            ],
+        )
+
+
 @torch.no_grad()
-def attention_focus(pipe, step: int) -> dict[str, float]:
-    """Where the words look, on the report's first 64 two-thing scenes (English template 0), their
-    renders noised to ``step``: attention entropy over the uniform's (1: spread evenly), and the
-    share of each thing's word-attention (normalised over pixels) inside its own box and inside
-    the other thing's box, every layer."""
-    scenes = two_thing_scenes(n=64)
-    texts = [world.caption(s, "en", 0) for s in scenes]
-    items = [phrase_tokens(pipe.tokenizer, t, phrase_spans(s, "en", t, 0)) for s, t in zip(scenes, texts)]
-    boxes = [
-        [shape_box(p.thing.shape, p.centre, p.extent) for p in placements(s, random.Random(i))]
-        for i, s in enumerate(scenes)
-    ]
-    latents = render_latents(pipe, scenes)  # rendered with random.Random(i): the boxes' jitter
-    timesteps = torch.full((len(scenes),), step)
-    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))
-    noisy = DDPMScheduler.from_config(pipe.scheduler.config).add_noise(latents, noise, timesteps)
+def attention_focus(pipe, scenes: FocusScenes, step: int) -> dict[str, float]:
+    """Where the words look, the renders noised to ``step``: attention entropy over the uniform's
+    (1: spread evenly), and the share of each thing's word-attention (normalised over pixels)
+    inside its own box and inside the other thing's box, every layer."""
+    timesteps = torch.full((len(scenes.latents),), step)
+    noise = torch.randn(scenes.latents.shape, generator=torch.Generator().manual_seed(0))
+    noisy = DDPMScheduler.from_config(pipe.scheduler.config).add_noise(scenes.latents, noise, timesteps)
     with recorded_attention(pipe.unet) as maps:
-        pipe.unet(noisy, timesteps, encoder_hidden_states=pipe.encode_prompt(texts)[0])
+        pipe.unet(noisy, timesteps, encoder_hidden_states=scenes.own)
     entropy, own, other = [], [], []
     for probabilities in maps:
         entropy.append(float(-(probabilities * probabilities.clamp_min(1e-12).log()).sum(-1).mean() / math.log(77)))
         side = int(probabilities.shape[1] ** 0.5)
-        for sample, tokens, scene_boxes in zip(probabilities, items, boxes):
+        for sample, tokens, scene_boxes in zip(probabilities, scenes.tokens, scenes.boxes):
             masks = (box_masks(scene_boxes, side) > 0.5).float()
             for thing, thing_tokens in enumerate(tokens):
                 held = sample[:, thing_tokens].sum(-1)
@@ -237,21 +237,17 @@ def attention_focus(pipe, step: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def true_caption_preferred(pipe, step: int, draws: int = 8) -> float:
-    """Share of the 64 two-thing renders whose denoising error at ``step`` (mean of ``draws``
-    noises) is lower with their own caption than with the two things exchanged: 0.5 when the
-    UNet reads the caption as a bag of words."""
-    scenes = two_thing_scenes(n=64)
-    latents = render_latents(pipe, scenes)
-    own = pipe.encode_prompt([world.caption(s, "en", 0) for s in scenes])[0]
-    exchanged = pipe.encode_prompt([world.caption(swapped(s), "en", 0) for s in scenes])[0]
+def true_caption_preferred(pipe, scenes: FocusScenes, step: int, draws: int = 8) -> float:
+    """Share of the renders whose denoising error at ``step`` (mean of ``draws`` noises) is lower
+    with their own caption than with the two things exchanged: 0.5 when the UNet reads the
+    caption as a bag of words."""
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    generator, timesteps = torch.Generator().manual_seed(0), torch.full((len(scenes),), step)
-    margin = torch.zeros(len(scenes))
+    generator, timesteps = torch.Generator().manual_seed(0), torch.full((len(scenes.latents),), step)
+    margin = torch.zeros(len(scenes.latents))
     for _ in range(draws):
-        noise = torch.randn(latents.shape, generator=generator)
-        noisy = scheduler.add_noise(latents, noise, timesteps)
-        for sign, conditioning in ((1, exchanged), (-1, own)):
+        noise = torch.randn(scenes.latents.shape, generator=generator)
+        noisy = scheduler.add_noise(scenes.latents, noise, timesteps)
+        for sign, conditioning in ((1, scenes.exchanged), (-1, scenes.own)):
             margin += sign * ((pipe.unet(noisy, timesteps, conditioning).sample - noise) ** 2).mean((1, 2, 3))
     return round(float((margin > 0).float().mean()), 3)
 
@@ -320,8 +316,9 @@ def main() -> None:
     if args.focus:
         pipe = load_trained(args.start, args.unet)
         pipe.unet.eval()
-        focus = {step: attention_focus(pipe, step) for step in (300, 700)}
-        preferred = {step: true_caption_preferred(pipe, step) for step in (100, 300, 500, 700, 900)}
+        scenes = FocusScenes.make(pipe)
+        focus = {step: attention_focus(pipe, scenes, step) for step in (300, 700)}
+        preferred = {step: true_caption_preferred(pipe, scenes, step) for step in (100, 300, 500, 700, 900)}
         print(json.dumps({"attention": focus, "true_caption_preferred": preferred}))
         return
     if args.out is None:

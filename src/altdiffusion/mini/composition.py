@@ -25,6 +25,7 @@ conditioning the UNet reads carry it?
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -191,31 +192,39 @@ def _padded_conditioning(pipe, scenes, lang: str, template: int, swap: bool = Fa
     return pipe.encode_chunks(chunks), padding
 
 
+@contextmanager
+def recorded_attention(unet):
+    """Collects each cross-attention layer's probabilities (batch, pixels, tokens; heads averaged)
+    during the forward calls inside the block, recomputed beside diffusers' processor with its own
+    scoring (the processor is left in place); they keep gradients where the call does."""
+    maps = []
+
+    def record(attention, args, kwargs):
+        query = attention.head_to_batch_dim(attention.to_q(args[0]))
+        key = attention.head_to_batch_dim(attention.to_k(kwargs["encoder_hidden_states"]))
+        probabilities = attention.get_attention_scores(query, key, None)
+        maps.append(probabilities.view(-1, attention.heads, *probabilities.shape[1:]).mean(1))
+
+    layers = [m for name, m in unet.named_modules() if name.endswith("attn2")]
+    hooks = [layer.register_forward_pre_hook(record, with_kwargs=True) for layer in layers]
+    try:
+        yield maps
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 @torch.no_grad()
 def padding_attention(pipe, scenes, lang: str = "en", template: int = 0, step: int = LAYOUT_STEP) -> float:
     """Share of the UNet's cross-attention (every layer, head, position and scene) on padding
     states, one denoising call at ``step`` from pure noise."""
     conditioning, padding = _padded_conditioning(pipe, scenes, lang, template)
-    shares = []
-
-    def record(attention, args, kwargs):
-        # Recomputed beside the real processor with diffusers' own scoring, which is left in place.
-        query = attention.head_to_batch_dim(attention.to_q(args[0]))
-        key = attention.head_to_batch_dim(attention.to_k(kwargs["encoder_hidden_states"]))
-        per_token = attention.get_attention_scores(query, key, None).mean(1)  # (B * heads, tokens)
-        per_token = per_token.view(len(scenes), attention.heads, -1).mean(1)
-        shares.append(float((per_token * padding.to(per_token)).sum(1).mean()))
-
-    layers = [m for name, m in pipe.unet.named_modules() if name.endswith("attn2")]
-    hooks = [layer.register_forward_pre_hook(record, with_kwargs=True) for layer in layers]
-    try:
-        size = pipe.unet.config.sample_size
-        shape = (len(scenes), pipe.unet.config.in_channels, size, size)
-        noise = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(conditioning)
+    size = pipe.unet.config.sample_size
+    shape = (len(scenes), pipe.unet.config.in_channels, size, size)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(conditioning)
+    with recorded_attention(pipe.unet) as maps:
         pipe.unet(noise, step, encoder_hidden_states=conditioning)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    shares = [float((probabilities.mean(1) * padding.to(probabilities)).sum(1).mean()) for probabilities in maps]
     return round(sum(shares) / len(shares), 4)
 
 

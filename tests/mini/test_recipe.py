@@ -17,7 +17,8 @@ def env() -> dict:
     return dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
 
 
-STAGES = {"data", "teacher", "vae", "sd", "distill", "altclip", "align", "quality", "scratch"}
+GROUNDING = ("ground-token", "ground-background", "ground-pixel")
+STAGES = {"data", "teacher", "vae", "sd", "distill", "altclip", "align", "quality", *GROUNDING, "scratch"}
 
 
 def cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -29,7 +30,7 @@ def cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mini") / "build"
-    done = cli("mini", "build", "--out", str(out), "--smoke")
+    done = cli("mini", "build", "--out", str(out), "--smoke", "--grounding")
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 
@@ -48,9 +49,9 @@ def test_every_stage_ran_and_was_timed(smoke):
 
 def test_rerun_keeps_finished_stages(smoke):
     before = json.loads((smoke / "build.json").read_text())
-    done = cli("mini", "build", "--out", str(smoke), "--smoke")
+    done = cli("mini", "build", "--out", str(smoke), "--smoke", "--grounding")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.count("kept") == 7  # every training stage; the baseline is marked done
+    assert done.stdout.count("kept") == 10  # every training stage; the baseline is marked done
     after = json.loads((smoke / "build.json").read_text())
     assert after["hashes"] == before["hashes"]
     assert after["recipe_wall_s"] == before["recipe_wall_s"]  # the baseline is not part of the recipe's time
@@ -83,6 +84,22 @@ def test_each_stage_changed_what_the_recipe_says(smoke):
     aligned = load_file(str(smoke / "align/model/unet/diffusion_pytorch_model.safetensors"))
     changed = {k for k in sd if not torch.equal(sd[k], aligned[k])}
     assert changed and all(".attn2.to_k." in k or ".attn2.to_v." in k for k in changed)
+
+
+def test_grounding_stages_follow_quality_and_make_the_output(smoke):
+    """--grounding: each ground-* stage fine-tunes the one before with its own loss weights, read
+    from shards that carry each thing's region, and the last one is the build's AltDiffusion."""
+    log = json.loads((smoke / "build.json").read_text())
+    assert log["grounding"] is True and log["outputs"]["altdiffusion"] == str(smoke / "ground-pixel/model")
+    unet = "model/unet/diffusion_pytorch_model.safetensors"
+    previous = load_file(str(smoke / "quality" / unet))
+    for stage in GROUNDING:
+        trained = load_file(str(smoke / stage / unet))
+        assert any(not torch.equal(previous[k], trained[k]) for k in previous), stage
+        rows = [json.loads(line) for line in (smoke / stage / "log.jsonl").read_text().splitlines()]
+        assert rows and all(row["grounded"] > 0.5 and row["token_loss"] > 0 for row in rows), stage
+        assert all(("background_token_loss" in row) == (stage != "ground-token") for row in rows), stage
+        previous = trained
 
 
 def test_vae_scaling_factor_gives_unit_variance_latents(smoke):
@@ -202,7 +219,7 @@ def test_a_short_baseline_continues_with_more_segments(smoke):
     (smoke / "build.json").write_text(json.dumps(log))
     steps = [p["steps"] for p in log["scratch"]["curve"]]
     more = len(steps) + 1
-    done = cli("mini", "build", "--out", str(smoke), "--smoke", "--scratch-segments", str(more))
+    done = cli("mini", "build", "--out", str(smoke), "--smoke", "--grounding", "--scratch-segments", str(more))
     assert done.returncode == 0, done.stderr[-2000:]
     after = json.loads((smoke / "build.json").read_text())
     assert [p["steps"] for p in after["scratch"]["curve"]] == steps + [steps[0] * more]
@@ -211,7 +228,7 @@ def test_a_short_baseline_continues_with_more_segments(smoke):
     assert after["total_wall_s"] > log["total_wall_s"]
     assert len(after["invocation_wall_s"]) == len(log["invocation_wall_s"]) + 1
     assert after["hashes"] == log["hashes"] and after["scratch"]["done"] and not after["scratch"].get("reached")
-    again = cli("mini", "build", "--out", str(smoke), "--smoke", "--scratch-segments", str(more))
+    again = cli("mini", "build", "--out", str(smoke), "--smoke", "--grounding", "--scratch-segments", str(more))
     assert "scratch:" not in again.stdout  # asked for no more than it has: nothing runs
     # Without its checkpoint the baseline cannot continue honestly: one clear message, log intact.
     shutil.rmtree(smoke / "scratch" / "checkpoints")

@@ -390,3 +390,33 @@ def test_parallel_text_is_deterministic_jsonl(tmp_path):
     pairs = read_parallel_text([path])
     assert len(pairs) == 40 * len(LANGUAGES)
     assert all(teacher in {line["en"] for line in lines} for _, teacher in pairs)
+
+
+def test_shard_regions_box_each_thing_and_span_its_phrase(train_shards):
+    """Each region's box holds its thing's pixels (the antialiased edge aside), and its span in
+    every caption is that thing's phrase: it names the thing's colour and shape in every language."""
+    members = _members(train_shards[0])
+    two_things = 0
+    for i in range(0, 1000, 7):
+        meta = json.loads(members[f"{i:08d}.json"][1])
+        scene = Scene.from_dict(meta["label"])
+        image = np.asarray(Image.open(io.BytesIO(members[f"{i:08d}.png"][1])), dtype=int)
+        assert tuple(meta["background"]) == BACKGROUNDS[scene.background]
+        assert len(meta["regions"]) == len(scene.things)
+        two_things += len(scene.things) == 2
+        rows, cols = np.mgrid[:64, :64]
+        inside = [
+            (cols >= left - 1) & (cols < right + 1) & (rows >= top - 1) & (rows < bottom + 1)
+            for left, top, right, bottom in (region["box"] for region in meta["regions"])
+        ]
+        for k, (thing, region) in enumerate(zip(scene.things, meta["regions"])):
+            exact = (image == COLOURS[thing.colour]).all(-1)
+            same_colour = [inside[j] for j, other in enumerate(scene.things) if other.colour == thing.colour]
+            assert (exact & inside[k]).sum() >= 10, (i, region)  # the thing is in its box
+            assert not (exact & ~np.logical_or.reduce(same_colour)).any(), (i, region)  # and nowhere else
+            spans = {lang: meta["captions"][lang][a:b] for lang, (a, b) in region["phrases"].items()}
+            assert set(spans) == set(LANGUAGES) and all(spans.values())
+            for lang, span in spans.items():
+                for kind, value in (("colour", thing.colour), ("shape", thing.shape)):
+                    assert any(form in span.lower() for form in world.words(lang)[kind][value]), (lang, span, value)
+    assert two_things > 30

@@ -289,3 +289,22 @@ def captions(scene: Scene, rng: random.Random) -> dict[str, str]:
     """One caption per language, all from the same template (parallel text)."""
     template = draw_template(scene, rng)
     return {lang: caption(scene, lang, template) for lang in LANGUAGES}
+
+
+def phrase_spans(scene: Scene, lang: str, template: int) -> list[tuple[int, int]]:
+    """(start, end) in ``caption(scene, lang, template)`` of each thing's noun phrase, in the
+    scene's order: where training tells the UNet's cross-attention each thing's words belong."""
+    text = caption(scene, lang, template)
+    if template == SHORT:
+        return [(0, len(text))]  # the short caption is the thing's phrase alone
+    filled, lowered, spans = slots(lang, scene), text.lower(), []
+    for i in range(len(scene.things)):
+        forms = [filled.get(f"a{i}"), filled.get(f"n{i}"), filled.get(f"n{i}_ins")]
+        if lang == "ru" and i == 1 and "rel_n1" in filled:
+            forms.append(filled["rel_n1"].split(" ", 2)[2])  # "слева от X": X in the genitive
+        found = [form.lower() for form in forms if form and form.lower() in lowered]
+        if not found:
+            raise ValueError(f"thing {i}'s phrase is not in the {lang} caption {text!r} (template {template})")
+        start = lowered.index(found[0])
+        spans.append((start, start + len(found[0])))
+    return spans

@@ -25,7 +25,6 @@ conditioning the UNet reads carry it?
 from __future__ import annotations
 
 import random
-from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -37,6 +36,7 @@ from altdiffusion.mini.captions import TEMPLATES, slots
 from altdiffusion.mini.checker import check, found_things
 from altdiffusion.mini.evaluate import generate_images
 from altdiffusion.mini.scenes import BACKGROUNDS, Scene
+from altdiffusion.training.grounding import recorded_attention
 
 ATTRIBUTES = ("colour", "shape", "size")
 # Step 700 of 1000: early in sampling, where the layout is still the UNet's to choose; the layout
@@ -190,28 +190,6 @@ def _padded_conditioning(pipe, scenes, lang: str, template: int, swap: bool = Fa
     chunks = [pipe.prompt_chunks(world.caption(swapped(s) if swap else s, lang, template))[:1] for s in scenes]
     padding = torch.tensor([[not on for on in chunk[0].attention_mask] for chunk in chunks])
     return pipe.encode_chunks(chunks), padding
-
-
-@contextmanager
-def recorded_attention(unet):
-    """Collects each cross-attention layer's probabilities (batch, pixels, tokens; heads averaged)
-    during the forward calls inside the block, recomputed beside diffusers' processor with its own
-    scoring (the processor is left in place); they keep gradients where the call does."""
-    maps = []
-
-    def record(attention, args, kwargs):
-        query = attention.head_to_batch_dim(attention.to_q(args[0]))
-        key = attention.head_to_batch_dim(attention.to_k(kwargs["encoder_hidden_states"]))
-        probabilities = attention.get_attention_scores(query, key, None)
-        maps.append(probabilities.view(-1, attention.heads, *probabilities.shape[1:]).mean(1))
-
-    layers = [m for name, m in unet.named_modules() if name.endswith("attn2")]
-    hooks = [layer.register_forward_pre_hook(record, with_kwargs=True) for layer in layers]
-    try:
-        yield maps
-    finally:
-        for hook in hooks:
-            hook.remove()
 
 
 @torch.no_grad()

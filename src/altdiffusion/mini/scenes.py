@@ -264,10 +264,15 @@ def shape_box(shape: str, centre: tuple[float, float], extent: float) -> tuple[f
 
 def render(scene: Scene, rng: random.Random | None = None) -> Image.Image:
     """The 64×64 RGB picture of ``scene``, drawn at 4× and box-filtered down for clean edges."""
+    return draw_placed(scene, placements(scene, rng))
+
+
+def draw_placed(scene: Scene, placed_things: list[Placement]) -> Image.Image:
+    """``render`` with the things' places already drawn."""
     big = IMAGE_SIZE * SUPERSAMPLE
     canvas = Image.new("RGB", (big, big), BACKGROUNDS[scene.background])
     draw = ImageDraw.Draw(canvas)
-    for placed in placements(scene, rng):
+    for placed in placed_things:
         box = tuple(v * SUPERSAMPLE for v in shape_box(placed.thing.shape, placed.centre, placed.extent))
         draw_shape(draw, placed.thing.shape, box, COLOURS[placed.thing.colour])
     return canvas.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BOX)

@@ -39,6 +39,7 @@ from altdiffusion.mini.captions import (
     draw_template,
     n_templates,
     phrase,
+    phrase_spans,
 )
 from altdiffusion.mini.scenes import (
     ALL_PAIRS,
@@ -61,6 +62,7 @@ from altdiffusion.mini.scenes import (
     Placement,
     Scene,
     Thing,
+    draw_placed,
     draw_shape,
     placements,
     render,
@@ -99,11 +101,13 @@ __all__ = [  # what world.X names: the names below, and those of scenes, words a
     "Thing",
     "caption",
     "captions",
+    "draw_placed",
     "draw_shape",
     "draw_template",
     "make_sample",
     "n_templates",
     "phrase",
+    "phrase_spans",
     "placements",
     "png_bytes",
     "render",
@@ -126,18 +130,33 @@ class Sample:
     scene: Scene
     image: Image.Image
     template: int
+    placed: tuple[Placement, ...]  # where the image has each thing
 
     @property
     def captions(self) -> dict[str, str]:
         return {lang: caption(self.scene, lang, self.template) for lang in LANGUAGES}
+
+    @property
+    def regions(self) -> list[dict]:
+        """Each thing's box (pixels: left, top, right, bottom) and its phrase in every caption
+        ((start, end) characters): the grounding that diffusion training can read
+        (``altdiffusion.training.grounding``)."""
+        spans = {lang: phrase_spans(self.scene, lang, self.template) for lang in LANGUAGES}
+        return [
+            {
+                "box": [round(v, 3) for v in shape_box(p.thing.shape, p.centre, p.extent)],
+                "phrases": {lang: list(spans[lang][i]) for lang in LANGUAGES},
+            }
+            for i, p in enumerate(self.placed)
+        ]
 
 
 def make_sample(seed: int, split: str, index: int) -> Sample:
     """Sample ``index`` of a stream: it depends on (seed, split, index) only, not on sharding."""
     rng = random.Random(f"{seed}-{split}-{index}")
     scene = sample_scene(rng, split)
-    image = render(scene, rng)
-    return Sample(f"{index:08d}", scene, image, draw_template(scene, rng))
+    placed = tuple(placements(scene, rng))
+    return Sample(f"{index:08d}", scene, draw_placed(scene, list(placed)), draw_template(scene, rng), placed)
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -147,7 +166,13 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 def _sample_members(sample: Sample) -> Iterator[tuple[str, bytes]]:
-    meta = {"captions": sample.captions, "label": sample.scene.to_dict(), "template": sample.template}
+    meta = {
+        "captions": sample.captions,
+        "label": sample.scene.to_dict(),
+        "template": sample.template,
+        "regions": sample.regions,
+        "background": list(BACKGROUNDS[sample.scene.background]),
+    }
     yield f"{sample.key}.png", png_bytes(sample.image)
     yield f"{sample.key}.txt", sample.captions["en"].encode("utf-8")
     yield f"{sample.key}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8")
@@ -186,7 +211,8 @@ def _write_tar(path: Path, members: Iterable[tuple[str, bytes]]) -> Path:
 
 def write_shards(folder: str | Path, n: int, seed: int, *, split: str = "train", shard_size: int = 1000) -> list[Path]:
     """``n`` samples as webdataset shards ``folder/00000.tar ...`` in img2dataset layout:
-    ``KEY.png``, ``KEY.txt`` (English caption) and ``KEY.json`` (all captions, label, template)."""
+    ``KEY.png``, ``KEY.txt`` (English caption) and ``KEY.json`` (all captions, label, template,
+    each thing's region and the background's colour)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     if shard_size < 1:

@@ -106,6 +106,12 @@ def _add_image_text_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cache-latents", action="store_true", help="encode each training image with the VAE once (kept in memory)"
     )
+    g = p.add_argument_group(
+        "grounding (samples whose json gives each phrase's box: see altdiffusion.training.grounding)"
+    )
+    g.add_argument("--grounding-token", type=float, default=0.0, help="weight of the token loss, e.g. 0.01")
+    g.add_argument("--grounding-pixel", type=float, default=0.0, help="weight of the pixel loss, e.g. 0.01")
+    g.add_argument("--grounding-background", type=float, default=0.0, help="the background pass's weight, e.g. 1")
     add_common_arguments(p, lr=1e-4, batch_size=32, steps=10000)
 
 

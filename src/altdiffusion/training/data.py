@@ -106,15 +106,21 @@ class SkipCounter:
         return sum(self.counts.values())
 
 
-def pick_caption(sample: dict, rng: random.Random, languages: Sequence[str] | None = None) -> tuple[str, str | None]:
-    """The caption of a webdataset sample: ``txt`` (or ``text``/``caption``), or one language
-    sampled from a ``json`` holding ``{"captions": {"en": ..., "zh": ...}}`` or ``{"caption": ...}``."""
+def sample_meta(sample: dict) -> dict | None:
+    """A webdataset sample's ``json``, parsed; None where it has none or it is not a JSON object."""
     meta = sample.get("json")
     if isinstance(meta, (bytes, str)):
         try:
             meta = json.loads(meta)
         except ValueError:
-            meta = None
+            return None
+    return meta if isinstance(meta, dict) else None
+
+
+def pick_caption(sample: dict, rng: random.Random, languages: Sequence[str] | None = None) -> tuple[str, str | None]:
+    """The caption of a webdataset sample: ``txt`` (or ``text``/``caption``), or one language
+    sampled from a ``json`` holding ``{"captions": {"en": ..., "zh": ...}}`` or ``{"caption": ...}``."""
+    meta = sample_meta(sample)
     if isinstance(meta, dict) and isinstance(meta.get("captions"), dict):
         options = {k: v for k, v in meta["captions"].items() if isinstance(v, str) and v.strip()}
         if languages:
@@ -126,7 +132,7 @@ def pick_caption(sample: dict, rng: random.Random, languages: Sequence[str] | No
         if key in sample:
             value = sample[key]
             text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-            return text.strip(), (meta or {}).get("language") if isinstance(meta, dict) else None
+            return text.strip(), (meta or {}).get("language")
     if isinstance(meta, dict) and isinstance(meta.get("caption"), str):
         return meta["caption"].strip(), meta.get("language")
     return "", None
@@ -207,8 +213,18 @@ def folder_samples(folder: Path, *, rank: int, world: int) -> Iterator[dict]:
         yield sample
 
 
-def image_text_samples(source, *, rank: int, world: int, seed: int, languages=None, skipped: SkipCounter | None = None):
-    """Usable (PIL image, caption) pairs of this rank, epoch after epoch, deterministically.
+def image_text_samples(
+    source,
+    *,
+    rank: int,
+    world: int,
+    seed: int,
+    languages=None,
+    skipped: SkipCounter | None = None,
+    with_meta: bool = False,
+):
+    """Usable (PIL image, caption) pairs of this rank, epoch after epoch, deterministically;
+    ``with_meta``: (image, caption, the sample's parsed json or None, the caption's language).
 
     ``source`` is a folder of images with ``.txt`` captions, or a list of shard urls. Corrupt
     images and empty captions are counted in ``skipped`` and passed over.
@@ -223,7 +239,7 @@ def image_text_samples(source, *, rank: int, world: int, seed: int, languages=No
         )
         yielded = False
         for sample in raw:
-            caption, _ = pick_caption(sample, rng, languages)
+            caption, language = pick_caption(sample, rng, languages)
             if not caption:
                 if skipped is not None:
                     skipped.add("empty caption")
@@ -235,7 +251,7 @@ def image_text_samples(source, *, rank: int, world: int, seed: int, languages=No
                     skipped.add("corrupt image")
                 continue
             yielded = True
-            yield image, caption
+            yield (image, caption, sample_meta(sample), language) if with_meta else (image, caption)
         if not yielded:
             raise InvalidInputError("the training data holds no usable image-caption sample")
         epoch += 1

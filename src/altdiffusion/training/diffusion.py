@@ -10,7 +10,8 @@ Stages (arXiv 2308.09991): ``align`` trains cross-attention only at 256 px — K
 paper describes (``--align-params kv``), or every ``attn2`` parameter, which is what BAAI's code
 did in effect (its ``if 'to_k' or 'to_v' in name`` is always true; ``--align-params attn2``);
 ``quality`` trains the whole UNet at 512 px with caption dropout for classifier-free guidance.
-The text encoder is frozen throughout.
+The text encoder is frozen throughout. ``grounding`` adds losses on the cross-attention maps for
+samples whose json says where each phrase's thing is (:mod:`altdiffusion.training.grounding`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import copy
 import hashlib
 import json
 import random
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -30,6 +32,13 @@ from altdiffusion.errors import InvalidInputError
 from altdiffusion.models.assemble import assemble
 from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline
 from altdiffusion.training.data import SkipCounter, crop_pixels, data_source, image_text_samples
+from altdiffusion.training.grounding import (
+    BACKGROUND_STEPS,
+    GroundingWeights,
+    grounded_caption,
+    grounding_losses,
+    recorded_attention,
+)
 from altdiffusion.training.params import TrainSettings
 from altdiffusion.training.settings import DiffusionSettings
 
@@ -98,6 +107,7 @@ class DiffusionTask:
         validation_prompts=VALIDATION_PROMPTS,
         output_dir: Path | None = None,
         cache_latents: bool = False,
+        grounding: GroundingWeights | None = None,
     ):
         from diffusers import DDPMScheduler
 
@@ -118,6 +128,13 @@ class DiffusionTask:
         self.latent_cache: dict[bytes, torch.Tensor] | None = {} if cache_latents else None
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         self.prediction = self.noise_scheduler.config.prediction_type
+        self.grounding = grounding or GroundingWeights()
+        if self.grounding.on and not getattr(pipe.tokenizer, "is_fast", False):
+            raise InvalidInputError(
+                "grounding needs a fast tokenizer (its character offsets find each phrase's tokens)"
+            )
+        self.background_latents: dict[tuple, torch.Tensor] = {}  # the background pass's inputs, per colour
+        self.captions_seen = self.captions_grounded = 0  # with grounding on: captions read, and with grounding
 
         unet = pipe.unet
         self.trained = trainable_names(unet, stage, align_params)
@@ -136,8 +153,16 @@ class DiffusionTask:
     # -- data ----------------------------------------------------------------------------------
 
     def batches(self, start_step, micro, rank, world, grad_accum):
+        """(pixels, captions, noise seed) per micro-batch; with grounding on, each caption's
+        GroundedCaption (None where it has none, or was dropped) too."""
         stream = image_text_samples(
-            self.source, rank=rank, world=world, seed=self.seed, languages=self.languages, skipped=self.skipped
+            self.source,
+            rank=rank,
+            world=world,
+            seed=self.seed,
+            languages=self.languages,
+            skipped=self.skipped,
+            with_meta=self.grounding.on,
         )
         for _ in range(start_step * grad_accum * micro):  # exact data position on resume
             next(stream)
@@ -146,14 +171,32 @@ class DiffusionTask:
             items = [next(stream) for _ in range(micro)]
             noise_seed = (self.seed * 1_000_003 + index) * 64 + rank  # this micro-batch's noise, reproducibly
             rng = random.Random(noise_seed)
-            captions = ["" if rng.random() < self.caption_dropout else caption for _, caption in items]
-            yield torch.stack([crop_pixels(im, self.resolution) for im, _ in items]), captions, noise_seed
+            dropped = [rng.random() < self.caption_dropout for _ in items]
+            captions = ["" if drop else item[1] for drop, item in zip(dropped, items)]
+            batch = torch.stack([crop_pixels(item[0], self.resolution) for item in items]), captions, noise_seed
+            if self.grounding.on:
+                batch += ([None if drop else self.grounded(*item) for drop, item in zip(dropped, items)],)
+            yield batch
             index += 1
+
+    def grounded(self, image, caption: str, meta, language):
+        found = grounded_caption(meta, language, caption, self.pipe.tokenizer, image.size, self.resolution)
+        self.captions_seen, self.captions_grounded = (
+            self.captions_seen + 1,
+            self.captions_grounded + (found is not None),
+        )
+        if self.captions_seen == 64 and not self.captions_grounded:  # an option that would silently do nothing
+            raise InvalidInputError(
+                "grounding losses are on, but none of the first 64 captions has grounding: the samples' json "
+                "needs 'regions' with each phrase's span in the caption's language (see "
+                "altdiffusion.training.grounding; `altdiffusion mini data` writes them)"
+            )
+        return found
 
     # -- loss ----------------------------------------------------------------------------------
 
     def loss(self, model, batch):
-        pixels, captions, noise_seed = batch
+        pixels, captions, noise_seed, *grounded = batch
         device = next(model.parameters()).device
         pipe = self.pipe
         for frozen in (pipe.vae, pipe.text_encoder):  # accelerate places only the trained UNet
@@ -171,13 +214,55 @@ class DiffusionTask:
         noise, timesteps = noise.to(device, latents.dtype), timesteps.to(device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         target = noise if self.prediction == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        pred = self.predict(model, noisy, timesteps, cond)
+        grounded = grounded[0] if grounded and self.grounding.on else None
+        with recorded_attention(self.pipe.unet) if grounded else nullcontext([]) as maps:
+            pred = self.predict(model, noisy, timesteps, cond)
         per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if self.min_snr_gamma:
             snr = compute_snr(self.noise_scheduler, timesteps)
             weight = torch.clamp(snr, max=self.min_snr_gamma) / (snr if self.prediction == "epsilon" else snr + 1)
             per_sample = per_sample * weight
-        return per_sample.mean(), {"skipped": self.skipped.total}
+        loss, metrics = per_sample.mean(), {"skipped": self.skipped.total}
+        if grounded:
+            extra, grounding_metrics = self.grounding_loss(model, maps, cond, grounded, noise_seed)
+            loss, metrics = loss + extra, {**metrics, **grounding_metrics}
+        return loss, metrics
+
+    def grounding_loss(self, model, maps, cond, grounded, noise_seed) -> tuple[torch.Tensor, dict[str, float]]:
+        """The weighted token and pixel losses of the loss's own pass, plus the background pass's."""
+        w = self.grounding
+        token, pixel = grounding_losses(maps, grounded, self.resolution)
+        loss = w.token * token + w.pixel * pixel
+        metrics = {
+            "grounded": sum(g is not None for g in grounded) / len(grounded),
+            "token_loss": float(token.detach()),
+        }
+        metrics["pixel_loss"] = float(pixel.detach())
+        chosen = [i for i, g in enumerate(grounded) if g is not None and len(g.boxes) > 1 and g.background]
+        if w.background and chosen:
+            with recorded_attention(self.pipe.unet) as background_maps:
+                self.background_prediction(model, cond[chosen], [grounded[i].background for i in chosen], noise_seed)
+            token, pixel = grounding_losses(background_maps, [grounded[i] for i in chosen], self.resolution)
+            loss = loss + w.background * (w.token * token + w.pixel * pixel)
+            metrics.update(background_token_loss=float(token.detach()), background_pixel_loss=float(pixel.detach()))
+        return loss, metrics
+
+    def background_prediction(self, model, cond, colours, noise_seed: int) -> torch.Tensor:
+        """The UNet's prediction for each background colour alone, noised to t in BACKGROUND_STEPS."""
+        latents = torch.stack([self.background_latent(tuple(colour)) for colour in colours]).to(cond.device)
+        g = torch.Generator().manual_seed(noise_seed + 1)  # apart from the diffusion loss's draws
+        timesteps = torch.randint(*BACKGROUND_STEPS, (len(colours),), generator=g)
+        noise = torch.randn(latents.shape, generator=g).to(latents)
+        timesteps = timesteps.to(cond.device)
+        return self.predict(model, self.noise_scheduler.add_noise(latents, noise, timesteps), timesteps, cond)
+
+    def background_latent(self, colour: tuple) -> torch.Tensor:
+        if colour not in self.background_latents:
+            plain = Image.new("RGB", (self.resolution,) * 2, colour)
+            pixels = crop_pixels(plain, self.resolution)[None].to(self.pipe.vae.device, self.pipe.vae.dtype)
+            with torch.no_grad():
+                self.background_latents[colour] = self._latents(pixels)[0].cpu()
+        return self.background_latents[colour]
 
     def conditioning(self, model, captions: list[str]) -> torch.Tensor:
         """The frozen text encoder's conditioning; training captions take one 77-token chunk."""
@@ -277,7 +362,11 @@ def run(settings: DiffusionSettings, training: TrainSettings) -> Path:
         validate_every=settings.validate_every,
         output_dir=training.output_dir,
         cache_latents=settings.cache_latents,
+        grounding=GroundingWeights(settings.grounding_token, settings.grounding_pixel, settings.grounding_background),
     )
+    if task.grounding.on and training.gradient_checkpointing:
+        # The loss reads the attention maps of the forward pass; checkpointing recomputes it without them.
+        raise InvalidInputError("--grounding-* losses cannot run with --gradient-checkpointing; drop one of them")
     task.source_dtype = unet_stored_dtype(settings.base)
     return train(task, training)
 

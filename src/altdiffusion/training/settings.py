@@ -94,6 +94,9 @@ class DiffusionSettings:
     languages: list[str] | None = None
     validate_every: int = 0
     cache_latents: bool = False
+    grounding_token: float = 0.0
+    grounding_pixel: float = 0.0
+    grounding_background: float = 0.0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DiffusionSettings:

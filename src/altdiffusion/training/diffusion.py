@@ -181,10 +181,8 @@ class DiffusionTask:
 
     def grounded(self, image, caption: str, meta, language):
         found = grounded_caption(meta, language, caption, self.pipe.tokenizer, image.size, self.resolution)
-        self.captions_seen, self.captions_grounded = (
-            self.captions_seen + 1,
-            self.captions_grounded + (found is not None),
-        )
+        self.captions_seen += 1
+        self.captions_grounded += found is not None
         if self.captions_seen == 64 and not self.captions_grounded:  # an option that would silently do nothing
             raise InvalidInputError(
                 "grounding losses are on, but none of the first 64 captions has grounding: the samples' json "
@@ -233,11 +231,8 @@ class DiffusionTask:
         w = self.grounding
         token, pixel = grounding_losses(maps, grounded, self.resolution)
         loss = w.token * token + w.pixel * pixel
-        metrics = {
-            "grounded": sum(g is not None for g in grounded) / len(grounded),
-            "token_loss": float(token.detach()),
-        }
-        metrics["pixel_loss"] = float(pixel.detach())
+        metrics = {"grounded": sum(g is not None for g in grounded) / len(grounded)}
+        metrics.update(token_loss=float(token.detach()), pixel_loss=float(pixel.detach()))
         chosen = [i for i, g in enumerate(grounded) if g is not None and len(g.boxes) > 1 and g.background]
         if w.background and chosen:
             with recorded_attention(self.pipe.unet) as background_maps:

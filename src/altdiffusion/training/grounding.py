@@ -74,7 +74,7 @@ def grounded_caption(meta, language, caption: str, tokenizer, image_size, resolu
     if not regions or language is None:
         return None
     try:
-        spans = [tuple(region["phrases"][language]) for region in regions]
+        spans = [(int(start), int(end)) for start, end in (region["phrases"][language] for region in regions)]
         boxes = [crop_box(region["box"], image_size, resolution) for region in regions]
     except (KeyError, TypeError, ValueError):
         return None

@@ -55,7 +55,7 @@ class FocusScenes:
             latents=render_latents(pipe, scenes),
             own=pipe.encode_prompt(texts)[0],
             exchanged=pipe.encode_prompt([world.caption(swapped(s), "en", 0) for s in scenes])[0],
-            tokens=[phrase_positions(pipe.tokenizer, t, phrase_spans(s, "en", 0)) for s, t in zip(scenes, texts)],
+            tokens=[phrase_positions(pipe, t, phrase_spans(s, "en", 0)) for s, t in zip(scenes, texts)],
             boxes=[
                 [shape_box(p.thing.shape, p.centre, p.extent) for p in placements(s, random.Random(i))]
                 for i, s in enumerate(scenes)

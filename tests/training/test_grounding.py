@@ -55,12 +55,13 @@ def test_crop_box_follows_crop_pixels():
 def test_phrase_positions_hold_each_phrase_in_every_language():
     """With the bundled model's tokenizer: each phrase's positions are one run of tokens whose
     characters cover the phrase and at most a word piece's spill beyond it; two phrases share none."""
-    tokenizer = load_mini_pipeline("mini").tokenizer
+    pipe = load_mini_pipeline("mini")
+    tokenizer = pipe.tokenizer
     for index in range(40):
         sample = world.make_sample(3, "train", index)
         for lang, text in sample.captions.items():
             spans = [tuple(region["phrases"][lang]) for region in sample.regions]
-            positions = phrase_positions(tokenizer, text, spans)
+            positions = phrase_positions(pipe, text, spans)
             offsets = tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
             for (start, end), held in zip(spans, positions):
                 covered = (offsets[held[0]][0], offsets[held[-1]][1])
@@ -72,13 +73,13 @@ def test_phrase_positions_hold_each_phrase_in_every_language():
 
 
 def test_phrase_positions_refuse_what_the_first_chunk_does_not_hold(tiny):
-    tokenizer = assemble(tiny / "base").tokenizer
+    pipe = assemble(tiny / "base")
     text = "a red circle on a white background"
-    assert phrase_positions(tokenizer, text, [(0, 12)]) is not None
+    assert phrase_positions(pipe, text, [(0, 12)]) is not None
     long = "word " * 90 + text
-    assert phrase_positions(tokenizer, long, [(len(long) - len(text), len(long) - len(text) + 12)]) is None
+    assert phrase_positions(pipe, long, [(len(long) - len(text), len(long) - len(text) + 12)]) is None
     emphasised = "(a red circle:1.5) on a white background"  # the prompt parser drops the syntax
-    assert phrase_positions(tokenizer, emphasised, [(1, 13)]) is None
+    assert phrase_positions(pipe, emphasised, [(1, 13)]) is None
 
 
 def test_box_masks_cover_cells():

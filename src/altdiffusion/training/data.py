@@ -239,7 +239,8 @@ def image_text_samples(
         )
         yielded = False
         for sample in raw:
-            caption, language = pick_caption(sample, rng, languages)
+            meta = sample_meta(sample)  # parsed once: the caption and the grounding both read it
+            caption, language = pick_caption({**sample, "json": meta}, rng, languages)
             if not caption:
                 if skipped is not None:
                     skipped.add("empty caption")
@@ -251,7 +252,7 @@ def image_text_samples(
                     skipped.add("corrupt image")
                 continue
             yielded = True
-            yield (image, caption, sample_meta(sample), language) if with_meta else (image, caption)
+            yield (image, caption, meta, language) if with_meta else (image, caption)
         if not yielded:
             raise InvalidInputError("the training data holds no usable image-caption sample")
         epoch += 1
@@ -265,14 +266,21 @@ def data_source(spec) -> Path | list[str]:
     return expand_shards([str(s) for s in specs])
 
 
+def crop_geometry(size: tuple[int, int], resolution: int) -> tuple[int, int, int, int]:
+    """(width, height) an image of ``size`` is resized to so its short side is ``resolution``, and the
+    (left, top) of the centred ``resolution`` square cut from it: what ``crop_pixels`` does."""
+    w, h = size
+    scale = resolution / min(w, h)
+    width, height = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+    return width, height, (width - resolution) // 2, (height - resolution) // 2
+
+
 def crop_pixels(image, resolution: int) -> torch.Tensor:
     """Resize the short side to ``resolution``, centre-crop, values in [-1, 1], (3, r, r)."""
     from PIL import Image
 
-    w, h = image.size
-    scale = resolution / min(w, h)
-    if (w, h) != (resolution, resolution):
-        image = image.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.BICUBIC)
-    left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
+    width, height, left, top = crop_geometry(image.size, resolution)
+    if image.size != (resolution, resolution):
+        image = image.resize((width, height), Image.BICUBIC)
     array = np.asarray(image.crop((left, top, left + resolution, top + resolution)), dtype=np.float32) / 127.5 - 1
     return torch.from_numpy(array).permute(2, 0, 1)

@@ -180,7 +180,7 @@ class DiffusionTask:
             index += 1
 
     def grounded(self, image, caption: str, meta, language):
-        found = grounded_caption(meta, language, caption, self.pipe.tokenizer, image.size, self.resolution)
+        found = grounded_caption(meta, language, caption, self.pipe, image.size, self.resolution)
         self.captions_seen += 1
         self.captions_grounded += found is not None
         if self.captions_seen == 64 and not self.captions_grounded:  # an option that would silently do nothing

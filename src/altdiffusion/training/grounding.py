@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from altdiffusion.errors import InvalidInputError
+from altdiffusion.training.data import crop_geometry
 
 BACKGROUND_STEPS = (600, 1000)
 CHUNK_POSITIONS = 76  # a chunk's BOS and 75 tokens: the positions a phrase can take (EOS at 76 at most)
@@ -67,7 +68,7 @@ class GroundedCaption:
     background: tuple[int, int, int] | None
 
 
-def grounded_caption(meta, language, caption: str, tokenizer, image_size, resolution: int) -> GroundedCaption | None:
+def grounded_caption(meta, language, caption: str, pipe, image_size, resolution: int) -> GroundedCaption | None:
     """The grounding a sample's ``json`` gives ``caption`` (its ``language`` caption) after
     ``crop_pixels``; None where it gives none (no regions, or a region without this caption's phrase)."""
     regions = meta.get("regions") if isinstance(meta, dict) else None
@@ -78,7 +79,7 @@ def grounded_caption(meta, language, caption: str, tokenizer, image_size, resolu
         boxes = [crop_box(region["box"], image_size, resolution) for region in regions]
     except (KeyError, TypeError, ValueError):
         return None
-    tokens = phrase_positions(tokenizer, caption, spans)
+    tokens = phrase_positions(pipe, caption, spans)
     if tokens is None or any(box is None for box in boxes):
         return None
     background = meta.get("background")
@@ -90,23 +91,19 @@ def crop_box(box, image_size: tuple[int, int], resolution: int):
     """``box`` (pixels of an image of ``image_size``) in the ``crop_pixels`` crop: resized so the
     short side is ``resolution``, centre-cropped; None where nothing of it is left."""
     left, top, right, bottom = map(float, box)
-    w, h = image_size
-    scale = resolution / min(w, h)
-    width, height = max(resolution, round(w * scale)), max(resolution, round(h * scale))
-    dx, dy = (width - resolution) // 2, (height - resolution) // 2
-    sx, sy = width / w, height / h
+    width, height, dx, dy = crop_geometry(image_size, resolution)
+    sx, sy = width / image_size[0], height / image_size[1]
     clip = lambda v: min(max(v, 0.0), float(resolution))  # noqa: E731
     out = (clip(left * sx - dx), clip(top * sy - dy), clip(right * sx - dx), clip(bottom * sy - dy))
     return out if out[2] > out[0] and out[3] > out[1] else None
 
 
-def phrase_positions(tokenizer, caption: str, spans) -> list[list[int]] | None:
+def phrase_positions(pipe, caption: str, spans) -> list[list[int]] | None:
     """The chunk positions of each (start, end) character span's tokens: the tokenizer's own
-    positions, BOS at 0, as the first prompt chunk holds them. None where a span has no token there
-    (past the first chunk) or the prompt parser made other tokens of the caption (emphasis syntax)."""
-    from altdiffusion.prompts.chunking import tokenize_prompt
-
-    encoding = tokenizer(caption, return_offsets_mapping=True)
+    positions, BOS at 0, as ``pipe``'s first prompt chunk holds them. None where a span has no token
+    there (past the first chunk) or the pipeline's prompt parsing made other tokens of the caption
+    (emphasis syntax, an embedding's trigger word)."""
+    encoding = pipe.tokenizer(caption, return_offsets_mapping=True)
     ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
     positions = [
         [j for j, (a, b) in enumerate(offsets) if b > a and a < end and b > start and j < CHUNK_POSITIONS]
@@ -115,7 +112,7 @@ def phrase_positions(tokenizer, caption: str, spans) -> list[list[int]] | None:
     if not all(positions):
         return None
     last = max(max(p) for p in positions) + 1
-    chunk = tokenize_prompt(caption, tokenizer)[0].input_ids
+    chunk = pipe.prompt_chunks(caption)[0].input_ids  # what the conditioning encodes
     return positions if chunk[:last] == ids[:last] else None
 
 

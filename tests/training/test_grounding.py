@@ -133,6 +133,12 @@ def test_grounded_loss_is_the_diffusion_loss_plus_the_weighted_terms(tiny):
     )
     assert metrics["grounded"] == 1.0 and metrics["background_token_loss"] > 0
     assert loss.item() == pytest.approx(base.item() + extra, rel=1e-5)
+    lone = [i for i, item in enumerate(batch[3]) if len(item.boxes) == 1]  # one-thing samples alone
+    assert lone, "the tiny shards' first batch has no one-thing sample"
+    pixels, captions, seed, items = batch
+    with torch.no_grad():
+        _, metrics = grounded.loss(model, (pixels[lone], [captions[i] for i in lone], seed, [items[i] for i in lone]))
+    assert metrics["background_token_loss"] > 0  # their position words place them on the background too
 
 
 def _labels(tiny):

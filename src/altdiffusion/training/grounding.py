@@ -16,10 +16,10 @@ of each latent cell r's box covers (peak 1):
     pixel     = -sum_p M_r log held_r / sum_p M_r               inside the box, they hold the attention
 
 each the mean over every layer and region, measured on the diffusion loss's own forward pass.
-The background pass measures both again on one more pass over the samples with two or more
-regions and a background, whose input is the background alone noised to t in [600, 1000): no
-colour in view can tell the words where their thing is there, only the caption's order and the
-pixel's place can (the mini world's measurements: benchmarks/README.md, "Grounding the words").
+The background pass measures both again on one more pass over the samples with a background,
+whose input is the background alone noised to t in [600, 1000): no colour in view can tell the
+words where their thing is there, only the caption's position words or order and the pixel's
+place can (the mini world's measurements: the README's mini section, "Grounding the words").
 """
 
 from __future__ import annotations

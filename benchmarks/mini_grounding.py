@@ -2,7 +2,7 @@
 """The mini world's grounding measures (README, mini section, "Grounding the words"): where an
 AltDiffusion-mini's words look, and whether the UNet reads which of two things comes first.
 
-    altdiffusion mini build --out build/mini --grounding        # trains the three ground-* stages
+    altdiffusion mini build --out build/mini                    # trains the three ground-* stages too
     python benchmarks/mini_grounding.py build/mini/ground-pixel/model
     python benchmarks/mini_grounding.py mini                    # the bundled model
 

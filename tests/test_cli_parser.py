@@ -53,3 +53,9 @@ def test_finetune_is_diffusion_training_at_the_finetune_preset():
     )
     assert settings.languages == ["zh", "en"]
     assert (args.func.module, args.func.task_settings) == ("diffusion", DiffusionSettings)
+
+
+@pytest.mark.parametrize("extra,grounding", [((), True), (("--grounding",), True), (("--no-grounding",), False)])
+def test_mini_build_runs_the_grounding_stages_unless_told_not_to(extra, grounding):
+    """The shipped weights come out of the ground-* stages, so the plain command rebuilds them."""
+    assert build_parser().parse_args(["mini", "build", *extra]).grounding is grounding

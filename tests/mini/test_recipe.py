@@ -30,7 +30,7 @@ def cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mini") / "build"
-    done = cli("mini", "build", "--out", str(out), "--smoke", "--grounding")
+    done = cli("mini", "build", "--out", str(out), "--smoke")
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 
@@ -49,7 +49,7 @@ def test_every_stage_ran_and_was_timed(smoke):
 
 def test_rerun_keeps_finished_stages(smoke):
     before = json.loads((smoke / "build.json").read_text())
-    done = cli("mini", "build", "--out", str(smoke), "--smoke", "--grounding")
+    done = cli("mini", "build", "--out", str(smoke), "--smoke")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("kept") == 10  # every training stage; the baseline is marked done
     after = json.loads((smoke / "build.json").read_text())
@@ -87,7 +87,7 @@ def test_each_stage_changed_what_the_recipe_says(smoke):
 
 
 def test_grounding_stages_follow_quality_and_make_the_output(smoke):
-    """--grounding: each ground-* stage fine-tunes the one before with its own loss weights, read
+    """By default each ground-* stage fine-tunes the one before with its own loss weights, read
     from shards that carry each thing's region, and the last one is the build's AltDiffusion."""
     log = json.loads((smoke / "build.json").read_text())
     assert log["grounding"] is True and log["outputs"]["altdiffusion"] == str(smoke / "ground-pixel/model")
@@ -219,7 +219,7 @@ def test_a_short_baseline_continues_with_more_segments(smoke):
     (smoke / "build.json").write_text(json.dumps(log))
     steps = [p["steps"] for p in log["scratch"]["curve"]]
     more = len(steps) + 1
-    done = cli("mini", "build", "--out", str(smoke), "--smoke", "--grounding", "--scratch-segments", str(more))
+    done = cli("mini", "build", "--out", str(smoke), "--smoke", "--scratch-segments", str(more))
     assert done.returncode == 0, done.stderr[-2000:]
     after = json.loads((smoke / "build.json").read_text())
     assert [p["steps"] for p in after["scratch"]["curve"]] == steps + [steps[0] * more]
@@ -228,7 +228,7 @@ def test_a_short_baseline_continues_with_more_segments(smoke):
     assert after["total_wall_s"] > log["total_wall_s"]
     assert len(after["invocation_wall_s"]) == len(log["invocation_wall_s"]) + 1
     assert after["hashes"] == log["hashes"] and after["scratch"]["done"] and not after["scratch"].get("reached")
-    again = cli("mini", "build", "--out", str(smoke), "--smoke", "--grounding", "--scratch-segments", str(more))
+    again = cli("mini", "build", "--out", str(smoke), "--smoke", "--scratch-segments", str(more))
     assert "scratch:" not in again.stdout  # asked for no more than it has: nothing runs
     # Without its checkpoint the baseline cannot continue honestly: one clear message, log intact.
     shutil.rmtree(smoke / "scratch" / "checkpoints")

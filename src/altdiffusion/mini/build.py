@@ -8,7 +8,7 @@
     altclip     AltCLIP-mini stage 2, contrastive, image tower frozen             train clip-contrastive
     align       AltDiffusion-mini stage 1: SD-mini's UNet, cross-attention K/V    train diffusion --stage align
     quality     AltDiffusion-mini stage 2: whole UNet, caption dropout            train finetune
-    ground-*    (--grounding) the words' attention put on their things: token     train finetune --grounding-*
+    ground-*    the words' attention put on their things (--no-grounding skips): token  train finetune --grounding-*
                 loss, then + background pass, then + pixel loss
     scratch     baseline: a multilingual CLIP trained from scratch until it matches AltCLIP-mini's
                 Chinese retrieval R@1 or plateaus (the compute comparison in the report)
@@ -46,7 +46,7 @@ RECIPE = {
     "altclip": {"steps": 600, "batch": 128, "lr": 1e-4, "warmup": 20},
     "align": {"steps": 600, "batch": 64, "lr": 5e-4, "warmup": 50, "noise_offset": 0.1},
     "quality": {"steps": 2000, **_QUALITY},
-    # --grounding: quality's settings, constant lr; the weights of the token and pixel losses and of
+    # The ground-* stages: quality's settings, constant lr; the weights of the token and pixel losses and of
     # the background pass (README, mini section, "Grounding the words": all three at once from the
     # start cost 20 points of one-thing accuracy; a pixel weight of 0.01 instead of 0.003 cost 12
     # more of Chinese one-thing and gave a lower order probe). The pixel stage is long because
@@ -66,7 +66,7 @@ class Build:
     smoke: bool = False
     steps_scale: float = 1.0
     baseline: bool = True
-    grounding: bool = False  # the ground-* stages after quality (the shipped weights were built without)
+    grounding: bool = True  # the ground-* stages after quality (the shipped weights were built with them)
     scratch_segments: int | None = None  # None: RECIPE's max_segments
     log: dict = field(default_factory=dict)
 

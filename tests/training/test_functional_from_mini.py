@@ -54,7 +54,8 @@ def _generate(pipe) -> np.ndarray:
 def test_finetune_makes_the_prompt_draw_the_new_pattern(boards, tmp_path):
     base = bundled_model_dir("diffusion")
     cmd = ["train", "finetune", "--model", str(base), "--data", str(boards), "--output-dir", str(tmp_path)]
-    assert main([*cmd, "--steps", "60", "--batch-size", "4", "--lr", "1e-3", *COMMON]) == 0
+    # 100 steps: the grounded bundled UNet moved 19.9% of the way in 60 (r4's, ungrounded, more).
+    assert main([*cmd, "--steps", "100", "--batch-size", "4", "--lr", "1e-3", *COMMON]) == 0
     assert stored_dtype(tmp_path / "model" / "unet") == torch.float16  # the source's dtype
     before = _distance_to_boards(_generate(load_pipeline(base, device="cpu", dtype="fp32", safety_checker=False)))
     after_pipe = load_pipeline(tmp_path / "model", device="cpu", dtype="fp32", safety_checker=False)

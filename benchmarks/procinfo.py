@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import re
 from pathlib import Path
@@ -53,3 +54,11 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor()
+
+
+def print_and_save(figures: dict, out: Path | None) -> None:
+    """Print a benchmark's figures as indented JSON, and write them to ``out`` when given."""
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if out:
+        out.write_text(text + "\n")

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import httpx
 from PIL import Image
+from procinfo import print_and_save
 
 from altdiffusion.serve.process import ServerProcess
 
@@ -163,10 +164,7 @@ def main() -> None:
         figures["server_alive"] = server.alive()
     finally:
         server.stop()
-    text = json.dumps(figures, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    print_and_save(figures, args.out)
 
 
 if __name__ == "__main__":

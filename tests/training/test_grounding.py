@@ -27,6 +27,7 @@ from altdiffusion.training.grounding import (
 )
 from altdiffusion.training.loop import train
 from altdiffusion.training.params import TrainSettings
+from tests.training.grounding_reference import cell_cover, per_region_losses
 
 PX = 32  # mini-world images (64 px) cropped to 32: every box is scaled on its way to the UNet
 
@@ -104,6 +105,34 @@ def test_losses_are_zero_inside_and_measure_the_share():
     assert token.item() == pytest.approx(1.0, abs=1e-6)
     token, pixel = grounding_losses([inside], [None], resolution=16)
     assert token.item() == pixel.item() == 0
+
+
+def test_batched_losses_and_masks_match_the_per_region_reference():
+    """Values and gradients of a batch like the mini world's: one- and two-thing captions, phrases of
+    1-3 tokens, ungrounded samples, boxes cut by cell edges, maps of two resolutions."""
+    rng = np.random.default_rng(0)
+    grounded = []
+    for _ in range(12):
+        regions = int(rng.integers(0, 3))
+        starts = (1, 6)[:regions]
+        boxes = [
+            tuple(float(v) for v in (*xy, *(xy + rng.uniform(3, 20, 2)))) for xy in rng.uniform(0, 40, (regions, 2))
+        ]
+        tokens = [list(range(s, s + int(rng.integers(1, 4)))) for s in starts]
+        grounded.append(GroundedCaption(tokens, boxes, (255, 255, 255)) if regions else None)
+    boxes = [box for item in grounded if item is not None for box in item.boxes]
+    for side in (4, 8):
+        expected = torch.stack([cell_cover(box, side, 64) for box in boxes])
+        assert torch.allclose(box_masks(boxes, side, 64), expected, atol=1e-6)
+    logits = [torch.randn(12, pixels, 77, dtype=torch.float64, requires_grad=True) for pixels in (64, 16, 16, 64)]
+    results = []
+    for losses in (grounding_losses, per_region_losses):
+        token, pixel = losses([x.softmax(-1) for x in logits], grounded, 64)
+        grads = torch.autograd.grad(token + 0.3 * pixel, logits)
+        results.append((token, pixel, *grads))
+    for batched, reference in zip(*results):
+        assert torch.allclose(batched.double(), reference.double(), rtol=1e-5, atol=1e-7)
+    assert results[0][2].abs().sum() > 0
 
 
 def test_weights_are_checked():

@@ -47,10 +47,9 @@ def paired(a, b, pairs: int) -> dict:
     """Median seconds of ``a`` and ``b`` over ABBA-ordered calls, and the median of their pair ratios."""
     times_a, times_b = [], []
     for i in range(pairs):
-        first, second = (a, b) if i % 2 == 0 else (b, a)
-        t1, t2 = timed(first), timed(second)
-        times_a.append(t1 if first is a else t2)
-        times_b.append(t2 if first is a else t1)
+        seconds = {fn: timed(fn) for fn in ((a, b) if i % 2 == 0 else (b, a))}
+        times_a.append(seconds[a])
+        times_b.append(seconds[b])
     ratios = [tb / ta for ta, tb in zip(times_a, times_b)]
     return {"batched_s": statistics.median(times_a), "reference_s": statistics.median(times_b),
             "reference_over_batched": statistics.median(ratios)}  # fmt: skip

@@ -48,7 +48,7 @@ def _add_build_parser(mini: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="train the words' cross-attention onto their things after quality (three ground-* stages, about "
-        "85 min on 2 CPU cores; the shipped weights were built with them; --no-grounding ends at quality)",
+        "1 h 45 min on 2 CPU cores; the shipped weights were built with them; --no-grounding ends at quality)",
     )
     p.add_argument("--install", action="store_true", help="make the result the bundled model (`--model mini`)")
     p.set_defaults(func=cmd_mini_build)

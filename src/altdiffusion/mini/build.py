@@ -50,11 +50,11 @@ RECIPE = {
     # the background pass (README, mini section, "Grounding the words": all three at once from the
     # start cost 20 points of one-thing accuracy; a pixel weight of 0.01 instead of 0.003 cost 12
     # more of Chinese one-thing and gave a lower order probe). The pixel stage is long because
-    # binding grows with it: two-thing 14 / 34 / 58% English after 400 / 800 / 1,600 steps (more
-    # binds better but costs textual inversion and DreamBooth: README, "Three times the pixel stage").
+    # binding grows with it: two-thing 14 / 34 / 58 / 70% English after 400 / 800 / 1,600 / 3,200 steps
+    # (4,800 binds better still but costs DreamBooth and align: README, "Three times the pixel stage").
     "ground-token": {**_QUALITY, "steps": 1000, "weights": (0.01, 0, 0)},
     "ground-background": {**_QUALITY, "steps": 600, "weights": (0.01, 0, 1)},
-    "ground-pixel": {**_QUALITY, "steps": 1600, "weights": (0.01, 0.003, 1)},
+    "ground-pixel": {**_QUALITY, "steps": 3200, "weights": (0.01, 0.003, 1)},
     # Until AltCLIP-mini's Chinese R@1 or a plateau (`plateaued`): at most 20,000 steps, ~3 h on 2 CPU cores.
     "scratch": {"segment": 500, "max_segments": 40, "batch": 128, "lr": 5e-4},
 }

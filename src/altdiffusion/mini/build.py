@@ -51,7 +51,7 @@ RECIPE = {
     # start cost 20 points of one-thing accuracy; a pixel weight of 0.01 instead of 0.003 cost 12
     # more of Chinese one-thing and gave a lower order probe). The pixel stage is long because
     # binding grows with it: two-thing 14 / 34 / 58 / 70% English after 400 / 800 / 1,600 / 3,200 steps
-    # (4,800 binds better still but costs DreamBooth and align: README, "Three times the pixel stage").
+    # (4,800 binds better still but costs DreamBooth and align: README, "A longer pixel stage, again").
     "ground-token": {**_QUALITY, "steps": 1000, "weights": (0.01, 0, 0)},
     "ground-background": {**_QUALITY, "steps": 600, "weights": (0.01, 0, 1)},
     "ground-pixel": {**_QUALITY, "steps": 3200, "weights": (0.01, 0.003, 1)},

@@ -206,22 +206,32 @@ def bench_model(model: str, args, budget: Budget) -> dict:
 
 
 def bench_cpu_dtypes(args, budget: Budget) -> dict:
-    """CPU: diffusers fp32, ours fp32, ours bf16 at one size; bf16's PSNR against ours fp32."""
+    """CPU: diffusers fp32, ours fp32, ours bf16 at one size, each timed twice (order A B C, then
+    C B A, so drifting load falls on all three alike; the mean of the two), and ours' speed-up and
+    PSNR against diffusers fp32. One copy of the weights at a time."""
     parts = build_parts("m9", args.smoke)
-    rows = {}
-    for name, mode, dtype in (("diffusers-fp32", "diffusers", torch.float32), ("ours-fp32", "default", torch.float32),
-                              ("ours-bf16", "default", torch.bfloat16)):  # fmt: skip
-        if budget.left() < args.reserve_s:
-            rows[name] = {"skipped": "budget"}
-            continue
-        generate = make_generate(mode, parts, "cpu", dtype)
-        timed(generate, "cpu", 1, args.size, 2)  # warm-up
-        rows[name] = timed(generate, "cpu", 1, args.size, args.steps)
-        del generate  # one copy of the weights at a time
-        gc.collect()
-        print(f"[cpu] {name}: {rows[name].get('s_per_image', 0):.1f} s/image", file=sys.stderr, flush=True)
-    if "images" in rows.get("ours-bf16", {}) and "images" in rows.get("ours-fp32", {}):
-        rows["psnr_bf16_vs_fp32_db"] = psnr(rows["ours-bf16"]["images"], rows["ours-fp32"]["images"])
+    configs = (("diffusers-fp32", "diffusers", torch.float32), ("ours-fp32", "default", torch.float32),
+               ("ours-bf16", "default", torch.bfloat16))  # fmt: skip
+    calls, images = {name: [] for name, _, _ in configs}, {}
+    for order in (configs, configs[::-1]):
+        for name, mode, dtype in order:
+            if budget.left() < args.reserve_s:
+                continue
+            generate = make_generate(mode, parts, "cpu", dtype)
+            timed(generate, "cpu", 1, args.size, 2)  # warm-up
+            row = timed(generate, "cpu", 1, args.size, args.steps)
+            calls[name].append(row["s_per_image"])
+            images[name] = row["images"]
+            del generate  # one copy of the weights at a time
+            gc.collect()
+            print(f"[cpu] {name}: {row['s_per_image']:.1f} s/image", file=sys.stderr, flush=True)
+    rows = {name: {"s_per_image": float(np.mean(v)), "calls_s": v} if v else {"skipped": "budget"}
+            for name, v in calls.items()}  # fmt: skip
+    base = rows["diffusers-fp32"].get("s_per_image")
+    for name in ("ours-fp32", "ours-bf16"):
+        if base and "s_per_image" in rows[name]:
+            rows[name]["speedup_over_diffusers_fp32"] = base / rows[name]["s_per_image"]
+            rows[name]["psnr_vs_diffusers_fp32_db"] = psnr(images[name], images["diffusers-fp32"])
     return rows
 
 
@@ -249,7 +259,10 @@ def markdown(results: dict) -> str:
         if "psnr_speed_vs_default_db" in out:
             lines.append(f"\nspeed vs default PSNR: {out['psnr_speed_vs_default_db']:.1f} dB")
     for name, r in results.get("cpu", {}).items():
-        lines.append(f"- {name}: {_f(r) if isinstance(r, float) else _f(r.get('s_per_image'))}")
+        extra = ", ".join(
+            f"{k} {_f(r[k])}" for k in ("speedup_over_diffusers_fp32", "psnr_vs_diffusers_fp32_db") if k in r
+        )
+        lines.append(f"- {name}: {_f(r.get('s_per_image'))} s/image" + (f" ({extra})" if extra else ""))
     return "\n".join(lines)
 
 

@@ -51,8 +51,24 @@ def test_finetune_is_diffusion_training_at_the_finetune_preset():
         None,
         None,
     )
-    assert settings.languages == ["zh", "en"]
+    assert settings.languages == {"zh": 1.0, "en": 1.0}
     assert (args.func.module, args.func.task_settings) == ("diffusion", DiffusionSettings)
+
+
+def _finetune_languages(spec):
+    args = build_parser().parse_args(["train", "finetune", "--model", "m", "--data", "d", "--output-dir", "o"])
+    args.languages = spec
+    return DiffusionSettings.from_args(args).languages
+
+
+def test_languages_take_sampling_weights():
+    assert _finetune_languages("ru:3,en, zh:0.5") == {"ru": 3.0, "en": 1.0, "zh": 0.5}
+
+
+@pytest.mark.parametrize("spec", ["ru:0", "ru:x", ":2", "en,,zh", "ru:-1", "ru:inf", "ru:nan"])
+def test_languages_refuse_a_weight_that_is_not_positive(spec):
+    with pytest.raises(InvalidInputError, match=r"--languages: .* positive weight"):
+        _finetune_languages(spec)
 
 
 @pytest.mark.parametrize("extra,grounding", [((), True), (("--grounding",), True), (("--no-grounding",), False)])

@@ -89,6 +89,19 @@ def test_multilingual_json_caption_sampling_is_seeded():
     assert only == {"zh"}
 
 
+def test_language_weights_set_each_language_share():
+    import random
+
+    sample = {"json": json.dumps({"captions": {"en": "a red circle", "zh": "红色的圆形", "ru": "красный круг"}})}
+    rng = random.Random(0)
+    picks = [pick_caption(sample, rng, {"ru": 3.0, "en": 1.0, "zh": 1.0})[1] for _ in range(4000)]
+    assert abs(picks.count("ru") / 4000 - 0.6) < 0.03 and abs(picks.count("en") / 4000 - 0.2) < 0.03
+    # equal weights draw exactly as the plain list does, so existing builds keep their data order
+    equal = [pick_caption(sample, random.Random(f"7-{i}"), {"en": 2.0, "ru": 2.0})[1] for i in range(30)]
+    plain = [pick_caption(sample, random.Random(f"7-{i}"), ["en", "ru"])[1] for i in range(30)]
+    assert equal == plain and set(plain) == {"en", "ru"}
+
+
 def test_cli_shards_reports_counts(tmp_path):
     good = _images(tmp_path, 2)
     rows = [{"image": name, "caption": grammar.english(*scene)} for name, scene in good] + [

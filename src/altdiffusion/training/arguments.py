@@ -11,6 +11,11 @@ import argparse
 
 from altdiffusion.training.params import add_common_arguments
 
+LANGUAGES_HELP = (
+    "with multilingual json captions: sample only these, uniformly (en,zh) or by weight (ru:3,en,zh: "
+    "Russian three times as often as each other)"
+)
+
 
 def add_distill_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -35,7 +40,7 @@ def add_contrastive_arguments(p: argparse.ArgumentParser) -> None:
         "--shards", required=True, nargs="+", help="webdataset shards: a folder, a glob, or data/{00000..00099}.tar"
     )
     p.add_argument("--train-vision", action="store_true", help="also train the image tower (the paper freezes it)")
-    p.add_argument("--languages", default=None, help="with multilingual json captions: sample only these, e.g. en,zh")
+    p.add_argument("--languages", default=None, help=LANGUAGES_HELP)
     add_common_arguments(p, lr=2e-5, batch_size=256, steps=5000)
 
 
@@ -101,7 +106,7 @@ def _add_image_text_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise-offset", type=float, default=0.0)
     p.add_argument("--min-snr-gamma", type=float, default=None, help="min-SNR loss weighting, e.g. 5")
     p.add_argument("--ema-decay", type=float, default=None, help="keep an EMA of the weights, e.g. 0.9999 (exported)")
-    p.add_argument("--languages", default=None, help="with multilingual json captions: sample only these")
+    p.add_argument("--languages", default=None, help=LANGUAGES_HELP)
     p.add_argument("--validate-every", type=int, default=0, help="save validation images every N steps (0: never)")
     p.add_argument(
         "--cache-latents", action="store_true", help="encode each training image with the VAE once (kept in memory)"

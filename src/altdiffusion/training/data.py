@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,16 +117,19 @@ def sample_meta(sample: dict) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
-def pick_caption(sample: dict, rng: random.Random, languages: Sequence[str] | None = None) -> tuple[str, str | None]:
+def pick_caption(
+    sample: dict, rng: random.Random, languages: Sequence[str] | Mapping[str, float] | None = None
+) -> tuple[str, str | None]:
     """The caption of a webdataset sample: ``txt`` (or ``text``/``caption``), or one language
-    sampled from a ``json`` holding ``{"captions": {"en": ..., "zh": ...}}`` or ``{"caption": ...}``."""
+    sampled from a ``json`` holding ``{"captions": {"en": ..., "zh": ...}}`` or ``{"caption": ...}``;
+    ``languages`` keeps only those, each drawn in proportion to its weight where it maps to one."""
     meta = sample_meta(sample)
     if isinstance(meta, dict) and isinstance(meta.get("captions"), dict):
         options = {k: v for k, v in meta["captions"].items() if isinstance(v, str) and v.strip()}
         if languages:
             options = {k: v for k, v in options.items() if k in languages}
         if options:
-            language = rng.choice(sorted(options))
+            language = _draw_language(sorted(options), rng, languages if isinstance(languages, Mapping) else None)
             return options[language], language
     for key in TEXT_KEYS:
         if key in sample:
@@ -136,6 +139,13 @@ def pick_caption(sample: dict, rng: random.Random, languages: Sequence[str] | No
     if isinstance(meta, dict) and isinstance(meta.get("caption"), str):
         return meta["caption"].strip(), meta.get("language")
     return "", None
+
+
+def _draw_language(names: list[str], rng: random.Random, weights: Mapping[str, float] | None) -> str:
+    """One of ``names``; equal weights draw with ``rng.choice`` (the unweighted stream, unchanged)."""
+    if weights is None or len({weights[name] for name in names}) == 1:
+        return rng.choice(names)
+    return rng.choices(names, weights=[weights[name] for name in names])[0]
 
 
 def decode_image(sample: dict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from altdiffusion.errors import InvalidInputError
@@ -20,8 +21,22 @@ from altdiffusion.training.params import TrainSettings, settings_from_args
 DREAMBOOTH_DEFAULTS = {"lora": {"lr": 1e-4, "steps": 500}, "full": {"lr": 5e-6, "steps": 400}}
 
 
-def _language_list(text: str | None) -> list[str] | None:
-    return text.split(",") if text else None
+def _language_list(text: str | None) -> dict[str, float] | None:
+    """``--languages en,zh`` or ``ru:3,en,zh``: each language's sampling weight (default 1)."""
+    return dict(_language_weight(item.strip()) for item in text.split(",")) if text else None
+
+
+def _language_weight(item: str) -> tuple[str, float]:
+    name, _, weight = item.partition(":")
+    try:
+        value = float(weight or 1)
+    except ValueError:
+        value = math.nan
+    if not name or not (math.isfinite(value) and value > 0):
+        raise InvalidInputError(
+            f"--languages: {item!r} is not LANGUAGE or LANGUAGE:WEIGHT with a positive weight (e.g. --languages ru:3,en,zh)"
+        )
+    return name, value
 
 
 def from_namespace(cls, args: argparse.Namespace, **converted):
@@ -52,7 +67,7 @@ class ContrastiveSettings:
     model: str
     shards: list[str]
     train_vision: bool = False
-    languages: list[str] | None = None
+    languages: dict[str, float] | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ContrastiveSettings:
@@ -91,7 +106,7 @@ class DiffusionSettings:
     noise_offset: float = 0.0
     min_snr_gamma: float | None = None
     ema_decay: float | None = None
-    languages: list[str] | None = None
+    languages: dict[str, float] | None = None
     validate_every: int = 0
     cache_latents: bool = False
     grounding_token: float = 0.0

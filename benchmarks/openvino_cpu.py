@@ -38,7 +38,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 from procinfo import cpu_name, mem_available_mib, print_and_save
-from speed_memory import GUIDANCE, PROMPT, SEED, build_parts, psnr
+from speed_memory import build_parts, pipeline_generate, psnr, timed
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -85,20 +85,6 @@ def convert_unet(unet: torch.nn.Module) -> tuple[OpenVINOUNet, dict]:
     return OpenVINOUNet(unet, compiled), facts
 
 
-def generator_for(pipe, size: int):
-    def generate(steps: int) -> np.ndarray:
-        return pipe(PROMPT, num_inference_steps=steps, guidance_scale=GUIDANCE, height=size, width=size,
-                    seed=SEED, output_type="np", progress=False)  # fmt: skip
-
-    return generate
-
-
-def timed(generate, steps: int) -> tuple[float, np.ndarray]:
-    start = time.perf_counter()
-    image = generate(steps)
-    return time.perf_counter() - start, image
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny random m9 at 32 px, 3 steps")
@@ -114,16 +100,17 @@ def main(argv=None) -> None:
     torch_pipe = AltDiffusionPipeline(**parts, name="bench")
     ov_unet, facts = convert_unet(parts["unet"])
     ov_pipe = AltDiffusionPipeline(**{**parts, "unet": ov_unet}, name="bench")
-    backends = {"torch": generator_for(torch_pipe, size), "openvino": generator_for(ov_pipe, size)}
+    backends = {"torch": pipeline_generate(torch_pipe), "openvino": pipeline_generate(ov_pipe)}
     for generate in backends.values():
-        generate(2)  # warm-up: first-call allocations, OpenVINO's first inference
+        generate(1, size, 2)  # warm-up: first-call allocations, OpenVINO's first inference
 
     seconds, images = {name: [] for name in backends}, {}
     for i in range(2 * args.pairs):
         for name in list(backends) if i % 2 == 0 else list(backends)[::-1]:
-            s, images[name] = timed(backends[name], steps)
-            seconds[name].append(s)
-            print(f"{name}: {s:.1f} s", file=sys.stderr, flush=True)
+            row = timed(backends[name], "cpu", 1, size, steps)
+            seconds[name].append(row["seconds"])
+            images[name] = row["images"]
+            print(f"{name}: {row['seconds']:.1f} s", file=sys.stderr, flush=True)
 
     figures = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(),

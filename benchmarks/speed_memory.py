@@ -98,6 +98,11 @@ def make_generate(mode: str, parts: dict, device: str, dtype: torch.dtype, compi
         pipe.enable_speed_mode(compile_mode=compile_mode)
     elif mode in ("balanced", "low"):
         pipe.enable_memory_mode(mode)
+    return pipeline_generate(pipe)
+
+
+def pipeline_generate(pipe):
+    """``generate(batch, size, steps)`` for one of our pipelines: the benchmark's prompt, seed and CFG."""
 
     def generate(batch: int, size: int, steps: int) -> np.ndarray:
         return pipe(PROMPT, num_inference_steps=steps, guidance_scale=GUIDANCE, height=size, width=size,

@@ -17,7 +17,8 @@ recorded), and the PSNR of the speed mode's image against the default mode's (sa
 Every mode starts from deep copies of the same CPU weights. A time budget (``--budget-s``) skips
 what would not fit, and says so in the results.
 
-CPU (``--device cpu``): 256 px, 20 steps, batch 1: diffusers fp32, ours fp32, ours bf16 (PSNR vs ours fp32).
+CPU (``--device cpu``): 256 px, 20 steps, batch 1: diffusers fp32, ours fp32, ours bf16, ours bf16 in speed
+mode (compiled, frozen weights; its warm-up reported), with speed-up and PSNR against diffusers fp32.
 
 ``--smoke``: the same code on a tiny random m9 on the CPU (32 px, 3 steps), all modes, in about a minute.
 
@@ -211,29 +212,29 @@ def bench_model(model: str, args, budget: Budget) -> dict:
 
 
 def bench_cpu_dtypes(args, budget: Budget) -> dict:
-    """CPU: diffusers fp32, ours fp32, ours bf16 at one size, each timed twice (order A B C, then
-    C B A, so drifting load falls on all three alike; the mean of the two), and ours' speed-up and
-    PSNR against diffusers fp32. One copy of the weights at a time."""
+    """CPU: diffusers fp32, ours fp32, ours bf16, ours bf16 in speed mode at one size, each timed twice
+    (order A B C D, then D C B A, so drifting load falls on all alike; the mean of the two), and ours'
+    speed-up and PSNR against diffusers fp32. One copy of the weights at a time."""
     parts = build_parts("m9", args.smoke)
     configs = (("diffusers-fp32", "diffusers", torch.float32), ("ours-fp32", "default", torch.float32),
-               ("ours-bf16", "default", torch.bfloat16))  # fmt: skip
-    calls, images = {name: [] for name, _, _ in configs}, {}
+               ("ours-bf16", "default", torch.bfloat16), ("ours-bf16-speed", "speed", torch.bfloat16))  # fmt: skip
+    calls, warm_ups, images = {name: [] for name, _, _ in configs}, {name: [] for name, _, _ in configs}, {}
     for order in (configs, configs[::-1]):
         for name, mode, dtype in order:
             if budget.left() < args.reserve_s:
                 continue
             generate = make_generate(mode, parts, "cpu", dtype)
-            timed(generate, "cpu", 1, args.size, 2)  # warm-up
+            warm_ups[name].append(timed(generate, "cpu", 1, args.size, 2)["seconds"])  # speed mode: compiles
             row = timed(generate, "cpu", 1, args.size, args.steps)
             calls[name].append(row["s_per_image"])
             images[name] = row["images"]
             del generate  # one copy of the weights at a time
             gc.collect()
             print(f"[cpu] {name}: {row['s_per_image']:.1f} s/image", file=sys.stderr, flush=True)
-    rows = {name: {"s_per_image": float(np.mean(v)), "calls_s": v} if v else {"skipped": "budget"}
-            for name, v in calls.items()}  # fmt: skip
+    rows = {name: {"s_per_image": float(np.mean(v)), "calls_s": v, "warmup_s": warm_ups[name]} if v
+            else {"skipped": "budget"} for name, v in calls.items()}  # fmt: skip
     base = rows["diffusers-fp32"].get("s_per_image")
-    for name in ("ours-fp32", "ours-bf16"):
+    for name in ("ours-fp32", "ours-bf16", "ours-bf16-speed"):
         if base and "s_per_image" in rows[name]:
             rows[name]["speedup_over_diffusers_fp32"] = base / rows[name]["s_per_image"]
             rows[name]["psnr_vs_diffusers_fp32_db"] = psnr(images[name], images["diffusers-fp32"])

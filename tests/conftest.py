@@ -5,6 +5,10 @@ import pytest
 # No hub is reachable here or in CI: make every hub call fail fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Generation's CPU default follows the CPU (bf16 where it computes bf16 natively); the tests' expected
+# images and tolerances are fp32 figures, so they pin fp32 on every machine, subprocesses included.
+# tests/test_devices.py checks the automatic choice itself.
+os.environ["ALTDIFFUSION_CPU_DTYPE"] = "fp32"
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 import altdiffusion
-from altdiffusion import AltDiffusionError, InvalidInputError
-from altdiffusion.devices import select_device, select_dtype
+from altdiffusion import AltDiffusionError, InvalidInputError, devices
+from altdiffusion.devices import (
+    CPU_DTYPE_VARIABLE,
+    cpu_computes_bf16,
+    select_device,
+    select_dtype,
+    select_generation_dtype,
+)
 from altdiffusion.models.tiny import write_tiny_altclip, write_tiny_altdiffusion
 
 CPU = torch.device("cpu")
@@ -25,6 +33,44 @@ def test_auto_device_is_cpu_here(device):
 @pytest.mark.parametrize("dtype", [None, "auto"])
 def test_auto_dtype_is_fp32_on_cpu(dtype):
     assert select_dtype(CPU, dtype) == torch.float32
+
+
+def test_cpu_bf16_detection_agrees_with_the_kernel_flags():
+    flags = Path("/proc/cpuinfo")
+    if not flags.is_file():
+        pytest.skip("no /proc/cpuinfo on this system")
+    words = set(flags.read_text().split())
+    assert cpu_computes_bf16() == bool(words & {"avx512_bf16", "amx_bf16"})
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("dtype", [None, "auto"])
+def test_generation_default_on_cpu_is_bf16_only_where_the_cpu_computes_it(monkeypatch, native, dtype):
+    monkeypatch.setenv(CPU_DTYPE_VARIABLE, "auto")
+    monkeypatch.setattr(devices, "cpu_computes_bf16", lambda: native)
+    assert select_generation_dtype(CPU, dtype) == (torch.bfloat16 if native else torch.float32)
+    assert select_dtype(CPU, dtype) == torch.float32  # CLIP and evaluation keep fp32
+
+
+def test_generation_default_follows_this_cpu(monkeypatch):
+    monkeypatch.delenv(CPU_DTYPE_VARIABLE)
+    assert select_generation_dtype(CPU) == (torch.bfloat16 if cpu_computes_bf16() else torch.float32)
+
+
+@pytest.mark.parametrize("setting, expected", [("fp32", torch.float32), ("BF16", torch.bfloat16), (" ", torch.float32)])
+def test_cpu_dtype_variable_sets_the_generation_default(monkeypatch, setting, expected):
+    monkeypatch.setenv(CPU_DTYPE_VARIABLE, setting)
+    monkeypatch.setattr(devices, "cpu_computes_bf16", lambda: False)  # so that blank (auto) means fp32
+    assert select_generation_dtype(CPU) == expected
+    assert select_generation_dtype(CPU, "fp32") == torch.float32  # a dtype given wins
+    assert select_generation_dtype(CPU, "bf16") == torch.bfloat16
+
+
+@pytest.mark.parametrize("setting", ["fp16", "int8", "gpu"])
+def test_a_bad_cpu_dtype_variable_is_one_clear_error(monkeypatch, setting):
+    monkeypatch.setenv(CPU_DTYPE_VARIABLE, setting)
+    with pytest.raises(InvalidInputError, match=f"{CPU_DTYPE_VARIABLE}='{setting}'.*auto, fp32 or bf16"):
+        select_generation_dtype(CPU)
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")

@@ -92,6 +92,26 @@ def test_a_chinese_and_an_english_prompt_for_the_same_scene_pass_the_checker(mea
         assert accuracy(verdicts) >= measured[lang]["generation_seen"] - 0.35, (lang, verdicts)
 
 
+def test_bf16_images_stay_within_30_db_of_fp32():
+    """bf16 is generation's CPU default where the CPU computes it natively (devices.py); it must draw
+    the image fp32 draws: PSNR >= 30 dB, the issue's bound, on the bundled model's own prompts."""
+    import numpy as np
+
+    from altdiffusion.pipelines.alt_diffusion import load_pipeline
+
+    prompts = [
+        world.caption(scene, lang, 0) for scene in world.scenes_for_eval("seen", 2, 779, 1) for lang in ("zh", "en")
+    ]
+    images = {}
+    for dtype in ("fp32", "bf16"):
+        pipe = load_pipeline("mini", device="cpu", dtype=dtype, safety_checker=False)
+        images[dtype] = pipe(
+            prompts, num_inference_steps=20, guidance_scale=GUIDANCE, seed=1, output_type="np", progress=False
+        )
+    mse = float(np.mean((images["bf16"].astype(np.float64) - images["fp32"]) ** 2))
+    assert 10 * np.log10(1 / mse) >= 30
+
+
 def test_cli_generates_a_checkable_image_from_a_chinese_prompt(tmp_path):
     scene = world.scenes_for_eval("seen", 1, 778, 1)[0]
     prompt = world.caption(scene, "zh", 0)

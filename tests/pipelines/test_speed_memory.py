@@ -195,15 +195,17 @@ def test_fp16_vae_that_overflows_falls_back_to_float32(caplog):
 # ----------------------------------------------------------------------------- speed mode
 
 
-@pytest.mark.slow  # 42-140 s here: inductor compiles the tiny UNet and VAE decoder with g++
-def test_compiled_pipeline_matches_and_follows_loras(folder, resident, tmp_path):
+@pytest.mark.slow  # 40-140 s each here: inductor compiles the tiny UNet and VAE decoder with g++
+@pytest.mark.parametrize("freeze", [None, False], ids=["frozen-by-default-on-cpu", "not-frozen"])
+def test_compiled_pipeline_matches_and_follows_loras(folder, resident, tmp_path, freeze):
     from safetensors.torch import save_file
 
     pipe = AltDiffusionPipeline.from_pretrained(folder, device="cpu")
-    speed = pipe.enable_speed_mode(cache_dir=tmp_path / "inductor")
-    assert speed.compile_mode == "default" and speed.fused_qkv
+    speed = pipe.enable_speed_mode(cache_dir=tmp_path / "inductor", freeze=freeze)
+    assert speed.compile_mode == "default" and speed.fused_qkv and speed.frozen is (freeze is None)
     assert np.abs(generate(pipe) - resident[1]).max() < 1e-4
-    # A LoRA merged after fusing must reach the fused to_qkv (else it would be silently ignored).
+    # A LoRA merged after compiling must reach the fused to_qkv, and frozen graphs must be rebuilt
+    # (else it would be silently ignored: frozen graphs hold the weights as constants).
     rank, width = 2, pipe.unet.get_submodule(Q).in_features
     down = torch.randn(rank, width, generator=torch.Generator().manual_seed(0))
     up = torch.randn(width, rank, generator=torch.Generator().manual_seed(1))

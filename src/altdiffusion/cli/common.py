@@ -19,9 +19,15 @@ def language_list(text: str | None) -> list[str] | None:
     return [x.strip() for x in text.split(",") if x.strip()] if text else None
 
 
-def add_device_arguments(p: argparse.ArgumentParser) -> None:
+def add_device_arguments(p: argparse.ArgumentParser, *, generation: bool = False) -> None:
+    """``--device`` and ``--dtype``; ``generation``: the image pipeline's CPU default (devices.py)."""
+    cpu = (
+        "on CPU bf16 where the CPU computes it natively, else fp32; ALTDIFFUSION_CPU_DTYPE sets it"
+        if generation
+        else "fp32 on CPU"
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
-    p.add_argument("--dtype", default=None, help="fp32, fp16, bf16 (default: fp16 on GPU, fp32 on CPU)")
+    p.add_argument("--dtype", default=None, help=f"fp32, fp16, bf16 (default: fp16 on GPU, {cpu})")
 
 
 def add_performance_arguments(p: argparse.ArgumentParser) -> None:

@@ -72,7 +72,7 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     add_noise_arguments(p)
     add_hires_arguments(p)
     p.add_argument("--no-progress", action="store_true")
-    add_device_arguments(p)
+    add_device_arguments(p, generation=True)
     add_performance_arguments(p)
     p.set_defaults(func=cmd_generate)
 

@@ -12,7 +12,7 @@ def add_info_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="hub id, local folder, single file (.safetensors/.ckpt, A1111 layout), or 'mini'")
     add_config_argument(p)
     p.add_argument("--clip", action="store_true", help="with 'mini': describe the bundled AltCLIP instead")
-    add_device_arguments(p)
+    add_device_arguments(p, generation=True)
     p.set_defaults(func=cmd_info)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from altdiffusion.devices import select_device, select_dtype
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.eval import metrics
 from altdiffusion.eval.embeddings import EmbeddingCache, embed_images, embed_texts
@@ -145,7 +146,9 @@ def t2i(
     todo = missing(jobs)
     state.wait_for_everyone()
     if todo:
-        pipe = load_pipeline(model, device=device or state.device, dtype=dtype, safety_checker=False)
+        place = select_device(device or state.device)
+        # select_dtype, not the generation default: a benchmark's figures must not depend on the CPU's bf16
+        pipe = load_pipeline(model, device=place, dtype=select_dtype(place, dtype), safety_checker=False)
         generate(pipe, todo, state=state, batch_size=batch_size, settings=generation or {}, total=len(jobs))
         del pipe
     if not state.is_main_process:

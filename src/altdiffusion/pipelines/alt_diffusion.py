@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from altdiffusion.devices import select_device, select_dtype
+from altdiffusion.devices import select_device, select_generation_dtype
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.hub import KNOWN_CHECKPOINTS, resolve_model
 from altdiffusion.pipelines.components import load_components
@@ -119,7 +119,7 @@ class AltDiffusionPipeline(PipelineLoaders, GenerationSteps):
             from altdiffusion.models.single_file import load_single_file
 
             # read straight into the target dtype: no second copy of a float16 file loaded as float32
-            c = load_single_file(folder, config=config, dtype=select_dtype(select_device(device), dtype))
+            c = load_single_file(folder, config=config, dtype=select_generation_dtype(select_device(device), dtype))
         else:
             c = load_components(folder, safety_checker=safety_checker)
         meta = c.model_index.get("_altdiffusion", {})
@@ -147,7 +147,7 @@ class AltDiffusionPipeline(PipelineLoaders, GenerationSteps):
         if self.memory.offloaded:
             raise InvalidInputError(f"memory mode {self.memory.name!r} places the weights itself; call to() before it")
         device = select_device(device)
-        dtype = select_dtype(device, dtype)
+        dtype = select_generation_dtype(device, dtype)
         for module in self.modules().values():
             if module.dtype != dtype or module.device != device:  # a no-op cast still logs in diffusers
                 module.to(device=device, dtype=dtype)

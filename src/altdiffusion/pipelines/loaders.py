@@ -23,23 +23,26 @@ class PipelineLoaders:
         self.memory = apply_memory_mode(self, mode)
 
     def enable_speed_mode(self, **options):
-        """torch.compile of the UNet and VAE decoder, channels-last, fused QKV; see pipelines/speed.py."""
+        """torch.compile of the UNet and VAE decoder, channels-last, fused QKV, on the CPU frozen weights;
+        see pipelines/speed.py for the options."""
         from altdiffusion.pipelines.speed import apply_speed_mode
 
         self.speed = apply_speed_mode(self, **options)
         return self.speed
 
-    def enable_modes(self, memory: str = "full", compile: bool = False, warm_up: dict | None = None) -> float | None:
+    def enable_modes(
+        self, memory: str = "full", compile: bool = False, warm_up: dict | None = None, freeze: bool | None = None
+    ) -> float | None:
         """``--memory`` and ``--compile`` as `generate` and `serve` take them: the memory mode, then
-        speed mode warmed up on ``warm_up``'s call arguments (its shape bucket compiles now).
-        Returns the warm-up's seconds, or None without speed mode."""
+        speed mode (``freeze`` as :meth:`enable_speed_mode` takes it) warmed up on ``warm_up``'s call
+        arguments (its shape bucket compiles now). Returns the warm-up's seconds, or None without speed mode."""
         if memory != "full":
             self.enable_memory_mode(memory)
         if not compile:
             return None
         from altdiffusion.pipelines.speed import timed_warm_up
 
-        self.enable_speed_mode()
+        self.enable_speed_mode(freeze=freeze)
         return timed_warm_up(self, **(warm_up or {}))
 
     # ------------------------------------------------------------------ VAE swap
@@ -85,10 +88,14 @@ class PipelineLoaders:
         self._weights_changed()
 
     def _weights_changed(self) -> None:
-        if self.speed is not None and self.speed.fused_qkv:  # the fused copies must follow to_q/to_k/to_v
-            from altdiffusion.pipelines.speed import refresh_fused_projections
+        if self.speed is None:
+            return
+        from altdiffusion.pipelines.speed import recompile_frozen, refresh_fused_projections
 
+        if self.speed.fused_qkv:  # the fused copies must follow to_q/to_k/to_v
             refresh_fused_projections(self.unet)
+        if self.speed.frozen:
+            recompile_frozen()
 
     def _lora_targets(self) -> dict[str, torch.nn.Module]:
         return {"unet": self.unet, "text_encoder": self.text_encoder}

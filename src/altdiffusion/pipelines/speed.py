@@ -7,6 +7,12 @@ What each lever does (the recipe of diffusers' "accelerate inference" guide, app
     channels-last     NHWC convolutions, what cuDNN and inductor's conv kernels prefer
     torch.compile     UNet and VAE decoder; the text encoder runs once per image, so compiling
                       it costs far more than it saves and it is left eager
+    frozen weights    on the CPU (``freeze``): inductor's freezing folds the weights into the
+                      graphs as constants and prepacks them for oneDNN's convolutions and matmuls,
+                      1.1-1.2x over compiling alone on a full-size UNet step in bf16 (benchmarks/README.md).
+                      Weights changed afterwards (a LoRA merged or unloaded) are not seen by frozen
+                      graphs, so the pipeline recompiles after such a change: use ``freeze=False``
+                      where weights change per call (the server, which merges a prompt's LoRAs per job)
 
 Shapes: graphs are compiled with ``dynamic=False``, one per *shape bucket*: (batch x 2 with
 CFG, height/8, width/8, 77 x prompt chunks). The first call in a bucket compiles (seconds to
@@ -19,17 +25,20 @@ buckets reuses them and warms up much faster.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch._inductor.config
 
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.pipelines.modes import check_modes
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+logger = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "altdiffusion" / "inductor"
 
 
@@ -42,6 +51,21 @@ class SpeedMode:
     cache_dir: str
     fused_qkv: bool
     channels_last: bool
+    frozen: bool  # weights are constants in the compiled graphs: changing them needs a recompile
+
+    def compile(self, module: torch.nn.Module) -> None:
+        """``module.compile`` in this mode: one graph per shape bucket, frozen weights if ``frozen``."""
+        module.compile(mode=self.compile_mode, dynamic=False)
+        if self.frozen:
+            compiled = module._compiled_call_impl
+
+            def call_frozen(*args, **kwargs):
+                # Dynamo reads inductor's freezing flag while it traces (it makes the parameters graph
+                # constants), not from torch.compile's options; so the flag is on around each call.
+                with torch._inductor.config.patch(freezing=True):
+                    return compiled(*args, **kwargs)
+
+            module._compiled_call_impl = call_frozen
 
 
 def apply_speed_mode(
@@ -52,21 +76,25 @@ def apply_speed_mode(
     cache_dir: str | Path | None = None,
     fuse_qkv: bool = True,
     channels_last: bool = True,
+    freeze: bool | None = None,
 ) -> SpeedMode:
     """Compile ``pipe``'s UNet and VAE decoder in place; see the module docstring. ``compile_mode``:
     inductor's "default" keeps the warm-up of a shape bucket to about a minute; "max-autotune" (diffusers'
-    "fast diffusion" recipe) tunes kernels for minutes more per bucket for the last share of speed."""
+    "fast diffusion" recipe) tunes kernels for minutes more per bucket for the last share of speed.
+    ``freeze``: weights as constants of the graphs (None: on the CPU, where it pays)."""
     if compile_mode not in COMPILE_MODES:
         raise InvalidInputError(f"unknown compile mode {compile_mode!r}; use one of {', '.join(COMPILE_MODES)}")
     check_modes(True, pipe.memory.name)
     if pipe.speed is not None:
         return pipe.speed
-    speed = SpeedMode(compile_mode, max_shapes, configure_compile_cache(cache_dir, max_shapes), fuse_qkv, channels_last)
+    cache = configure_compile_cache(cache_dir, max_shapes)
+    frozen = pipe.device.type == "cpu" if freeze is None else bool(freeze)
+    speed = SpeedMode(compile_mode, max_shapes, cache, fuse_qkv, channels_last, frozen)
     if fuse_qkv:
         pipe.unet.fuse_qkv_projections()
     if channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
-    pipe.unet.compile(mode=compile_mode, dynamic=False)
+    speed.compile(pipe.unet)
     compile_vae(pipe.vae, speed)
     return speed
 
@@ -79,7 +107,7 @@ def compile_vae(vae, speed: SpeedMode) -> None:
         vae.fuse_qkv_projections()
     if speed.channels_last:
         vae.to(memory_format=torch.channels_last)
-    vae.decoder.compile(mode=speed.compile_mode, dynamic=False)
+    speed.compile(vae.decoder)
 
 
 def configure_compile_cache(cache_dir: str | Path | None, max_shapes: int) -> str:
@@ -115,6 +143,14 @@ def refresh_fused_projections(module: torch.nn.Module) -> None:
         fused.weight.copy_(torch.cat([getattr(attn, p).weight for p in parts]))
         if fused.bias is not None:
             fused.bias.copy_(torch.cat([getattr(attn, p).bias for p in parts]))
+
+
+def recompile_frozen() -> None:
+    """Drop every compiled graph so that frozen ones are built again from the weights as they are
+    now; the next call of each shape bucket compiles again. Dynamo's reset is process-wide, so other
+    compiled models in the process recompile too (correct, slower once)."""
+    torch._dynamo.reset()
+    logger.warning("speed mode: the weights changed, so the frozen graphs compile again on the next call")
 
 
 def timed_warm_up(pipe, **call_kwargs) -> float:

@@ -57,7 +57,7 @@ class ServeConfig:
     port: int = 7860
     api_auth: str | None = None  # "user:password" for HTTP Basic auth on every route
     device: Any = None  # "cpu", "cuda", a torch.device...; None: the best available
-    dtype: Any = None  # "fp16", a torch.dtype...; None: fp16 on GPU, fp32 on CPU
+    dtype: Any = None  # "fp16", a torch.dtype...; None: devices.select_generation_dtype's choice
     safety_checker: bool = True
     compile: bool = False  # speed mode (pipelines/speed.py); each loaded model warms up at its native size
     memory: str = "full"  # "full", "balanced" or "low" (pipelines/memory.py)
@@ -255,7 +255,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "--embeddings-dir", default=None, help="folder of textual-inversion embeddings; a file's stem is its trigger"
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
-    parser.add_argument("--dtype", default=None, help="fp32, fp16, bf16 (default: fp16 on GPU, fp32 on CPU)")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        help="fp32, fp16, bf16 (default: fp16 on GPU; on CPU bf16 where the CPU computes it natively, else fp32; "
+        "ALTDIFFUSION_CPU_DTYPE sets it)",
+    )
     parser.add_argument("--no-safety-checker", action="store_true", help="do not black out flagged images")
     add_performance_arguments(parser)
     parser.add_argument("--no-ui", action="store_true", help="serve the API only, no web UI at /")

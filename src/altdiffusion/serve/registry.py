@@ -167,7 +167,8 @@ class ModelRegistry:
         """``--memory`` and ``--compile``; speed mode warms up at the model's native size, batch 1."""
         d = pipe.defaults
         warm_up = dict(prompt="", height=d.height, width=d.width, guidance_scale=d.cfg_scale)
-        seconds = pipe.enable_modes(self.memory, self.compile, warm_up)
+        # Not frozen: a prompt's <lora:...> merges per job, and frozen graphs would recompile twice per such job.
+        seconds = pipe.enable_modes(self.memory, self.compile, warm_up, freeze=False)
         if seconds is not None:
             logger.info(
                 "speed mode: compiled %dx%d, batch 1 in %.1f s (cache %s)",

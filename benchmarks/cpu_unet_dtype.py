@@ -17,6 +17,7 @@ variant's output against the first fp32's.
 
     python benchmarks/cpu_unet_dtype.py
     python benchmarks/cpu_unet_dtype.py --variants fp32,bf16    # the eager pair only, a minute
+    python benchmarks/cpu_unet_dtype.py --variants fp32,bf16 --threads 1
 """
 
 import argparse
@@ -61,7 +62,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--calls", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     torch.manual_seed(1)
     unet = UNet2DConditionModel(**SD14_UNET).eval()

@@ -38,7 +38,7 @@ VARIANTS = ("fp32", "bf16", "bf16-compiled", "bf16-frozen", "fp32 again")
 
 def prepare(unet: UNet2DConditionModel, variant: str, cache_dir: str):
     """A copy of ``unet`` set up as ``variant`` says, and its dtype."""
-    from altdiffusion.pipelines.speed import SpeedMode, configure_compile_cache
+    from altdiffusion.pipelines.speed import SpeedMode, compile_unet, configure_compile_cache
 
     dtype = torch.bfloat16 if variant.startswith("bf16") else torch.float32
     model = copy.deepcopy(unet).to(dtype)
@@ -46,10 +46,8 @@ def prepare(unet: UNet2DConditionModel, variant: str, cache_dir: str):
         # Unfrozen graphs take the weights as inputs, so without a reset the frozen variant would reuse
         # the compiled variant's graph for this same-shaped copy instead of compiling its own.
         torch._dynamo.reset()
-        model.fuse_qkv_projections()
-        model.to(memory_format=torch.channels_last)
         speed = SpeedMode("default", 8, configure_compile_cache(cache_dir, 8), True, True, variant == "bf16-frozen")
-        speed.compile(model)
+        compile_unet(model, speed)
     return model, dtype
 
 

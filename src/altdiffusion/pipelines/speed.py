@@ -90,13 +90,18 @@ def apply_speed_mode(
     cache = configure_compile_cache(cache_dir, max_shapes)
     frozen = pipe.device.type == "cpu" if freeze is None else bool(freeze)
     speed = SpeedMode(compile_mode, max_shapes, cache, fuse_qkv, channels_last, frozen)
-    if fuse_qkv:
-        pipe.unet.fuse_qkv_projections()
-    if channels_last:
-        pipe.unet.to(memory_format=torch.channels_last)
-    speed.compile(pipe.unet)
+    compile_unet(pipe.unet, speed)
     compile_vae(pipe.vae, speed)
     return speed
+
+
+def compile_unet(unet, speed: SpeedMode) -> None:
+    """The UNet's share of ``speed``: fused QKV, channels-last, the whole UNet compiled."""
+    if speed.fused_qkv:
+        unet.fuse_qkv_projections()
+    if speed.channels_last:
+        unet.to(memory_format=torch.channels_last)
+    speed.compile(unet)
 
 
 def compile_vae(vae, speed: SpeedMode) -> None:

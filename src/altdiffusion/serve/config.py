@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from altdiffusion.cli.common import add_performance_arguments
+from altdiffusion.cli.common import add_device_arguments, add_performance_arguments
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.pipelines.modes import check_modes
 
@@ -254,13 +254,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument(
         "--embeddings-dir", default=None, help="folder of textual-inversion embeddings; a file's stem is its trigger"
     )
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
-    parser.add_argument(
-        "--dtype",
-        default=None,
-        help="fp32, fp16, bf16 (default: fp16 on GPU; on CPU bf16 where the CPU computes it natively, else fp32; "
-        "ALTDIFFUSION_CPU_DTYPE sets it)",
-    )
+    add_device_arguments(parser, generation=True)
     parser.add_argument("--no-safety-checker", action="store_true", help="do not black out flagged images")
     add_performance_arguments(parser)
     parser.add_argument("--no-ui", action="store_true", help="serve the API only, no web UI at /")

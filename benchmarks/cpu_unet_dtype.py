@@ -13,7 +13,8 @@ SD v1.4's UNet (AltDiffusion-m9's), random weights, the CFG batch of 2 at 256 px
 
 Each variant: ``--calls`` timed calls after one untimed call (which compiles for the compiled
 variants: its seconds are printed as the warm-up); printed: every call's seconds and the PSNR of the
-variant's output against the first fp32's.
+variant's output against the first fp32's, and its GFLOP/s as a share of its dtype's matmul peak
+(``roofline.py``: the step's FLOPs counted once, the peak measured on this machine first).
 
     python benchmarks/cpu_unet_dtype.py
     python benchmarks/cpu_unet_dtype.py --variants fp32,bf16    # the eager pair only, a minute
@@ -32,6 +33,7 @@ from diffusers import UNet2DConditionModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fullsize import SD14_UNET
+from roofline import count_flops, matmul_peak
 
 VARIANTS = ("fp32", "bf16", "bf16-compiled", "bf16-frozen", "fp32 again")
 
@@ -70,6 +72,10 @@ def main() -> None:
     x, cond, t = torch.randn(2, 4, 32, 32), torch.randn(2, 77, 768) * 0.5, torch.tensor(500)
     reference, cache_dir = None, tempfile.mkdtemp(prefix="inductor-")
     print(f"threads {torch.get_num_threads()}; {torch.backends.cpu.get_cpu_capability()}", flush=True)
+    peaks = {dtype: matmul_peak(dtype) for dtype in (torch.float32, torch.bfloat16)}
+    flops = count_flops(unet, x, t, encoder_hidden_states=cond)
+    print(f"{flops / 1e9:.0f} GFLOP per step; matmul peak fp32 {peaks[torch.float32]:.0f}, "
+          f"bf16 {peaks[torch.bfloat16]:.0f} GFLOP/s", flush=True)  # fmt: skip
     for variant in args.variants.split(","):
         model, dtype = prepare(unet, variant, cache_dir)
         inputs = (x.to(dtype), t)
@@ -83,7 +89,9 @@ def main() -> None:
             seconds.append(time.perf_counter() - start)
         reference = output if reference is None else reference
         calls = ", ".join(f"{s:.2f}" for s in seconds)
-        print(f"{variant}: {calls} s (first call {warm_up:.1f} s); PSNR {psnr(output, reference):.1f} dB", flush=True)
+        rate = flops / min(seconds) / 1e9
+        print(f"{variant}: {calls} s (first call {warm_up:.1f} s); PSNR {psnr(output, reference):.1f} dB; "
+              f"{rate:.0f} GFLOP/s, {rate / peaks[dtype]:.0%} of the {variant[:4]} matmul peak", flush=True)  # fmt: skip
         del model
 
 

@@ -18,7 +18,9 @@ Every mode starts from deep copies of the same CPU weights. A time budget (``--b
 what would not fit, and says so in the results.
 
 CPU (``--device cpu``): 256 px, 20 steps, batch 1: diffusers fp32, ours fp32, ours bf16, ours bf16 in speed
-mode (compiled, frozen weights; its warm-up reported), with speed-up and PSNR against diffusers fp32.
+mode (compiled, frozen weights; its warm-up reported), with speed-up and PSNR against diffusers fp32;
+and the roofline (``roofline.py``): the image's FLOPs, each row's GFLOP/s as a share of its dtype's
+matmul peak measured on this machine, and the fastest the image could be at the bf16 peak.
 
 ``--smoke``: the same code on a tiny random m9 on the CPU (32 px, 3 steps), all modes, in about a minute.
 
@@ -48,6 +50,7 @@ import numpy as np
 import torch
 from fullsize import SD14_UNET, SD14_VAE, SD21_BASE_UNET, XLMR_LARGE_M9, XLMR_LARGE_M18
 from generation import _diffusers_text_encoder
+from roofline import count_flops, matmul_peak
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -216,6 +219,7 @@ def bench_cpu_dtypes(args, budget: Budget) -> dict:
     (order A B C D, then D C B A, so drifting load falls on all alike; the mean of the two), and ours'
     speed-up and PSNR against diffusers fp32. One copy of the weights at a time."""
     parts = build_parts("m9", args.smoke)
+    peaks = {dtype: matmul_peak(dtype) for dtype in (torch.float32, torch.bfloat16)}  # again at the end
     configs = (("diffusers-fp32", "diffusers", torch.float32), ("ours-fp32", "default", torch.float32),
                ("ours-bf16", "default", torch.bfloat16), ("ours-bf16-speed", "speed", torch.bfloat16))  # fmt: skip
     calls, warm_ups, images = {name: [] for name, _, _ in configs}, {name: [] for name, _, _ in configs}, {}
@@ -238,7 +242,25 @@ def bench_cpu_dtypes(args, budget: Budget) -> dict:
         if base and "s_per_image" in rows[name]:
             rows[name]["speedup_over_diffusers_fp32"] = base / rows[name]["s_per_image"]
             rows[name]["psnr_vs_diffusers_fp32_db"] = psnr(images[name], images["diffusers-fp32"])
+    if base and budget.left() > args.reserve_s:
+        rows["roofline"] = cpu_roofline(parts, args, rows, {name: dtype for name, _, dtype in configs}, peaks)
     return rows
+
+
+def cpu_roofline(parts: dict, args, rows: dict, dtypes: dict, peaks_before: dict) -> dict:
+    """The image's FLOPs (counted on ours in bf16, eager), the machine's matmul peaks (the better of the
+    run's start and end: a shared machine's neighbours only lower it), each row's share of its dtype's
+    peak, and the most any bf16 pipeline could gain over diffusers fp32 on this machine."""
+    flops = count_flops(make_generate("default", parts, "cpu", torch.bfloat16), 1, args.size, args.steps)
+    peaks = {dtype: max(before, matmul_peak(dtype)) for dtype, before in peaks_before.items()}
+    for name, dtype in dtypes.items():
+        if "s_per_image" in rows[name]:
+            rows[name]["share_of_matmul_peak"] = flops / rows[name]["s_per_image"] / 1e9 / peaks[dtype]
+    at_peak = flops / 1e9 / peaks[torch.bfloat16]
+    return {"gflop_per_image": flops / 1e9,
+            "matmul_peak_gflop_per_s": {str(d).removeprefix("torch."): v for d, v in peaks.items()},
+            "s_per_image_at_bf16_peak": at_peak,
+            "ceiling_speedup_over_diffusers_fp32": rows["diffusers-fp32"]["s_per_image"] / at_peak}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- reporting
@@ -265,10 +287,15 @@ def markdown(results: dict) -> str:
         if "psnr_speed_vs_default_db" in out:
             lines.append(f"\nspeed vs default PSNR: {out['psnr_speed_vs_default_db']:.1f} dB")
     for name, r in results.get("cpu", {}).items():
-        extra = ", ".join(
-            f"{k} {_f(r[k])}" for k in ("speedup_over_diffusers_fp32", "psnr_vs_diffusers_fp32_db") if k in r
-        )
-        lines.append(f"- {name}: {_f(r.get('s_per_image'))} s/image" + (f" ({extra})" if extra else ""))
+        keys = ("speedup_over_diffusers_fp32", "psnr_vs_diffusers_fp32_db", "share_of_matmul_peak")
+        extra = ", ".join(f"{k} {_f(r[k])}" for k in keys if k in r)
+        if name == "roofline":
+            peaks = ", ".join(f"{d} {_f(v)}" for d, v in r["matmul_peak_gflop_per_s"].items())
+            lines.append(f"- roofline: {_f(r['gflop_per_image'])} GFLOP per image; matmul peak GFLOP/s {peaks}; "
+                         f"{_f(r['s_per_image_at_bf16_peak'])} s/image at the bf16 peak, at most "
+                         f"{_f(r['ceiling_speedup_over_diffusers_fp32'])}x diffusers fp32")  # fmt: skip
+        else:
+            lines.append(f"- {name}: {_f(r.get('s_per_image'))} s/image" + (f" ({extra})" if extra else ""))
     return "\n".join(lines)
 
 

@@ -27,6 +27,7 @@ from altdiffusion.mini.world import (
     caption,
     n_templates,
     phrase,
+    phrase_spans,
     render,
     sample_scene,
     scenes_for_eval,
@@ -193,6 +194,20 @@ def test_every_template_names_every_attribute_in_every_language():
                     assert _mentions(text, vocab["relation"][scene.relation]), where
                 for colour in set(COLOURS) - {t.colour for t in scene.things}:
                     assert not _mentions(text, vocab["colour"][colour]), f"{where} names {colour}"
+
+
+def test_each_thing_span_holds_its_whole_phrase():
+    """The span that grounding training ties to a thing's box names the thing's size, colour and
+    shape, in whatever case the template puts it (Russian "над большим зелёным квадратом": all of it)."""
+    for lang in LANGUAGES:
+        vocab = world.words(lang)
+        for scene in list(_one_thing_scenes()) + _two_thing_scenes():
+            for template in range(n_templates(lang, len(scene.things))):
+                text = caption(scene, lang, template)
+                for thing, (start, end) in zip(scene.things, phrase_spans(scene, lang, template)):
+                    for kind in ("size", "colour", "shape"):
+                        where = (lang, template, text, text[start:end], kind)
+                        assert _mentions(text[start:end], vocab[kind][getattr(thing, kind)]), where
 
 
 def test_templates_are_parallel_across_languages():

@@ -211,9 +211,10 @@ def _slots_ru(scene: Scene) -> dict:
     if scene.position:
         return slots | {"pos": RU["position"][scene.position], "n0_ins": _ru_np(scene.things[0], "ins")}
     case = "gen" if scene.relation == "left_of" else "ins"  # "слева от" + genitive, "над" + instrumental
-    rel_n1 = f"{RU['relation'][scene.relation]} {_ru_np(scene.things[1], case)}"
+    n1_rel = _ru_np(scene.things[1], case)  # its own slot: phrase_spans finds the phrase in this case
     rel_it = RU["relation_it"][scene.relation][_gender_index(_gender(RU, scene.things[1]))]
-    return slots | {"n1": _ru_np(scene.things[1]), "rel_n1": rel_n1, "rel_it": rel_it}
+    rel_n1 = f"{RU['relation'][scene.relation]} {n1_rel}"
+    return slots | {"n1": _ru_np(scene.things[1]), "n1_rel": n1_rel, "rel_n1": rel_n1, "rel_it": rel_it}
 
 
 def _slots_ar(scene: Scene) -> dict:
@@ -299,9 +300,7 @@ def phrase_spans(scene: Scene, lang: str, template: int) -> list[tuple[int, int]
         return [(0, len(text))]  # the short caption is the thing's phrase alone
     filled, lowered, spans = slots(lang, scene), text.lower(), []
     for i in range(len(scene.things)):
-        forms = [filled.get(f"a{i}"), filled.get(f"n{i}"), filled.get(f"n{i}_ins")]
-        if lang == "ru" and i == 1 and "rel_n1" in filled:
-            forms.append(filled["rel_n1"].split(" ", 2)[2])  # "слева от X": X in the genitive
+        forms = [filled.get(f"{slot}{i}{case}") for slot in ("a", "n") for case in ("", "_ins", "_rel")]
         found = [form.lower() for form in forms if form and form.lower() in lowered]
         if not found:
             raise ValueError(f"thing {i}'s phrase is not in the {lang} caption {text!r} (template {template})")

@@ -287,15 +287,15 @@ def markdown(results: dict) -> str:
         if "psnr_speed_vs_default_db" in out:
             lines.append(f"\nspeed vs default PSNR: {out['psnr_speed_vs_default_db']:.1f} dB")
     for name, r in results.get("cpu", {}).items():
-        keys = ("speedup_over_diffusers_fp32", "psnr_vs_diffusers_fp32_db", "share_of_matmul_peak")
-        extra = ", ".join(f"{k} {_f(r[k])}" for k in keys if k in r)
         if name == "roofline":
             peaks = ", ".join(f"{d} {_f(v)}" for d, v in r["matmul_peak_gflop_per_s"].items())
             lines.append(f"- roofline: {_f(r['gflop_per_image'])} GFLOP per image; matmul peak GFLOP/s {peaks}; "
                          f"{_f(r['s_per_image_at_bf16_peak'])} s/image at the bf16 peak, at most "
                          f"{_f(r['ceiling_speedup_over_diffusers_fp32'])}x diffusers fp32")  # fmt: skip
-        else:
-            lines.append(f"- {name}: {_f(r.get('s_per_image'))} s/image" + (f" ({extra})" if extra else ""))
+            continue
+        keys = ("speedup_over_diffusers_fp32", "psnr_vs_diffusers_fp32_db", "share_of_matmul_peak")
+        extra = ", ".join(f"{k} {_f(r[k])}" for k in keys if k in r)
+        lines.append(f"- {name}: {_f(r.get('s_per_image'))} s/image" + (f" ({extra})" if extra else ""))
     return "\n".join(lines)
 
 

@@ -5,13 +5,15 @@ AltDiffusion-mini's words look, and whether the UNet reads which of two things c
     altdiffusion mini build --out build/mini                    # trains the three ground-* stages too
     python benchmarks/mini_grounding.py build/mini/ground-pixel/model
     python benchmarks/mini_grounding.py mini                    # the bundled model
+    python benchmarks/mini_grounding.py mini --languages en,ru --scenes 128
 
-Prints one JSON line: ``attention`` at steps 300 and 700 (cross-attention entropy over the
-uniform's, and the share of each thing's word-attention, normalised over the pixels, inside its own
-box and inside the other thing's), ``true_caption_preferred`` at steps 100-900 (how often a render's
-denoising error is lower with its own caption than with its two things exchanged: 0.5 is a bag of
-words) and ``order`` (``mini composition``'s layout probe: English templates 0 and 1, Chinese 0,
-Spanish 1). The renders are the report's first 64 two-thing scenes, English template 0. The
+Prints one JSON line: per caption language (``--languages``, English by default), ``attention`` at
+steps 300 and 700 (cross-attention entropy over the uniform's, and the share of each thing's
+word-attention, normalised over the pixels, inside its own box and inside the other thing's, also
+per relation) and ``true_caption_preferred`` at steps 100-900 (how often a render's denoising error
+is lower with its own caption than with its two things exchanged: 0.5 is a bag of words); and
+``order`` (``mini composition``'s layout probe: English templates 0 and 1, Chinese 0, Spanish 1).
+The renders are the report's first ``--scenes`` two-thing scenes (64), captions of template 0. The
 training itself is `altdiffusion train finetune --grounding-token/--grounding-pixel/--grounding-background`
 (altdiffusion.training.grounding) on shards that carry each thing's region (`altdiffusion mini data`).
 """
@@ -37,9 +39,10 @@ PROBES = (("en", 0), ("en", 1), ("zh", 0), ("es", 1))
 
 @dataclass
 class FocusScenes:
-    """The report's first 64 two-thing scenes (English template 0) as the measures below read
-    them, made once for every step they are measured at."""
+    """The report's first two-thing scenes, captioned in one language (template 0), as the measures
+    below read them, made once for every step they are measured at."""
 
+    relations: list  # each scene's relation ("left_of", "above")
     latents: torch.Tensor  # their renders (random.Random(i) jitter, as render_latents draws them)
     own: torch.Tensor  # their captions' conditioning
     exchanged: torch.Tensor  # the conditioning with the two things exchanged
@@ -48,14 +51,15 @@ class FocusScenes:
 
     @classmethod
     @torch.no_grad()
-    def make(cls, pipe):
-        scenes = two_thing_scenes(n=64)
-        texts = [world.caption(s, "en", 0) for s in scenes]
+    def make(cls, pipe, lang: str = "en", n: int = 64):
+        scenes = two_thing_scenes(n=n)
+        texts = [world.caption(s, lang, 0) for s in scenes]
         return cls(
+            relations=[s.relation for s in scenes],
             latents=render_latents(pipe, scenes),
             own=pipe.encode_prompt(texts)[0],
-            exchanged=pipe.encode_prompt([world.caption(swapped(s), "en", 0) for s in scenes])[0],
-            tokens=[phrase_positions(pipe, t, phrase_spans(s, "en", 0)) for s, t in zip(scenes, texts)],
+            exchanged=pipe.encode_prompt([world.caption(swapped(s), lang, 0) for s in scenes])[0],
+            tokens=[phrase_positions(pipe, t, phrase_spans(s, lang, 0)) for s, t in zip(scenes, texts)],
             boxes=[
                 [shape_box(p.thing.shape, p.centre, p.extent) for p in placements(s, random.Random(i))]
                 for i, s in enumerate(scenes)
@@ -64,28 +68,33 @@ class FocusScenes:
 
 
 @torch.no_grad()
-def attention_focus(pipe, scenes: FocusScenes, step: int) -> dict[str, float]:
+def attention_focus(pipe, scenes: FocusScenes, step: int) -> dict:
     """Where the words look, the renders noised to ``step``: attention entropy over the uniform's
     (1: spread evenly), and the share of each thing's word-attention (normalised over pixels)
-    inside its own box and inside the other thing's box, every layer."""
+    inside its own box and inside the other thing's box, every layer; both also per relation."""
     timesteps = torch.full((len(scenes.latents),), step)
     noise = torch.randn(scenes.latents.shape, generator=torch.Generator().manual_seed(0))
     noisy = DDPMScheduler.from_config(pipe.scheduler.config).add_noise(scenes.latents, noise, timesteps)
     with recorded_attention(pipe.unet) as maps:
         pipe.unet(noisy, timesteps, encoder_hidden_states=scenes.own)
-    entropy, own, other = [], [], []
+    entropy, shares = [], []  # shares: (relation, inside own box, inside the other's)
     for probabilities in maps:
         entropy.append(float(-(probabilities * probabilities.clamp_min(1e-12).log()).sum(-1).mean() / math.log(77)))
         side = int(probabilities.shape[1] ** 0.5)
-        for sample, tokens, scene_boxes in zip(probabilities, scenes.tokens, scenes.boxes):
+        for sample, tokens, scene_boxes, relation in zip(probabilities, scenes.tokens, scenes.boxes, scenes.relations):
             masks = (box_masks(scene_boxes, side, world.IMAGE_SIZE) > 0.5).float()
             for thing, thing_tokens in enumerate(tokens):
                 held = sample[:, thing_tokens].sum(-1)
                 held = held / held.sum()
-                own.append(float((held * masks[thing]).sum()))
-                other.append(float((held * masks[1 - thing]).sum()))
+                shares.append((relation, float((held * masks[thing]).sum()), float((held * masks[1 - thing]).sum())))
     mean = lambda values: round(sum(values) / len(values), 3)  # noqa: E731
-    return {"entropy": mean(entropy), "inside_own": mean(own), "inside_other": mean(other)}
+
+    def inside(relation=None) -> dict[str, float]:
+        kept = [(own, other) for r, own, other in shares if relation in (None, r)]
+        return {"inside_own": mean([own for own, _ in kept]), "inside_other": mean([other for _, other in kept])}
+
+    by_relation = {relation: inside(relation) for relation in sorted(set(scenes.relations))}
+    return {"entropy": mean(entropy), **inside(), "by_relation": by_relation}
 
 
 @torch.no_grad()
@@ -115,13 +124,26 @@ def order_probes(pipe) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help='an AltDiffusion-mini folder ("mini": the bundled model)')
+    parser.add_argument("--languages", default="en", help="caption languages, comma-separated (default: en)")
+    parser.add_argument("--scenes", type=int, default=64, help="how many of the report's two-thing scenes (64)")
     args = parser.parse_args()
+    languages = args.languages.split(",")
+    if unknown := [lang for lang in languages if lang not in world.LANGUAGES]:
+        parser.error(
+            f"--languages: no captions in {unknown}; the mini world's languages are {','.join(world.LANGUAGES)}"
+        )
     pipe = load_mini_pipeline(args.model)
     pipe.unet.eval()
-    scenes = FocusScenes.make(pipe)
-    focus = {step: attention_focus(pipe, scenes, step) for step in (300, 700)}
-    preferred = {step: true_caption_preferred(pipe, scenes, step) for step in (100, 300, 500, 700, 900)}
-    print(json.dumps({"attention": focus, "true_caption_preferred": preferred, "order": order_probes(pipe)}))
+    measures = {}
+    for lang in languages:
+        scenes = FocusScenes.make(pipe, lang, args.scenes)
+        measures[lang] = {
+            "attention": {step: attention_focus(pipe, scenes, step) for step in (300, 700)},
+            "true_caption_preferred": {
+                step: true_caption_preferred(pipe, scenes, step) for step in (100, 300, 500, 700, 900)
+            },
+        }
+    print(json.dumps({**measures, "order": order_probes(pipe)}))
 
 
 if __name__ == "__main__":

@@ -201,9 +201,10 @@ def test_report_writes_json_markdown_and_grid(smoke, tmp_path):
             == report["languages"][lang]["generation_two_things"]
         )
         assert set(row["wrong"]) >= {"colour", "shape", "size", "relation", "count", "background"}
+        assert row["template_1"] in (0.0, 1.0)  # the same scene, captioned the other way
     table = (out / "report.md").read_text()
     assert table.count("\n| ") == 9 + 10 and table.strip() in done.stdout  # both tables' nine rows, printed too
-    assert "| language | left of % | above % | wrong background |" in table
+    assert "| language | left of % | above % | template 1 % | wrong background |" in table
     assert Image.open(out / "samples.png").size == (28 + 2 * 64, 9 * 64)
     assert Image.open(out / "samples-two.png").size == (28 + 1 * 64, 9 * 64)
     assert Image.open(out / "scratch-curve.png").size == (640, 400)

@@ -57,8 +57,9 @@ def build_report(
         v_seen, images, failures[lang] = evaluate.generate_verdicts(pipe, seen, lang, seeds, guidance=guidance)
         v_held, _, _ = evaluate.generate_verdicts(pipe, held_out, lang, seeds, guidance=guidance)
         v_pairs, pair_images, pair_failures = evaluate.generate_verdicts(pipe, pairs, lang, 1, guidance=guidance)
+        v_reworded, _, _ = evaluate.generate_verdicts(pipe, pairs, lang, 1, guidance=guidance, template=1)
         verdicts[lang] = v_seen + v_held
-        two[lang] = two_thing_breakdown(pairs, v_pairs, pair_failures)
+        two[lang] = two_thing_breakdown(pairs, v_pairs, pair_failures, v_reworded)
         samples["samples.png"][lang] = _first_seed(images, len(seen))
         samples["samples-two.png"][lang] = _first_seed(pair_images, len(pairs))
         rows[lang] = {
@@ -113,13 +114,21 @@ def vae_ceiling(vae, one_thing, two_things, seed: int) -> dict[str, float]:
     }
 
 
-def two_thing_breakdown(scenes, verdicts, failures: dict[str, int]) -> dict:
-    """Two-thing accuracy per relation, and how many images had each attribute wrong."""
+def two_thing_breakdown(scenes, verdicts, failures: dict[str, int], reworded) -> dict:
+    """Two-thing accuracy per relation, how many images had each attribute wrong (both of the
+    captions' template 0), and the accuracy on the same scenes and seeds captioned with template 1
+    (the second thing named first: "On a white background there is a large blue square, and to the
+    left of it a small red circle.")."""
     by_relation = {}
     for relation in world.RELATIONS:
         rows = [v for s, v in zip(scenes, verdicts) if s.relation == relation]
         by_relation[relation] = evaluate.accuracy(rows) if rows else None
-    return {"n": len(scenes), "by_relation": by_relation, "wrong": dict(failures)}
+    return {
+        "n": len(scenes),
+        "by_relation": by_relation,
+        "wrong": dict(failures),
+        "template_1": evaluate.accuracy(reworded),
+    }
 
 
 def _read_build_log(path: Path | None) -> dict | None:
@@ -270,14 +279,23 @@ def two_thing_markdown(two: dict | None) -> list[str]:
         return []
     attributes = sorted({a for row in two.values() for a in row["wrong"]})
     relations = list(next(iter(two.values()))["by_relation"])
-    head = ["language"] + [f"{r.replace('_', ' ')} %" for r in relations] + [f"wrong {a}" for a in attributes]
+    head = ["language"] + [f"{r.replace('_', ' ')} %" for r in relations] + ["template 1 %"]
+    head += [f"wrong {a}" for a in attributes]
     lines = ["", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for lang, row in two.items():
         cells = [f"{100 * row['by_relation'][r]:.1f}" if row["by_relation"][r] is not None else "" for r in relations]
-        cells += [str(row["wrong"].get(a, 0)) for a in attributes]
+        cells += [pct(row["template_1"])] + [str(row["wrong"].get(a, 0)) for a in attributes]
         lines.append(f"| {lang} | " + " | ".join(cells) + " |")
     n = next(iter(two.values()))["n"]
-    lines += ["", f"Two-thing scenes: {n} per language, 1 seed; 'wrong X': images with attribute X wrong.", ""]
+    lines += [
+        "",
+        f"Two-thing scenes: {n} per language, 1 seed. Per relation and 'wrong X' (images with attribute X wrong): "
+        'the captions of template 0, as in the first table (English: "A small red circle to the left of a large '
+        "blue square, on a white background.\"); 'template 1': the same scenes and seeds worded with the second "
+        'thing first ("On a white background there is a large blue square, and to the left of it a small red '
+        'circle.").',
+        "",
+    ]
     return lines
 
 

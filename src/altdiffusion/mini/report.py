@@ -115,8 +115,8 @@ def vae_ceiling(vae, one_thing, two_things, seed: int) -> dict[str, float]:
 
 
 def two_thing_breakdown(scenes, verdicts, failures: dict[str, int], reworded) -> dict:
-    """Two-thing accuracy per relation, how many images had each attribute wrong (both of the
-    captions' template 0), and the accuracy on the same scenes and seeds captioned with template 1
+    """Two-thing accuracy per relation and how many images had each attribute wrong, both with the
+    captions of template 0; and the accuracy on the same scenes and seeds captioned with template 1
     (the second thing named first: "On a white background there is a large blue square, and to the
     left of it a small red circle.")."""
     by_relation = {}

@@ -251,6 +251,8 @@ def cpu_roofline(parts: dict, args, rows: dict, dtypes: dict, peaks_before: dict
     """The image's FLOPs (counted on ours in bf16, eager), the machine's matmul peaks (the better of the
     run's start and end: a shared machine's neighbours only lower it), each row's share of its dtype's
     peak, and the most any bf16 pipeline could gain over diffusers fp32 on this machine."""
+    from altdiffusion.training.precision import dtype_name
+
     flops = count_flops(make_generate("default", parts, "cpu", torch.bfloat16), 1, args.size, args.steps)
     peaks = {dtype: max(before, matmul_peak(dtype)) for dtype, before in peaks_before.items()}
     for name, dtype in dtypes.items():
@@ -258,7 +260,7 @@ def cpu_roofline(parts: dict, args, rows: dict, dtypes: dict, peaks_before: dict
             rows[name]["share_of_matmul_peak"] = flops / rows[name]["s_per_image"] / 1e9 / peaks[dtype]
     at_peak = flops / 1e9 / peaks[torch.bfloat16]
     return {"gflop_per_image": flops / 1e9,
-            "matmul_peak_gflop_per_s": {str(d).removeprefix("torch."): v for d, v in peaks.items()},
+            "matmul_peak_gflop_per_s": {dtype_name(d): v for d, v in peaks.items()},
             "s_per_image_at_bf16_peak": at_peak,
             "ceiling_speedup_over_diffusers_fp32": rows["diffusers-fp32"]["s_per_image"] / at_peak}  # fmt: skip
 

@@ -18,7 +18,19 @@ def env() -> dict:
 
 
 GROUNDING = ("ground-token", "ground-background", "ground-pixel")
-STAGES = {"data", "teacher", "vae", "sd", "distill", "altclip", "align", "quality", *GROUNDING, "scratch"}
+STAGES = {
+    "data",
+    "teacher",
+    "vae",
+    "vae-decoder",
+    "sd",
+    "distill",
+    "altclip",
+    "align",
+    "quality",
+    *GROUNDING,
+    "scratch",
+}
 
 
 def cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -51,7 +63,7 @@ def test_rerun_keeps_finished_stages(smoke):
     before = json.loads((smoke / "build.json").read_text())
     done = cli("mini", "build", "--out", str(smoke), "--smoke")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.count("kept") == 10  # every training stage; the baseline is marked done
+    assert done.stdout.count("kept") == 11  # every training stage; the baseline is marked done
     after = json.loads((smoke / "build.json").read_text())
     assert after["hashes"] == before["hashes"]
     assert after["recipe_wall_s"] == before["recipe_wall_s"]  # the baseline is not part of the recipe's time
@@ -100,6 +112,22 @@ def test_grounding_stages_follow_quality_and_make_the_output(smoke):
         assert rows and all(row["grounded"] > 0.5 and row["token_loss"] > 0 for row in rows), stage
         assert all(("background_token_loss" in row) == (stage != "ground-token") for row in rows), stage
         previous = trained
+
+
+def test_decoder_stage_keeps_the_latent_space_and_is_the_models_vae(smoke):
+    """vae-decoder trains the decoder alone: the encoder and scaling factor are the vae stage's, and
+    its VAE is the one SD-mini and the final AltDiffusion decode with."""
+    vae = "diffusion_pytorch_model.safetensors"
+    whole, decoder = (load_file(str(smoke / stage / "model" / vae)) for stage in ("vae", "vae-decoder"))
+    assert all(torch.equal(whole[k], decoder[k]) for k in whole if k.startswith(("encoder.", "quant_conv.")))
+    assert any(not torch.equal(whole[k], decoder[k]) for k in whole if k.startswith("decoder."))
+    scaling = [
+        json.loads((smoke / s / "model/config.json").read_text())["scaling_factor"] for s in ("vae", "vae-decoder")
+    ]
+    assert scaling[0] == scaling[1]
+    for model in ("sd", "ground-pixel"):
+        shipped = load_file(str(smoke / model / "model/vae" / vae))
+        assert all(torch.equal(shipped[k], decoder[k].to(shipped[k].dtype)) for k in decoder), model
 
 
 def test_vae_scaling_factor_gives_unit_variance_latents(smoke):

@@ -67,6 +67,12 @@ def add_vae_arguments(p: argparse.ArgumentParser) -> None:
         choices=["sample", "mode"],
         help="decode a sample of q(z|x) (SD) or its mean: faster to train, and the diffusion stages encode with the mean",
     )
+    p.add_argument(
+        "--decoder-only",
+        action="store_true",
+        help="train the decoder of a trained VAE and freeze its encoder and scaling factor: the latent space stays, "
+        "so a UNet trained on this VAE's latents decodes with the result unchanged (as SD's ft-MSE VAE)",
+    )
     add_common_arguments(p, lr=1e-4, batch_size=32, steps=5000)
 
 

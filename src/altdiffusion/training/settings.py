@@ -84,6 +84,7 @@ class VAESettings:
     kl_weight: float = 1e-6
     foreground_weight: float = 0.0
     posterior: str = "sample"
+    decoder_only: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> VAESettings:

@@ -8,6 +8,10 @@ Stable Diffusion's VAE adds LPIPS and a patch discriminator; both need pretraine
 networks (torchvision), and flat synthetic images reconstruct well without them. At export
 ``scaling_factor`` becomes 1/std(mu) over training images, the rule behind SD's 0.18215, so
 the diffusion model sees unit-variance latents.
+
+``decoder_only`` trains D alone on the frozen encoder's mu (the KL term is then a constant and
+left out) and keeps ``scaling_factor``: every latent means what it meant, so a UNet trained on
+the old VAE decodes through the new one unchanged, as SD's ft-MSE decoder does.
 """
 
 from __future__ import annotations
@@ -67,16 +71,26 @@ class VAETask:
         seed: int = 0,
         posterior: str = "sample",
         foreground_weight: float = 0.0,
+        decoder_only: bool = False,
     ):
         if resolution % 8:
             raise InvalidInputError(f"--resolution must be a multiple of 8, got {resolution}")
+        if decoder_only and not any(Path(vae_folder).glob("diffusion_pytorch_model.*")):
+            raise InvalidInputError(
+                f"--decoder-only keeps the encoder of a trained VAE, and {vae_folder} has no weights: "
+                "train the whole VAE first (without --decoder-only)"
+            )
         self.model = load_or_init_vae(Path(vae_folder), seed)
+        if decoder_only:  # the latent space is the encoder's: frozen, and scaled as it was
+            for part in (self.model.encoder, self.model.quant_conv):
+                if part is not None:
+                    part.requires_grad_(False)
         self.source_dtype = stored_dtype(Path(vae_folder))  # diffusers loads float32; export like the file
         self.source = data_source(data)
         if posterior not in ("sample", "mode"):
             raise InvalidInputError(f"--posterior must be sample or mode, got {posterior!r}")
         self.resolution, self.kl_weight, self.seed, self.posterior = resolution, kl_weight, seed, posterior
-        self.foreground_weight = foreground_weight
+        self.foreground_weight, self.decoder_only = foreground_weight, decoder_only
         self.skipped = SkipCounter()
 
     def batches(self, start_step, micro, rank, world, grad_accum):
@@ -95,7 +109,8 @@ class VAETask:
     def loss(self, model, batch):
         pixels, noise_seed = batch
         pixels = pixels.to(next(model.parameters()).device)
-        posterior = model.encode(pixels).latent_dist
+        with torch.set_grad_enabled(not self.decoder_only):
+            posterior = model.encode(pixels).latent_dist
         g = torch.Generator().manual_seed(noise_seed)
         z = posterior.mean
         if self.posterior == "sample":
@@ -106,7 +121,8 @@ class VAETask:
             error = error * (1 + self.foreground_weight * foreground_mask(pixels))
         l1 = error.mean()
         kl = posterior.kl().mean() / pixels[0].numel()
-        return l1 + self.kl_weight * kl, {"l1": float(l1.detach()), "kl": float(kl.detach())}
+        loss = l1 if self.decoder_only else l1 + self.kl_weight * kl
+        return loss, {"l1": float(l1.detach()), "kl": float(kl.detach())}
 
     @torch.no_grad()
     def latent_std(self, model, n: int = 512) -> float:
@@ -121,7 +137,8 @@ class VAETask:
         model.eval()
         std = self.latent_std(model)
         model.train(was_training)
-        model.register_to_config(scaling_factor=round(1.0 / std, 5))
+        if not self.decoder_only:
+            model.register_to_config(scaling_factor=round(1.0 / std, 5))
         model.save_pretrained(str(folder), safe_serialization=True)
         (folder / "data_report.json").write_text(
             json.dumps({"skipped": self.skipped.counts, "latent_std": std}, indent=2) + "\n"
@@ -140,5 +157,6 @@ def run(settings: VAESettings, training: TrainSettings) -> Path:
         seed=training.seed,
         posterior=settings.posterior,
         foreground_weight=settings.foreground_weight,
+        decoder_only=settings.decoder_only,
     )
     return train(task, training)

@@ -283,7 +283,7 @@ def two_thing_markdown(two: dict | None) -> list[str]:
     head += [f"wrong {a}" for a in attributes]
     lines = ["", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for lang, row in two.items():
-        cells = [f"{100 * row['by_relation'][r]:.1f}" if row["by_relation"][r] is not None else "" for r in relations]
+        cells = [pct(row["by_relation"][r]) if row["by_relation"][r] is not None else "" for r in relations]
         cells += [pct(row["template_1"])] + [str(row["wrong"].get(a, 0)) for a in attributes]
         lines.append(f"| {lang} | " + " | ".join(cells) + " |")
     n = next(iter(two.values()))["n"]

@@ -26,7 +26,7 @@ def test_mini_runs_at_its_own_size_cfg_sampler_and_steps(tmp_path):
     assert "warning" not in done.stderr
     images = [Image.open(p) for p in sorted(tmp_path.glob("*.png"))]
     assert [im.size for im in images] == [(64, 64)] * 2
-    assert "Steps: 20, Sampler: PLMS, CFG scale: 3, Seed: 100, Size: 64x64" in images[0].text["parameters"]
+    assert "Steps: 20, Sampler: Euler a, CFG scale: 3, Seed: 100, Size: 64x64" in images[0].text["parameters"]
     assert all(passes(im.convert("RGB"), example_scene(lang)) for im in images)
 
 

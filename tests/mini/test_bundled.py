@@ -53,6 +53,31 @@ def test_bundled_weights_are_small_safetensors_in_published_layouts():
     assert not [p for p in WEIGHTS.rglob("config.json") if "_name_or_path" in json.loads(p.read_text())]
 
 
+def test_the_bundled_scheduler_is_the_one_the_report_samples_with(tmp_path):
+    """``mini/package.py`` turns a build's scheduler (architecture's PNDM) into SAMPLER's, the report's
+    sampler, and records it: the bundled files are what it writes, and a bare diffusers load runs it."""
+    import diffusers
+
+    from altdiffusion.mini import SAMPLER
+    from altdiffusion.mini.architecture import SCHEDULER
+    from altdiffusion.mini.package import write_scheduler
+
+    (tmp_path / "scheduler_config.json").write_text(json.dumps(SCHEDULER))
+    name = write_scheduler(tmp_path, SAMPLER)
+    bundled = WEIGHTS / "AltDiffusion-mini"
+    written, shipped = (
+        json.loads((f / "scheduler_config.json").read_text()) for f in (tmp_path, bundled / "scheduler")
+    )
+    written.pop("_diffusers_version"), shipped.pop("_diffusers_version")
+    assert written == shipped and shipped["_class_name"] == name == "EulerAncestralDiscreteScheduler"
+    index = json.loads((bundled / "model_index.json").read_text())
+    assert index["scheduler"] == ["diffusers", name]
+    assert index["_altdiffusion"]["recommended"]["sampler_name"] == SAMPLER
+    loaded = getattr(diffusers, name).from_pretrained(str(bundled / "scheduler"))
+    noise_schedule = [k for k in SCHEDULER if k in loaded.config and not k.startswith("_")]
+    assert len(noise_schedule) >= 6 and all(loaded.config[k] == SCHEDULER[k] for k in noise_schedule)
+
+
 def test_mini_opens_offline_through_the_public_loaders():
     from altdiffusion.clip import load_clip
     from altdiffusion.pipelines.alt_diffusion import load_pipeline

@@ -10,9 +10,9 @@ def test_the_mini_model_runs_at_its_recorded_defaults():
     pipe = load_pipeline("mini", device="cpu", dtype="fp32", safety_checker=False)
     result = pipe("一个红色的圆形", seed=5, progress=False)
     assert result.images[0].size == (64, 64)
-    assert "Steps: 20, Sampler: PLMS, CFG scale: 3, Seed: 5, Size: 64x64" in result.infotexts[0]
+    assert "Steps: 20, Sampler: Euler a, CFG scale: 3, Seed: 5, Size: 64x64" in result.infotexts[0]
     explicit = pipe("一个红色的圆形", seed=5, num_inference_steps=2, guidance_scale=5, progress=False)
-    assert "Steps: 2, Sampler: PLMS, CFG scale: 5" in explicit.infotexts[0]
+    assert "Steps: 2, Sampler: Euler a, CFG scale: 5" in explicit.infotexts[0]
 
 
 def test_a_size_is_far_from_native_beyond_twice_or_half_a_side():

@@ -1,6 +1,6 @@
 """Each model's own defaults through the API: what a request leaves out, sd-models, and warnings.
 
-Served: the bundled AltDiffusion-mini (64x64, CFG 3, 20 PLMS steps) and a tiny random model
+Served: the bundled AltDiffusion-mini (64x64, CFG 3, 20 Euler a steps) and a tiny random model
 whose UNet config says sample_size 256 (x VAE factor 2 = 512, Stable Diffusion 1.x's size).
 """
 
@@ -73,7 +73,7 @@ def test_sd_models_reports_each_models_defaults_and_examples(client):
         "width": 64,
         "height": 64,
         "cfg_scale": GUIDANCE,
-        "sampler_name": "PLMS",
+        "sampler_name": "Euler a",
         "steps": 20,
     }
     assert models["sd1"]["defaults"] == {
@@ -96,8 +96,8 @@ def test_a_request_without_settings_gets_the_mini_models_and_good_images(client)
     body = r.json()
     info = json.loads(body["info"])
     assert (info["width"], info["height"], info["cfg_scale"], info["steps"]) == (64, 64, GUIDANCE, 20)
-    assert info["sampler_name"] == "PLMS" and info["warnings"] == []
-    assert "Steps: 20, Sampler: PLMS, CFG scale: 3, Seed: 100, Size: 64x64" in info["infotexts"][0]
+    assert info["sampler_name"] == "Euler a" and info["warnings"] == []
+    assert "Steps: 20, Sampler: Euler a, CFG scale: 3, Seed: 100, Size: 64x64" in info["infotexts"][0]
     images = images_of(body)
     assert [im.size for im in images] == [(64, 64)] * 4
     assert sum(passes(im, example_scene(lang)) for im in images) == 4

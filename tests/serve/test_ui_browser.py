@@ -2,7 +2,7 @@
 
 The browser test serves the bundled AltDiffusion-mini (the default, as ``altdiffusion serve``
 has it) and a tiny random model. With the mini model, the form as the page fills it (the
-model's 64x64, CFG 3, 20 PLMS steps) and one of its example prompts make 4 images that the
+model's 64x64, CFG 3, 20 Euler a steps) and one of its example prompts make 4 images that the
 mini world's checker accepts; then the tiny model is chosen, and the form and the examples
 follow it. The test needs ``/usr/bin/chromium`` (``apt-get install chromium``) and the
 ``playwright`` Python package (no browser download: it drives the system Chromium); it is
@@ -166,7 +166,7 @@ def _playwright():
 def _generate_with_the_mini_models_defaults(page) -> None:
     """The page as a new user finds it: the mini model's settings and examples; one click and Generate."""
     settings = [page.input_value(f"#{field}") for field in ("width", "height", "cfg", "sampler", "steps")]
-    assert settings == ["64", "64", "3", "PLMS", "20"]  # the mini model's, not A1111's 512x512, CFG 7
+    assert settings == ["64", "64", "3", "Euler a", "20"]  # the mini model's, not A1111's 512x512, CFG 7
     langs = page.eval_on_selector_all("#examples button", "bs => bs.map(b => b.dataset.lang)")
     assert sorted(langs) == sorted(["zh", "en", "es", "fr", "ru", "ja", "ko", "ar", "it"])
     lang, prompt = example_prompts()[0]
@@ -184,7 +184,7 @@ def _generate_with_the_mini_models_defaults(page) -> None:
     images = [Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB") for src in sources]
     assert [im.size for im in images] == [(64, 64)] * 4
     assert [passes(im, example_scene(lang)) for im in images] == [True] * 4
-    assert "Steps: 20, Sampler: PLMS, CFG scale: 3, Seed: 100" in page.inner_text("#infotext")
+    assert "Steps: 20, Sampler: Euler a, CFG scale: 3, Seed: 100" in page.inner_text("#infotext")
     assert "Done in" in page.inner_text("#status") and "Warning" not in page.inner_text("#status")
     page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
 

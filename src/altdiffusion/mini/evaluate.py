@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from altdiffusion.mini import GUIDANCE, world
+from altdiffusion.mini import GUIDANCE, SAMPLER, world
 from altdiffusion.mini.checker import check
 
 EVAL_SEED = 10_000  # offset from the build seed: evaluation scenes and jitter
@@ -105,6 +105,7 @@ def generate_images(
     *,
     steps: int = 20,
     guidance: float = GUIDANCE,
+    sampler: str = SAMPLER,
     batch: int = 16,
     template: int = 0,
 ) -> dict:
@@ -117,6 +118,7 @@ def generate_images(
                 prompts[start : start + batch],
                 num_inference_steps=steps,
                 guidance_scale=guidance,
+                sampler=sampler,
                 seed=1000 * k + start,
                 height=world.IMAGE_SIZE,
                 width=world.IMAGE_SIZE,

@@ -16,13 +16,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from altdiffusion.hub import bundled_model_dir
-from altdiffusion.mini import GUIDANCE
+from altdiffusion.mini import GUIDANCE, SAMPLER
 from altdiffusion.mini.world import LANGUAGES
 
 # What the server, the web UI and the CLI run the bundled model with when a user leaves a setting
-# out (pipelines/defaults.py): the report's CFG, steps and sampler (PLMS, the model's own scheduler),
-# and example prompts from its own world.
-RECOMMENDED = {"cfg_scale": GUIDANCE, "steps": 20, "sampler_name": "PLMS", "examples": "mini-world"}
+# out (pipelines/defaults.py): the report's CFG, steps and sampler (also the folder's own scheduler,
+# so diffusers users get it too), and example prompts from its own world.
+RECOMMENDED = {"cfg_scale": GUIDANCE, "steps": 20, "sampler_name": SAMPLER, "examples": "mini-world"}
 
 
 def to_half(folder: Path) -> None:
@@ -45,6 +45,7 @@ def install(altclip: Path, altdiffusion: Path, build_log: Path, dest: Path | Non
     index_path = tmp / "AltDiffusion-mini" / "model_index.json"
     index = json.loads(index_path.read_text())
     index["_altdiffusion"].update(name="AltDiffusion-mini", languages=list(LANGUAGES), recommended=RECOMMENDED)
+    index["scheduler"] = ["diffusers", write_scheduler(tmp / "AltDiffusion-mini" / "scheduler", SAMPLER)]
     index_path.write_text(json.dumps(index, indent=2) + "\n")
     strip_build_paths(tmp)
     shutil.copy2(build_log, tmp / "build.json")
@@ -55,6 +56,17 @@ def install(altclip: Path, altdiffusion: Path, build_log: Path, dest: Path | Non
     tmp.rename(dest)
     shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def write_scheduler(folder: Path, sampler: str) -> str:
+    """Replace the scheduler in ``folder`` by A1111 ``sampler``'s on the same noise schedule; its class name."""
+    from altdiffusion.pipelines.samplers import make_scheduler
+
+    config = json.loads((folder / "scheduler_config.json").read_text())
+    scheduler = make_scheduler(sampler, config)
+    (folder / "scheduler_config.json").unlink()
+    scheduler.save_pretrained(str(folder))
+    return type(scheduler).__name__
 
 
 def strip_build_paths(folder: Path) -> None:

@@ -64,8 +64,7 @@ def write_scheduler(folder: Path, sampler: str) -> str:
 
     config = json.loads((folder / "scheduler_config.json").read_text())
     scheduler = make_scheduler(sampler, config)
-    (folder / "scheduler_config.json").unlink()
-    scheduler.save_pretrained(str(folder))
+    scheduler.save_pretrained(str(folder))  # overwrites scheduler_config.json
     return type(scheduler).__name__
 
 

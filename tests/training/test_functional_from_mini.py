@@ -51,8 +51,15 @@ def _distance_to_boards(images: np.ndarray) -> float:
 def _generate(pipe) -> np.ndarray:
     # PLMS, not the bundled model's Euler a: a deterministic sampler keeps the moved fractions below
     # comparable across models and sessions (through Euler a, 60 LoRA steps moved 30%, 100 moved 40%).
-    kw = dict(num_inference_steps=10, guidance_scale=7.5, height=64, width=64, output_type="np", progress=False)
-    kw["sampler"] = "PLMS"
+    kw = dict(
+        num_inference_steps=10,
+        guidance_scale=7.5,
+        sampler="PLMS",
+        height=64,
+        width=64,
+        output_type="np",
+        progress=False,
+    )
     return np.concatenate([pipe(PROMPT, seed=s, **kw) for s in (1, 2)])
 
 

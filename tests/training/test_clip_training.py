@@ -122,3 +122,46 @@ def test_contrastive_stage_raises_retrieval_and_skips_corrupt_images(distill_wor
     assert report["skipped"].get("corrupt image", 0) >= 3
     for key, value in after_clip.model.vision_model.state_dict().items():
         assert torch.equal(value, frozen_before[key]), f"frozen image tower changed: {key}"
+
+
+def test_image_tower_stage_keeps_the_text_tower_and_raises_retrieval(distill_world, distilled, tmp_path):
+    """`--train-vision --freeze-text`: the image tower learns; every text weight (what an AltDiffusion
+    conditioned on this text tower reads) stays bit for bit."""
+    train_scenes, held = grammar.split()
+    shards = grammar.write_shards(tmp_path / "shards", train_scenes, per_shard=150)
+    task = ContrastiveTask(distilled["folder"], str(shards), seed=0, train_vision=True, freeze_text=True)
+    text_before = {k: v.clone() for k, v in task.clip.text_model.state_dict().items()}
+    projection_before = task.clip.text_projection.weight.clone()
+    vision_before = {k: v.clone() for k, v in task.clip.vision_model.state_dict().items()}
+    settings = TrainSettings(
+        output_dir=tmp_path / "run",
+        steps=400,
+        batch_size=32,
+        lr=2e-3,
+        warmup_steps=20,
+        log_every=10,
+        save_every=10**6,
+        progress=False,
+        tensorboard=False,
+    )
+    folder = train(task, settings)
+    before = _image_text_r1(load_clip(distilled["folder"]), held)
+    after_clip = load_clip(folder)
+    after = _image_text_r1(after_clip, held)
+    record("heldout_zh_text_to_image_r1_before_after_image_tower", [before, after])
+    assert after > before + 0.1, f"held-out zh text->image R@1 {before:.2%} -> {after:.2%}"
+    for key, value in after_clip.model.text_model.state_dict().items():
+        assert torch.equal(value, text_before[key]), f"frozen text tower changed: {key}"
+    assert torch.equal(after_clip.model.text_projection.weight, projection_before)
+    vision_after = after_clip.model.vision_model.state_dict()
+    assert sum(not torch.equal(vision_after[k], v) for k, v in vision_before.items()) > 10, (
+        "the image tower stood still"
+    )
+
+
+def test_freeze_text_without_train_vision_says_so():
+    from altdiffusion.errors import InvalidInputError
+    from altdiffusion.training.settings import ContrastiveSettings
+
+    with pytest.raises(InvalidInputError, match="--freeze-text leaves nothing to train without --train-vision"):
+        ContrastiveSettings(model="m", shards=["s"], freeze_text=True)

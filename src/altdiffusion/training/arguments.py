@@ -40,6 +40,12 @@ def add_contrastive_arguments(p: argparse.ArgumentParser) -> None:
         "--shards", required=True, nargs="+", help="webdataset shards: a folder, a glob, or data/{00000..00099}.tar"
     )
     p.add_argument("--train-vision", action="store_true", help="also train the image tower (the paper freezes it)")
+    p.add_argument(
+        "--freeze-text",
+        action="store_true",
+        help="with --train-vision: train the image tower alone; the text embeddings (what an AltDiffusion "
+        "conditioned on this text tower reads) stay exactly as they are",
+    )
     p.add_argument("--languages", default=None, help=LANGUAGES_HELP)
     add_common_arguments(p, lr=2e-5, batch_size=256, steps=5000)
 

@@ -1,4 +1,5 @@
-"""AltCLIP stage 2, contrastive learning with the image tower frozen.
+"""AltCLIP stage 2, contrastive learning with the image tower frozen (with ``--train-vision
+--freeze-text``, the text tower instead).
 
     t = normalize(text_projection(text tower(caption)))      i = normalize(visual_projection(vit(image)))
     logits = exp(logit_scale) * t @ i^T   over the global batch (features gathered from all ranks)
@@ -40,6 +41,7 @@ class CLIPModelTowers(torch.nn.Module):
         super().__init__()
         self.model = model
         self.vision_model, self.visual_projection = model.vision_model, model.visual_projection
+        self.text_model, self.text_projection = model.text_model, model.text_projection
 
     @property
     def logit_scale(self) -> torch.nn.Parameter:
@@ -73,12 +75,15 @@ def load_contrastive_model(folder: Path):
 
 
 class ContrastiveModel(torch.nn.Module):
-    def __init__(self, clip: AltCLIP | CLIPModelTowers, train_vision: bool = False):
+    def __init__(self, clip: AltCLIP | CLIPModelTowers, train_vision: bool = False, freeze_text: bool = False):
         super().__init__()
         self.clip = clip
         if not train_vision:
             clip.vision_model.requires_grad_(False)
             clip.visual_projection.requires_grad_(False)
+        if freeze_text:  # the text embeddings (what an AltDiffusion reads) stay exactly as they are
+            clip.text_model.requires_grad_(False)
+            clip.text_projection.requires_grad_(False)
 
     def enable_gradient_checkpointing(self) -> None:
         if isinstance(self.clip, CLIPModelTowers):
@@ -102,6 +107,7 @@ class ContrastiveTask:
         *,
         seed: int = 0,
         train_vision: bool = False,
+        freeze_text: bool = False,
         languages=None,
         max_length: int = 77,
     ):
@@ -112,7 +118,7 @@ class ContrastiveTask:
         self.clip, self.tokenizer = load_contrastive_model(self.folder)
         self.processor = load_image_processor(self.folder)
         self.source = data_source(shards)
-        self.model = ContrastiveModel(self.clip, train_vision)
+        self.model = ContrastiveModel(self.clip, train_vision, freeze_text)
         self.seed, self.languages, self.max_length = seed, languages, max_length
         self.skipped = SkipCounter()
 
@@ -171,6 +177,7 @@ def run(settings: ContrastiveSettings, training: TrainSettings) -> Path:
         settings.shards,
         seed=training.seed,
         train_vision=settings.train_vision,
+        freeze_text=settings.freeze_text,
         languages=settings.languages,
     )
     return train(task, training)

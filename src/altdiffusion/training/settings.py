@@ -67,7 +67,12 @@ class ContrastiveSettings:
     model: str
     shards: list[str]
     train_vision: bool = False
+    freeze_text: bool = False
     languages: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.freeze_text and not self.train_vision:
+            raise InvalidInputError("--freeze-text leaves nothing to train without --train-vision: add it")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ContrastiveSettings:

@@ -135,7 +135,7 @@ def test_image_tower_stage_keeps_the_text_tower_and_raises_retrieval(distill_wor
     vision_before = {k: v.clone() for k, v in task.clip.vision_model.state_dict().items()}
     settings = TrainSettings(
         output_dir=tmp_path / "run",
-        steps=400,
+        steps=150,
         batch_size=32,
         lr=2e-3,
         warmup_steps=20,

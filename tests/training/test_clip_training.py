@@ -90,6 +90,20 @@ def test_export_is_a_transformers_altclip(distilled):
     assert torch.equal(clip.model.visual_projection.weight, teacher.visual_projection.weight)
 
 
+def _contrastive_settings(output_dir: Path, steps: int) -> TrainSettings:
+    return TrainSettings(
+        output_dir=output_dir,
+        steps=steps,
+        batch_size=32,
+        lr=2e-3,
+        warmup_steps=20,
+        log_every=10,
+        save_every=10**6,
+        progress=False,
+        tensorboard=False,
+    )
+
+
 def _image_text_r1(clip, scenes) -> float:
     images = clip.embed_image([grammar.render(*s) for s in scenes])
     texts = clip.embed_text([grammar.chinese(*s) for s in scenes])
@@ -101,18 +115,7 @@ def test_contrastive_stage_raises_retrieval_and_skips_corrupt_images(distill_wor
     shards = grammar.write_shards(tmp_path / "shards", train_scenes, per_shard=150, corrupt=3)
     task = ContrastiveTask(distilled["folder"], str(shards), seed=0)
     frozen_before = {k: v.clone() for k, v in task.clip.vision_model.state_dict().items()}
-    settings = TrainSettings(
-        output_dir=tmp_path / "run",
-        steps=400,
-        batch_size=32,
-        lr=2e-3,
-        warmup_steps=20,
-        log_every=10,
-        save_every=10**6,
-        progress=False,
-        tensorboard=False,
-    )
-    folder = train(task, settings)
+    folder = train(task, _contrastive_settings(tmp_path / "run", steps=400))
     before = _image_text_r1(load_clip(distilled["folder"]), held)
     after_clip = load_clip(folder)
     after = _image_text_r1(after_clip, held)
@@ -133,18 +136,7 @@ def test_image_tower_stage_keeps_the_text_tower_and_raises_retrieval(distill_wor
     text_before = {k: v.clone() for k, v in task.clip.text_model.state_dict().items()}
     projection_before = task.clip.text_projection.weight.clone()
     vision_before = {k: v.clone() for k, v in task.clip.vision_model.state_dict().items()}
-    settings = TrainSettings(
-        output_dir=tmp_path / "run",
-        steps=150,
-        batch_size=32,
-        lr=2e-3,
-        warmup_steps=20,
-        log_every=10,
-        save_every=10**6,
-        progress=False,
-        tensorboard=False,
-    )
-    folder = train(task, settings)
+    folder = train(task, _contrastive_settings(tmp_path / "run", steps=150))
     before = _image_text_r1(load_clip(distilled["folder"]), held)
     after_clip = load_clip(folder)
     after = _image_text_r1(after_clip, held)

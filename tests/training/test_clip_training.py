@@ -32,24 +32,28 @@ def record(name: str, value) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def _settings(output_dir: Path, *, steps: int, lr: float, log_every: int = 10) -> TrainSettings:
+    """The training settings of every stage these tests run: batch 32, 20 warm-up steps, no checkpoints."""
+    return TrainSettings(
+        output_dir=output_dir,
+        steps=steps,
+        batch_size=32,
+        lr=lr,
+        warmup_steps=20,
+        log_every=log_every,
+        save_every=10**6,
+        progress=False,
+        tensorboard=False,
+    )
+
+
 @pytest.fixture(scope="session")
 def distilled(distill_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("distilled")
     teacher = Teacher(distill_world["teacher"])
     student, tokenizer = build_student(distill_world["student"], teacher.width)
     task = DistillTask(teacher, student, tokenizer, read_parallel_text([distill_world["train"]]), loss="mse")
-    settings = TrainSettings(
-        output_dir=out,
-        steps=DISTILL_STEPS,
-        batch_size=32,
-        lr=1e-3,
-        warmup_steps=20,
-        log_every=20,
-        save_every=10**6,
-        progress=False,
-        tensorboard=False,
-    )
-    folder = train(task, settings)
+    folder = train(task, _settings(out, steps=DISTILL_STEPS, lr=1e-3, log_every=20))
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     return {"folder": folder, "log": log, "teacher": teacher}
 
@@ -90,20 +94,6 @@ def test_export_is_a_transformers_altclip(distilled):
     assert torch.equal(clip.model.visual_projection.weight, teacher.visual_projection.weight)
 
 
-def _contrastive_settings(output_dir: Path, steps: int) -> TrainSettings:
-    return TrainSettings(
-        output_dir=output_dir,
-        steps=steps,
-        batch_size=32,
-        lr=2e-3,
-        warmup_steps=20,
-        log_every=10,
-        save_every=10**6,
-        progress=False,
-        tensorboard=False,
-    )
-
-
 def _image_text_r1(clip, scenes) -> float:
     images = clip.embed_image([grammar.render(*s) for s in scenes])
     texts = clip.embed_text([grammar.chinese(*s) for s in scenes])
@@ -115,7 +105,7 @@ def test_contrastive_stage_raises_retrieval_and_skips_corrupt_images(distill_wor
     shards = grammar.write_shards(tmp_path / "shards", train_scenes, per_shard=150, corrupt=3)
     task = ContrastiveTask(distilled["folder"], str(shards), seed=0)
     frozen_before = {k: v.clone() for k, v in task.clip.vision_model.state_dict().items()}
-    folder = train(task, _contrastive_settings(tmp_path / "run", steps=400))
+    folder = train(task, _settings(tmp_path / "run", steps=400, lr=2e-3))
     before = _image_text_r1(load_clip(distilled["folder"]), held)
     after_clip = load_clip(folder)
     after = _image_text_r1(after_clip, held)
@@ -136,7 +126,7 @@ def test_image_tower_stage_keeps_the_text_tower_and_raises_retrieval(distill_wor
     text_before = {k: v.clone() for k, v in task.clip.text_model.state_dict().items()}
     projection_before = task.clip.text_projection.weight.clone()
     vision_before = {k: v.clone() for k, v in task.clip.vision_model.state_dict().items()}
-    folder = train(task, _contrastive_settings(tmp_path / "run", steps=150))
+    folder = train(task, _settings(tmp_path / "run", steps=150, lr=2e-3))
     before = _image_text_r1(load_clip(distilled["folder"]), held)
     after_clip = load_clip(folder)
     after = _image_text_r1(after_clip, held)

@@ -1,31 +1,95 @@
 #!/usr/bin/env bash
-# The mini recipe on a GPU machine: two builds side by side (full recipe, and half the steps),
-# each followed by its report. Needs the wheels in .whl (diffusers, webdataset, ...) on a
-# machine whose python3 has torch. Writes logs and reports under $OUT (default: gpu-out/).
+# A fresh `altdiffusion mini build --install` on the GPU device machine, as one uninterrupted job
+# that outlives the device tool's 10-minute calls: `start` launches build -> report -> weights.tar
+# in a process session of its own (setsid: the machine keeps it running between calls while it is
+# held), then follows it; `follow` follows it on from the next call. Here, first:
+#
+#   bash benchmarks/device_wheels.sh      # the wheels the device lacks, into .whl
+#   run(command="bash benchmarks/mini_build_gpu.sh start 560", carry=[".whl"], timeout_s=600)
+#   run(command="bash benchmarks/mini_build_gpu.sh follow 560", timeout_s=600)  # at once: warm 30 s
+#
+# Each call follows for at most SECONDS (the job runs on), then copies what is done to $OUT:
+# job.log (its last 3,000 lines), build.json (each stage's wall and CPU seconds and where it ran),
+# report.json, report.md, samples.png, samples-two.png and, once the job is through, weights.tar:
+# the installed src/altdiffusion/mini/weights, to unpack here over that folder
+# (`tar -C src/altdiffusion/mini -xf weights.tar`).
+#
+# Environment: SMOKE=1 builds with --smoke and reports on 4 scenes (checks this script on a CPU in
+# minutes; it installs over the working tree's bundled weights, so run it in a scratch clone);
+# BASELINE=1 also trains the from-scratch CLIP (the report's compute ratio) before installing;
+# STEPS_SCALE=N multiplies every stage's steps (`mini build --steps-scale`).
 set -u
+cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
+WORK=${WORK:-/tmp/mini-gpu}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $(ls .whl/*.whl | grep -v transformers) || exit 1
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site-tf .whl/transformers-*.whl
-  export PYTHONPATH=/tmp/site-tf:/tmp/site:$PWD/src
-  python3 -c "import transformers; print('transformers', transformers.__version__)" || export PYTHONPATH=/tmp/site:$PWD/src
-fi
-python3 -c "import torch, transformers, diffusers; print(torch.__version__, transformers.__version__, diffusers.__version__)"
-nvidia-smi -L
-variant() {  # name steps-scale build-timeout
-  local t0=$(date +%s)
-  timeout "$3" python3 -m altdiffusion.cli mini build --out "/tmp/mini-$1" --steps-scale "$2" --no-baseline > "$OUT/$1.log" 2>&1
-  echo "build $1: rc=$? wall=$(( $(date +%s) - t0 ))s" >> "$OUT/$1.log"
-  timeout 150 python3 -m altdiffusion.cli mini report --clip "/tmp/mini-$1/altclip/model" --model "/tmp/mini-$1/quality/model" \
-    --build-log "/tmp/mini-$1/build.json" --scenes 24 --seeds 2 --out "$OUT/$1" >> "$OUT/$1.log" 2>&1
-  cp "/tmp/mini-$1/build.json" "$OUT/$1/build.json" 2>/dev/null
+
+usage() {
+  echo "usage: bash benchmarks/mini_build_gpu.sh start|follow SECONDS" >&2
+  exit 2
 }
-for v in ${VARIANTS:-full:1.0:390 half:0.5:300}; do  # name:steps-scale:build-timeout
-  IFS=: read -r name scale limit <<< "$v"
-  variant "$name" "$scale" "$limit" &
-done
-wait
-rm -f "$OUT"/*/report.md
-tail -n 30 "$OUT"/*.log
+
+wheels() {  # the carried wheels, ahead of the image's packages
+  if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+      || exit 1
+    export PYTHONPATH=/tmp/site:$PWD/src
+  else
+    export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+  fi
+  python3 -c "import torch, transformers, diffusers, webdataset; print('torch', torch.__version__, \
+'transformers', transformers.__version__, 'diffusers', diffusers.__version__, 'cuda', torch.cuda.is_available())" \
+    || exit 1
+}
+
+job() {  # what runs in the background; its exit status lands in $WORK/rc
+  local build=(--out "$WORK/build" --install) report=(--out "$WORK/report")
+  [ "${SMOKE:-0}" = 1 ] && build+=(--smoke) && report+=(--scenes 4 --seeds 1)
+  [ "${BASELINE:-0}" = 1 ] || build+=(--no-baseline)
+  [ -n "${STEPS_SCALE:-}" ] && build+=(--steps-scale "$STEPS_SCALE")
+  nvidia-smi -L 2>/dev/null
+  echo "[job] $(date -u +%FT%TZ) mini build ${build[*]}"
+  python3 -m altdiffusion.cli mini build "${build[@]}" || return
+  echo "[job] $(date -u +%FT%TZ) mini report ${report[*]}"
+  python3 -m altdiffusion.cli mini report "${report[@]}" || return
+  tar -C src/altdiffusion/mini -cf "$WORK/weights.tar" weights || return
+  echo "[job] $(date -u +%FT%TZ) done"
+}
+
+start() {
+  rm -rf "$WORK"
+  mkdir -p "$WORK"
+  wheels
+  export PYTHONUNBUFFERED=1
+  export -f job
+  export WORK SMOKE BASELINE STEPS_SCALE
+  setsid nohup bash -c 'job; echo $? > "$WORK/rc"' > "$WORK/job.log" 2>&1 < /dev/null &
+}
+
+follow() {  # print progress every 20 s until the job ends or $1 seconds pass, then collect
+  local until=$(( $(date +%s) + $1 ))
+  [ -f "$WORK/job.log" ] || { echo "no job under $WORK: run 'start' first (a fresh machine starts bare)" >&2; exit 1; }
+  while [ ! -f "$WORK/rc" ] && [ "$(date +%s)" -lt "$until" ]; do
+    sleep 20
+    echo "$(date -u +%T) $(grep -E '^\[(mini build|job)\]' "$WORK/job.log" | tail -n 1 | cut -c1-150)"
+  done
+  tail -n 3000 "$WORK/job.log" > "$OUT/job.log"
+  cp "$WORK/build/build.json" "$OUT/" 2>/dev/null
+  for name in report.json report.md samples.png samples-two.png; do
+    cp "$WORK/report/$name" "$OUT/" 2>/dev/null
+  done
+  if [ -f "$WORK/rc" ]; then
+    echo "job finished: rc=$(cat "$WORK/rc")"
+    cp "$WORK/weights.tar" "$OUT/" 2>/dev/null
+  else
+    echo "job still running after $1 s: call 'follow' again"
+  fi
+  tail -n 20 "$WORK/job.log"
+}
+
+[ $# = 2 ] || usage
+case "$1" in
+  start) start && follow "$2" ;;
+  follow) follow "$2" ;;
+  *) usage ;;
+esac

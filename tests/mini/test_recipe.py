@@ -53,6 +53,7 @@ def test_every_stage_ran_and_was_timed(smoke):
     for name, stage in log["stages"].items():
         if name != "data":
             assert stage["cpu_s"] > 0 and stage["wall_s"] > 0, name
+            assert stage["ran_on"].endswith(" CPU, 1 threads"), name  # env(): OMP_NUM_THREADS=1, no GPU in CI
     curve = log["scratch"]["curve"]
     assert curve and all(0 <= point["zh_r1"] <= 1 for point in curve)
     assert [p["steps"] for p in curve] == sorted(p["steps"] for p in curve)

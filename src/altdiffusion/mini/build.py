@@ -132,6 +132,7 @@ class Build:
         entry = self.log.setdefault("stages", {}).setdefault(stage, {"wall_s": 0.0, "cpu_s": 0.0})
         entry["wall_s"] = round(entry["wall_s"] + time.time() - wall, 1)
         entry["cpu_s"] = round(entry["cpu_s"] + _children_cpu() - cpu, 1)
+        entry["ran_on"] = _stage_device()
         self.save_log()
 
     def save_log(self) -> None:
@@ -318,6 +319,15 @@ def plateaued(curve: list[dict], *, min_points: int = 8, gain: float = 0.01) -> 
     r1 = [point["zh_r1"] for point in curve]
     half = len(r1) // 2
     return max(r1[half:]) - max(r1[:half]) < gain
+
+
+def _stage_device() -> str:
+    """Where the stages run: the GPU accelerate picks when there is one, else this CPU."""
+    import torch
+
+    from altdiffusion.mini.report import device_name
+
+    return device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _children_cpu() -> float:

@@ -99,7 +99,9 @@ def phrase_states(text_encoder, tokenizer, scene: Scene, template: int) -> list[
     text = world.caption(scene, "en", template)
     encoded = tokenizer(text, return_offsets_mapping=True, return_tensors="pt")
     with torch.no_grad():
-        states = text_encoder(encoded["input_ids"], encoded["attention_mask"])[0].float().numpy()
+        device = getattr(text_encoder, "device", "cpu")  # the model's (a plain function: the CPU)
+        ids, mask = (encoded[key].to(device) for key in ("input_ids", "attention_mask"))
+        states = text_encoder(ids, mask)[0].float().cpu().numpy()
     spans = encoded["offset_mapping"][0].tolist()
     means = []
     for key in ("a0", "a1"):

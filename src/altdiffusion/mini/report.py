@@ -83,7 +83,7 @@ def build_report(
         "two_things": two,
         "vae_ceiling": vae_ceiling(pipe.vae, seen, pairs, seed),
         "seconds_per_image": speed(pipe),
-        "device": _device_name(pipe.device),
+        "device": device_name(pipe.device),
         "compute": compute_summary(_read_build_log(build_log)),
         "minimums": check_minimums(rows),
     }
@@ -140,7 +140,8 @@ def _read_build_log(path: Path | None) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _device_name(device) -> str:
+def device_name(device) -> str:
+    """The GPU's name, or the CPU's kind and the threads torch uses on it (where a figure was measured)."""
     import platform
 
     import torch

@@ -201,7 +201,7 @@ class DiffusionTask:
             if next(frozen.parameters()).device != device:
                 frozen.to(device)
         with torch.no_grad():
-            latents = self._latents(pixels.to(device, pipe.vae.dtype))
+            latents = self._latents(pixels, device)
         cond = self.conditioning(model, captions)
         g = torch.Generator().manual_seed(noise_seed)
         noise = torch.randn(latents.shape, generator=g)
@@ -256,9 +256,8 @@ class DiffusionTask:
     def background_latent(self, colour: tuple) -> torch.Tensor:
         if colour not in self.background_latents:
             plain = Image.new("RGB", (self.resolution,) * 2, colour)
-            pixels = crop_pixels(plain, self.resolution)[None].to(self.pipe.vae.device, self.pipe.vae.dtype)
             with torch.no_grad():
-                self.background_latents[colour] = self._latents(pixels)[0].cpu()
+                self.background_latents[colour] = self._latents(crop_pixels(plain, self.resolution)[None], "cpu")[0]
         return self.background_latents[colour]
 
     def conditioning(self, model, captions: list[str]) -> torch.Tensor:
@@ -270,17 +269,19 @@ class DiffusionTask:
         """The UNet's prediction (``model`` wraps the UNet being trained)."""
         return model(noisy, timesteps, cond)
 
-    def _latents(self, pixels: torch.Tensor) -> torch.Tensor:
-        """VAE posterior means (deterministic), from the cache when ``cache_latents`` is on."""
-        encode = lambda x: self.pipe.vae.encode(x).latent_dist.mode() * self.pipe.vae.config.scaling_factor  # noqa: E731
+    def _latents(self, pixels: torch.Tensor, device) -> torch.Tensor:
+        """VAE posterior means (deterministic) of the CPU ``pixels``, on ``device``; from the cache
+        when ``cache_latents`` is on (keyed by the CPU bytes: no GPU -> CPU copy per image)."""
+        vae = self.pipe.vae
+        encode = lambda x: vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mode() * vae.config.scaling_factor  # noqa: E731
         if self.latent_cache is None:
-            return encode(pixels)
-        keys = [hashlib.sha1(image.detach().cpu().numpy().tobytes()).digest() for image in pixels]
+            return encode(pixels).to(device)
+        keys = [hashlib.sha1(image.numpy().tobytes()).digest() for image in pixels]
         missing = {key: index for index, key in enumerate(keys) if key not in self.latent_cache}
         if missing:  # one VAE call for the batch's new images: 2.8x faster than one call each
             for key, latent in zip(missing, encode(pixels[list(missing.values())])):
                 self.latent_cache[key] = latent.cpu()
-        return torch.stack([self.latent_cache[key] for key in keys]).to(pixels.device)
+        return torch.stack([self.latent_cache[key] for key in keys]).to(device)
 
     # -- hooks ---------------------------------------------------------------------------------
 

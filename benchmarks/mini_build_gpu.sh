@@ -39,7 +39,7 @@ wheels() {  # the carried wheels, ahead of the image's packages
   fi
   python3 -c "import torch, transformers, diffusers, webdataset; print('torch', torch.__version__, \
 'transformers', transformers.__version__, 'diffusers', diffusers.__version__, 'cuda', torch.cuda.is_available())" \
-    || exit 1
+    || { echo "a package is missing: run 'bash benchmarks/device_wheels.sh' here and carry .whl" >&2; exit 1; }
 }
 
 job() {  # what runs in the background; its exit status lands in $WORK/rc

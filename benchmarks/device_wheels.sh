@@ -4,7 +4,8 @@
 # speed_memory.py, at the versions .venv runs: pure-Python packages, so one download
 # serves the device's Python 3.12. The device image already has torch, transformers, accelerate,
 # safetensors, tokenizers, peft, huggingface_hub, scipy and pillow (.library/device/KINDS.md).
-# Then a device call carries them: run(command="bash benchmarks/mini_build_gpu.sh start 540", carry=[".whl"]).
+# Then a device call carries them: run(command="bash benchmarks/speed_memory_gpu.sh", carry=[".whl"]), or
+# the same with mini_build_gpu.sh (benchmarks/README.md); device_env.sh installs them there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .whl

@@ -4,7 +4,7 @@
 # in a process session of its own (setsid: the machine keeps it running between calls while it is
 # held), then follows it; `follow` follows it on from the next call. Here, first:
 #
-#   bash benchmarks/device_wheels.sh      # the wheels the device lacks, into .whl
+#   bash benchmarks/device_wheels.sh      # the wheels the device lacks, into .whl (device_env.sh installs them)
 #   run(command="bash benchmarks/mini_build_gpu.sh start 560", carry=[".whl"], timeout_s=600)
 #   run(command="bash benchmarks/mini_build_gpu.sh follow 560", timeout_s=600)  # at once: warm 30 s
 #
@@ -29,19 +29,6 @@ usage() {
   exit 2
 }
 
-wheels() {  # the carried wheels, ahead of the image's packages
-  if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-      || exit 1
-    export PYTHONPATH=/tmp/site:$PWD/src
-  else
-    export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
-  fi
-  python3 -c "import torch, transformers, diffusers, webdataset; print('torch', torch.__version__, \
-'transformers', transformers.__version__, 'diffusers', diffusers.__version__, 'cuda', torch.cuda.is_available())" \
-    || { echo "a package is missing: run 'bash benchmarks/device_wheels.sh' here and carry .whl" >&2; exit 1; }
-}
-
 job() {  # what runs in the background; its exit status lands in $WORK/rc
   local build=(--out "$WORK/build" --install) report=(--out "$WORK/report")
   [ "${SMOKE:-0}" = 1 ] && build+=(--smoke) && report+=(--scenes 4 --seeds 1)
@@ -59,8 +46,7 @@ job() {  # what runs in the background; its exit status lands in $WORK/rc
 start() {
   rm -rf "$WORK"
   mkdir -p "$WORK"
-  wheels
-  export PYTHONUNBUFFERED=1
+  . benchmarks/device_env.sh
   export -f job
   export WORK SMOKE BASELINE STEPS_SCALE
   setsid nohup bash -c 'job; echo $? > "$WORK/rc"' > "$WORK/job.log" 2>&1 < /dev/null &

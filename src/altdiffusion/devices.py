@@ -1,8 +1,9 @@
-"""Choosing a device and dtype: automatic by default, overridable, validated."""
+"""Choosing a device and dtype: automatic by default, overridable, validated; naming one."""
 
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 
@@ -87,3 +88,10 @@ def cpu_computes_bf16() -> bool:
     matmuls and convolutions, about 30x slower than fp32 (benchmarks/README.md)."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up with care
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def describe_device(device: torch.device) -> str:
+    """The GPU's name, or the CPU's kind and the threads torch uses on it (where a figure was measured)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"

@@ -325,9 +325,9 @@ def _stage_device() -> str:
     """Where the stages run: the GPU accelerate picks when there is one, else this CPU."""
     import torch
 
-    from altdiffusion.mini.report import device_name
+    from altdiffusion.devices import describe_device
 
-    return device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    return describe_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _children_cpu() -> float:

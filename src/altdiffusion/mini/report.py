@@ -13,6 +13,7 @@ import statistics
 import time
 from pathlib import Path
 
+from altdiffusion.devices import describe_device
 from altdiffusion.mini import GUIDANCE, REPORT_SCENES, SAMPLER, evaluate, world
 from altdiffusion.mini.plots import sample_grid, scratch_curve_plot
 
@@ -83,7 +84,7 @@ def build_report(
         "two_things": two,
         "vae_ceiling": vae_ceiling(pipe.vae, seen, pairs, seed),
         "seconds_per_image": speed(pipe),
-        "device": device_name(pipe.device),
+        "device": describe_device(pipe.device),
         "compute": compute_summary(_read_build_log(build_log)),
         "minimums": check_minimums(rows),
     }
@@ -138,17 +139,6 @@ def _read_build_log(path: Path | None) -> dict | None:
 
     path = path or (bundled_model_dir("diffusion").parent / "build.json")
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def device_name(device) -> str:
-    """The GPU's name, or the CPU's kind and the threads torch uses on it (where a figure was measured)."""
-    import platform
-
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
 def compute_summary(build: dict | None) -> dict | None:

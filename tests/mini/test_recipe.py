@@ -60,6 +60,22 @@ def test_every_stage_ran_and_was_timed(smoke):
     assert set(log["hashes"]) == {"altclip", "altdiffusion"}
 
 
+def test_image_stages_read_the_first_samples_and_clip_stages_all(smoke):
+    """The VAE and UNet stages' shards hold exactly the first ``images`` samples of the CLIP stages' data."""
+    import tarfile
+
+    from altdiffusion.mini.build import RECIPE, Build
+    from altdiffusion.training.data import expand_shards
+
+    def keys(shards):
+        return [Path(m).stem for url in shards for m in tarfile.open(url).getnames() if m.endswith(".png")]
+
+    every = keys(expand_shards(str(smoke / "data/train")))
+    first = keys(expand_shards(Build(out=smoke, smoke=True).image_shards(smoke / "data/train")))
+    assert len(every) == RECIPE["data"]["train"] // 20 > len(first)
+    assert first == every[: RECIPE["data"]["images"] // 20]
+
+
 def test_rerun_keeps_finished_stages(smoke):
     before = json.loads((smoke / "build.json").read_text())
     done = cli("mini", "build", "--out", str(smoke), "--smoke")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import resource
 import subprocess
@@ -36,7 +37,6 @@ from altdiffusion.errors import AltDiffusionError
 from altdiffusion.hashing import update_from_file
 from altdiffusion.mini import architecture
 
-SHARD_SIZE = 1000  # samples per training shard
 _QUALITY = {"batch": 64, "lr": 2e-4, "warmup": 50, "noise_offset": 0.1}  # also the ground-* stages
 
 # Scale of a full build (about 3 h 45 min on 2 CPU cores, the baseline apart); `--smoke` divides steps.
@@ -155,7 +155,7 @@ class Build:
         shards, parallel = self.out / "data" / "train", self.out / "data" / "parallel.jsonl"
         if not parallel.is_file():
             start = time.time()
-            world.write_shards(shards, self.samples("train"), self.seed, split="train", shard_size=SHARD_SIZE)
+            world.write_shards(shards, self.samples("train"), self.seed, split="train")
             world.write_parallel_text(parallel, self.samples("parallel"), self.seed)
             wall_s = round(time.time() - start, 1)
             self.log.setdefault("stages", {})["data"] = {"wall_s": wall_s, "samples": self.samples("train")}
@@ -165,7 +165,9 @@ class Build:
     def image_shards(self, shards: Path) -> str:
         """The shards holding the first ``images`` samples (a brace pattern): the VAE and UNet stages'
         data. A sample depends only on its index, so they are the samples a smaller build writes."""
-        last = -(-self.samples("images") // SHARD_SIZE) - 1
+        from altdiffusion.mini import world
+
+        last = math.ceil(self.samples("images") / world.SHARD_SIZE) - 1
         return f"{shards}/{{00000..{last:05d}}}.tar"
 
     def captions(self, parallel: Path, languages=None) -> list[str]:

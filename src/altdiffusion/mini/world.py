@@ -87,6 +87,7 @@ __all__ = [  # what world.X names: the names below, and those of scenes, words a
     "POSITION_CENTRES",
     "RELATIONS",
     "SHAPES",
+    "SHARD_SIZE",
     "SHORT",
     "SHORT_PROBABILITY",
     "SIZES",
@@ -209,7 +210,12 @@ def _write_tar(path: Path, members: Iterable[tuple[str, bytes]]) -> Path:
     return _write_atomically(path, write)
 
 
-def write_shards(folder: str | Path, n: int, seed: int, *, split: str = "train", shard_size: int = 1000) -> list[Path]:
+SHARD_SIZE = 1000  # samples per shard: sample i lies in shard i // SHARD_SIZE
+
+
+def write_shards(
+    folder: str | Path, n: int, seed: int, *, split: str = "train", shard_size: int = SHARD_SIZE
+) -> list[Path]:
     """``n`` samples as webdataset shards ``folder/00000.tar ...`` in img2dataset layout:
     ``KEY.png``, ``KEY.txt`` (English caption) and ``KEY.json`` (all captions, label, template,
     each thing's region and the background's colour)."""

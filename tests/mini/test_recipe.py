@@ -68,7 +68,11 @@ def test_image_stages_read_the_first_samples_and_clip_stages_all(smoke):
     from altdiffusion.training.data import expand_shards
 
     def keys(shards):
-        return [Path(m).stem for url in shards for m in tarfile.open(url).getnames() if m.endswith(".png")]
+        names = []
+        for url in shards:
+            with tarfile.open(url) as tar:
+                names += [Path(m).stem for m in tar.getnames() if m.endswith(".png")]
+        return names
 
     every = keys(expand_shards(str(smoke / "data/train")))
     first = keys(expand_shards(Build(out=smoke, smoke=True).image_shards(smoke / "data/train")))

@@ -1,4 +1,4 @@
-"""The mini models' starting checkpoints: the student's tokenizer is XLM-R's, pruned to the captions."""
+"""The mini models' starting checkpoints: the student's tokenizer is XLM-R's, lower-casing, pruned to the captions."""
 
 import json
 
@@ -18,7 +18,7 @@ def _corpus(seed: int = 7) -> list[str]:
     return [world.caption(s, lang, k % 2) for k, s in enumerate(scenes) for lang in world.LANGUAGES]
 
 
-def test_student_tokenizer_segments_captions_exactly_as_xlmr_does(tmp_path):
+def test_student_tokenizer_segments_captions_exactly_as_xlmr_does_lower_cased(tmp_path):
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
@@ -27,13 +27,13 @@ def test_student_tokenizer_segments_captions_exactly_as_xlmr_does(tmp_path):
     student = AutoTokenizer.from_pretrained(str(folder))
     full = Tokenizer.from_file(str(real_xlmr_tokenizer_file()))
     for text in corpus[::5]:
-        assert student.tokenize(text) == full.encode(text, add_special_tokens=False).tokens, text
+        assert student.tokenize(text) == full.encode(text.lower(), add_special_tokens=False).tokens, text
     # Other scenes may hold a word form the corpus lacks (Russian "жёлтым"): it spells out in
     # shorter XLM-R pieces, never <unk>, and reads back as through the full tokenizer (NFKC).
     for text in _corpus(seed=70)[::7]:
         ids = student(text, add_special_tokens=False)["input_ids"]
         assert student.unk_token_id not in ids, text
-        assert student.decode(ids) == full.decode(full.encode(text, add_special_tokens=False).ids), text
+        assert student.decode(ids) == full.decode(full.encode(text.lower(), add_special_tokens=False).ids), text
     assert len(student) < 1500  # a few hundred pieces, not 250,002
     ids = student("一个黄色的大圆形，位于画面右侧。")["input_ids"]
     assert ids[0] == student.cls_token_id == 0 and ids[-1] == student.eos_token_id == 2
@@ -41,5 +41,10 @@ def test_student_tokenizer_segments_captions_exactly_as_xlmr_does(tmp_path):
     # The words that tell scenes apart stay whole, as in XLM-R.
     for word in ("▁right", "▁derecha", "▁gauche", "▁части"):
         assert student.tokenize(word.removeprefix("▁")) == [word]
+    # A caption's capitalised first word reads as the word does elsewhere (XLM-R alone splits
+    # "Маленький" into "▁", "Маленьк", "ий").
+    assert full.encode("Маленький", add_special_tokens=False).tokens == ["▁", "Маленьк", "ий"]
+    assert student.tokenize("Маленький красный круг") == student.tokenize("маленький красный круг")
+    assert student.tokenize("Маленький")[0] == "▁маленький"
     again = architecture.write_student_init(tmp_path / "again", corpus, seed=1)
     assert json.loads((again / "tokenizer.json").read_text()) == json.loads((folder / "tokenizer.json").read_text())

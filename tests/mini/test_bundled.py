@@ -92,6 +92,33 @@ def test_mini_opens_offline_through_the_public_loaders():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_the_bundled_tokenizers_lower_case_through_every_loader():
+    """The shipped tokenizer.json lower-cases as the recipe's does (``mini/tokenizer.py``), and each
+    loader keeps it: ours, AutoTokenizer and a bare diffusers load. transformers 5's
+    XLMRobertaTokenizer would rebuild XLM-R's cased normaliser, splitting a capitalised first word."""
+    import diffusers
+    from transformers import AutoTokenizer
+
+    from altdiffusion.clip import load_clip
+    from altdiffusion.mini.tokenizer import lowercasing
+    from altdiffusion.pipelines.alt_diffusion import load_pipeline
+
+    files = [WEIGHTS / "AltCLIP-mini", WEIGHTS / "AltDiffusion-mini" / "tokenizer"]
+    for folder in files:
+        shipped = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+        assert lowercasing(shipped) == shipped and shipped["normalizer"]["type"] == "Sequence", folder
+    bare = diffusers.DiffusionPipeline.load_config(str(WEIGHTS / "AltDiffusion-mini"))["tokenizer"]
+    tokenizers = [
+        load_pipeline("mini", device="cpu", dtype="fp32").tokenizer,
+        load_clip("mini", device="cpu", dtype="fp32").tokenizer,
+        *(AutoTokenizer.from_pretrained(str(folder)) for folder in files),
+        getattr(__import__(bare[0]), bare[1]).from_pretrained(str(files[1])),
+    ]
+    for tokenizer in tokenizers:
+        capitalised, lower = (tokenizer(t).input_ids for t in ("Маленький красный круг.", "маленький красный круг."))
+        assert capitalised == lower and tokenizer.convert_ids_to_tokens(lower[1]) == "▁маленький"
+
+
 def test_zero_shot_colour_and_shape_in_chinese_and_english(measured):
     from altdiffusion.clip import load_clip
     from altdiffusion.mini.evaluate import zero_shot
@@ -200,7 +227,7 @@ def test_checker_accepts_renders_of_the_evaluation_scenes():
     assert sum(ok) >= 0.99 * len(ok)
 
 
-def test_bundled_tokenizer_reads_captions_as_xlmr_does():
+def test_bundled_tokenizer_reads_captions_as_xlmr_reads_them_lower_cased():
     from altdiffusion.mini.tokenizer import real_xlmr_tokenizer_file
     from altdiffusion.models.tokenizer import load_tokenizer
 
@@ -223,7 +250,8 @@ def test_bundled_tokenizer_reads_captions_as_xlmr_does():
                 # only ever goes with "estrella": the yellow star); it spells out in shorter pieces.
                 if scene in seen:
                     assert (
-                        tokenizer.convert_ids_to_tokens(ids[1:-1]) == full.encode(text, add_special_tokens=False).tokens
+                        tokenizer.convert_ids_to_tokens(ids[1:-1])
+                        == full.encode(text.lower(), add_special_tokens=False).tokens
                     ), (lang, text)
 
 

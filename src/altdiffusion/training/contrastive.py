@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from altdiffusion.models.altclip import AltCLIP
-from altdiffusion.training.data import SkipCounter, data_source, image_text_samples
+from altdiffusion.training.data import SkipCounter, data_source, decode_plan, micro_batch_plans
 from altdiffusion.training.distributed import gather_features
 from altdiffusion.training.params import TrainSettings
+from altdiffusion.training.prefetch import PlannedBatches
 from altdiffusion.training.settings import ContrastiveSettings
 
 
@@ -97,7 +98,7 @@ class ContrastiveModel(torch.nn.Module):
         return text, image
 
 
-class ContrastiveTask:
+class ContrastiveTask(PlannedBatches):
     name = "clip-contrastive"
 
     def __init__(
@@ -122,20 +123,20 @@ class ContrastiveTask:
         self.seed, self.languages, self.max_length = seed, languages, max_length
         self.skipped = SkipCounter()
 
-    def batches(self, start_step, micro, rank, world, grad_accum):
-        stream = image_text_samples(
-            self.source, rank=rank, world=world, seed=self.seed, languages=self.languages, skipped=self.skipped
+    def plans(self, start_step, micro, rank, world, grad_accum):
+        """This rank's micro-batches from optimizer step ``start_step`` on, images not yet decoded."""
+        start = start_step * grad_accum
+        return micro_batch_plans(
+            self.source, start=start, micro=micro, rank=rank, world=world, seed=self.seed, languages=self.languages
         )
-        for _ in range(start_step * grad_accum * micro):  # exact data position on resume
-            next(stream)
-        while True:
-            items = [next(stream) for _ in range(micro)]
-            images, captions = zip(*items)
-            pixels = self.processor(images=list(images), return_tensors="pt").pixel_values
-            tok = self.tokenizer(
-                list(captions), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            )
-            yield tok.input_ids, tok.attention_mask, pixels
+
+    def prepare(self, plan):
+        """((token ids, attention mask, pixels), passed-over samples) of ``plan``."""
+        decoded = decode_plan(plan)
+        pixels = self.processor(images=decoded.images, return_tensors="pt").pixel_values
+        captions = [raw.caption for raw in decoded.samples]
+        tok = self.tokenizer(captions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        return (tok.input_ids, tok.attention_mask, pixels), decoded.skipped
 
     def loss(self, model, batch):
         input_ids, attention_mask, pixels = batch

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import random
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,8 +99,12 @@ def micro_batches(
 class SkipCounter:
     counts: dict[str, int] = field(default_factory=dict)
 
-    def add(self, reason: str) -> None:
-        self.counts[reason] = self.counts.get(reason, 0) + 1
+    def add(self, reason: str, count: int = 1) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + count
+
+    def merge(self, counts: Mapping[str, int]) -> None:
+        for reason, count in counts.items():
+            self.add(reason, count)
 
     @property
     def total(self) -> int:
@@ -223,22 +228,22 @@ def folder_samples(folder: Path, *, rank: int, world: int) -> Iterator[dict]:
         yield sample
 
 
-def image_text_samples(
-    source,
-    *,
-    rank: int,
-    world: int,
-    seed: int,
-    languages=None,
-    skipped: SkipCounter | None = None,
-    with_meta: bool = False,
-):
-    """Usable (PIL image, caption) pairs of this rank, epoch after epoch, deterministically;
-    ``with_meta``: (image, caption, the sample's parsed json or None, the caption's language).
+@dataclass(frozen=True)
+class RawSample:
+    """A sample whose caption is chosen (and json parsed) but whose image is not decoded yet."""
 
-    ``source`` is a folder of images with ``.txt`` captions, or a list of shard urls. Corrupt
-    images and empty captions are counted in ``skipped`` and passed over.
-    """
+    sample: dict  # webdataset's raw sample: the image's bytes under its extension
+    caption: str
+    meta: dict | None  # its parsed json
+    language: str | None  # the caption's
+
+
+def caption_samples(
+    source, *, rank: int, world: int, seed: int, languages=None, skipped: SkipCounter | None = None
+) -> Iterator[RawSample]:
+    """This rank's samples that have a caption, epoch after epoch, deterministically (a folder of
+    images with ``.txt`` captions, or a list of shard urls). Empty captions are counted in ``skipped``;
+    no image is decoded here, so finding a position in the stream costs no decoding."""
     epoch = 0
     while True:
         rng = random.Random(f"{seed}-{rank}-{epoch}")
@@ -255,17 +260,98 @@ def image_text_samples(
                 if skipped is not None:
                     skipped.add("empty caption")
                 continue
-            try:
-                image = decode_image(sample)
-            except Exception:  # PIL raises many types for corrupt data
-                if skipped is not None:
-                    skipped.add("corrupt image")
-                continue
             yielded = True
-            yield (image, caption, meta, language) if with_meta else (image, caption)
+            yield RawSample(sample, caption, meta, language)
         if not yielded:
             raise InvalidInputError("the training data holds no usable image-caption sample")
         epoch += 1
+
+
+def image_text_samples(
+    source,
+    *,
+    rank: int,
+    world: int,
+    seed: int,
+    languages=None,
+    skipped: SkipCounter | None = None,
+    with_meta: bool = False,
+):
+    """Usable (PIL image, caption) pairs of :func:`caption_samples`; ``with_meta``: (image, caption,
+    the sample's parsed json or None, the caption's language). Corrupt images are counted in
+    ``skipped`` and passed over."""
+    for raw in caption_samples(source, rank=rank, world=world, seed=seed, languages=languages, skipped=skipped):
+        try:
+            image = decode_image(raw.sample)
+        except Exception:  # PIL raises many types for corrupt data
+            if skipped is not None:
+                skipped.add("corrupt image")
+            continue
+        yield (image, raw.caption, raw.meta, raw.language) if with_meta else (image, raw.caption)
+
+
+# ------------------------------------------------------------------------------ micro-batch plans
+
+
+@dataclass
+class Plan:
+    """One micro-batch before its images are decoded: what every data worker computes alike (cheap:
+    reading the shards, choosing captions), so that one of them can decode it (dear)."""
+
+    index: int  # the micro-batch's number in the run: with the rank, it seeds the batch's noise
+    rank: int  # the process whose stream it is
+    micro: int  # samples in the batch
+    samples: list[RawSample]  # its ``micro`` samples, then as many more to stand in for corrupt images
+    skipped: dict[str, int]  # samples passed over while these were read (each counted in one plan)
+
+
+def micro_batch_plans(
+    source, *, start: int, micro: int, rank: int, world: int, seed: int, languages=None
+) -> Iterator[Plan]:
+    """This rank's micro-batches ``start``, ``start + 1``, ...: batch ``i`` is the ``micro`` samples
+    after the first ``i * micro`` of :func:`caption_samples`, so a resumed run (``start`` > 0) sees
+    exactly the batches an uninterrupted one does. A corrupt image is replaced by the next sample
+    that decodes (:func:`decode_plan`), which the following batch then holds too."""
+    passed_over = SkipCounter()
+    stream = caption_samples(source, rank=rank, world=world, seed=seed, languages=languages, skipped=passed_over)
+    for _ in range(start * micro):
+        next(stream)
+    ahead: deque[RawSample] = deque()
+    index = start
+    while True:
+        while len(ahead) < 2 * micro:
+            ahead.append(next(stream))
+        yield Plan(index, rank, micro, list(ahead), dict(passed_over.counts))
+        passed_over.counts.clear()
+        for _ in range(micro):
+            ahead.popleft()
+        index += 1
+
+
+@dataclass
+class DecodedPlan:
+    images: list  # PIL images, ``plan.micro`` of them
+    samples: list[RawSample]  # the sample of each image
+    skipped: dict[str, int]  # the plan's passed-over samples and its corrupt images
+
+
+def decode_plan(plan: Plan) -> DecodedPlan:
+    """The first ``plan.micro`` of ``plan``'s images that decode; corrupt ones are counted and passed over."""
+    images, samples, skipped = [], [], SkipCounter(dict(plan.skipped))
+    for raw in plan.samples:
+        if len(images) == plan.micro:
+            break
+        try:
+            images.append(decode_image(raw.sample))
+            samples.append(raw)
+        except Exception:  # PIL raises many types for corrupt data
+            skipped.add("corrupt image")
+    if len(images) < plan.micro:
+        raise InvalidInputError(
+            f"the training data is mostly corrupt: of {len(plan.samples)} samples in a row (micro-batch "
+            f"{plan.index}), {len(images)} images could be decoded and {plan.micro} are needed"
+        )
+    return DecodedPlan(images, samples, skipped.counts)
 
 
 def data_source(spec) -> Path | list[str]:

@@ -31,7 +31,7 @@ from PIL import Image
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.models.assemble import assemble
 from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline
-from altdiffusion.training.data import SkipCounter, crop_pixels, data_source, image_text_samples
+from altdiffusion.training.data import RawSample, SkipCounter, crop_pixels, data_source, decode_plan, micro_batch_plans
 from altdiffusion.training.grounding import (
     BACKGROUND_STEPS,
     GroundingWeights,
@@ -40,6 +40,7 @@ from altdiffusion.training.grounding import (
     recorded_attention,
 )
 from altdiffusion.training.params import TrainSettings
+from altdiffusion.training.prefetch import PlannedBatches
 from altdiffusion.training.settings import DiffusionSettings
 
 VALIDATION_PROMPTS = (
@@ -86,7 +87,7 @@ class UNetModel(torch.nn.Module):
         return self.unet(noisy, timesteps, encoder_hidden_states=cond).sample
 
 
-class DiffusionTask:
+class DiffusionTask(PlannedBatches):
     name = "diffusion"
 
     def __init__(
@@ -152,35 +153,29 @@ class DiffusionTask:
 
     # -- data ----------------------------------------------------------------------------------
 
-    def batches(self, start_step, micro, rank, world, grad_accum):
-        """(pixels, captions, noise seed) per micro-batch; with grounding on, each caption's
-        GroundedCaption (None where it has none, or was dropped) too."""
-        stream = image_text_samples(
-            self.source,
-            rank=rank,
-            world=world,
-            seed=self.seed,
-            languages=self.languages,
-            skipped=self.skipped,
-            with_meta=self.grounding.on,
+    def plans(self, start_step, micro, rank, world, grad_accum):
+        """This rank's micro-batches from optimizer step ``start_step`` on, images not yet decoded."""
+        start = start_step * grad_accum
+        return micro_batch_plans(
+            self.source, start=start, micro=micro, rank=rank, world=world, seed=self.seed, languages=self.languages
         )
-        for _ in range(start_step * grad_accum * micro):  # exact data position on resume
-            next(stream)
-        index = start_step * grad_accum
-        while True:
-            items = [next(stream) for _ in range(micro)]
-            noise_seed = (self.seed * 1_000_003 + index) * 64 + rank  # this micro-batch's noise, reproducibly
-            rng = random.Random(noise_seed)
-            dropped = [rng.random() < self.caption_dropout for _ in items]
-            captions = ["" if drop else item[1] for drop, item in zip(dropped, items)]
-            batch = torch.stack([crop_pixels(item[0], self.resolution) for item in items]), captions, noise_seed
-            if self.grounding.on:
-                batch += ([None if drop else self.grounded(*item) for drop, item in zip(dropped, items)],)
-            yield batch
-            index += 1
 
-    def grounded(self, image, caption: str, meta, language):
-        found = grounded_caption(meta, language, caption, self.pipe, image.size, self.resolution)
+    def prepare(self, plan):
+        """((pixels, captions, noise seed), passed-over samples) of ``plan``; with grounding on, the
+        batch holds each caption's GroundedCaption too (None where it has none, or was dropped)."""
+        decoded = decode_plan(plan)
+        noise_seed = (self.seed * 1_000_003 + plan.index) * 64 + plan.rank  # this micro-batch's noise, reproducibly
+        rng = random.Random(noise_seed)
+        dropped = [rng.random() < self.caption_dropout for _ in decoded.samples]
+        captions = ["" if drop else raw.caption for drop, raw in zip(dropped, decoded.samples)]
+        batch = torch.stack([crop_pixels(image, self.resolution) for image in decoded.images]), captions, noise_seed
+        if self.grounding.on:
+            items = zip(dropped, decoded.images, decoded.samples)
+            batch += ([None if drop else self.grounded(image, raw) for drop, image, raw in items],)
+        return batch, decoded.skipped
+
+    def grounded(self, image, raw: RawSample):
+        found = grounded_caption(raw.meta, raw.language, raw.caption, self.pipe, image.size, self.resolution)
         self.captions_seen += 1
         self.captions_grounded += found is not None
         if self.captions_seen == 64 and not self.captions_grounded:  # an option that would silently do nothing

@@ -87,6 +87,7 @@ def ensure_class_images(
 
 class DreamBoothTask(DiffusionTask):
     name = "dreambooth"
+    plans = None  # its batches (``batches``) come from a few image files, read in the training process
 
     def __init__(
         self,

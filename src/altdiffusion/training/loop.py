@@ -32,6 +32,7 @@ from altdiffusion.training.precision import (
     non_finite,
     to_master_weights,
 )
+from altdiffusion.training.prefetch import auto_workers, prepared_batches
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -44,7 +45,9 @@ class Task(Protocol):
     model: nn.Module
 
     def batches(self, start_step: int, micro_batch: int, rank: int, world: int, grad_accum: int) -> Iterator:
-        """Micro-batches for this rank, in order, starting at optimizer step ``start_step``."""
+        """Micro-batches for this rank, in order, starting at optimizer step ``start_step``. A task may
+        instead give ``plans`` (same arguments) and ``prepare(plan) -> (batch, passed-over counts)``
+        and a ``skipped`` counter: the loop then prepares its batches in ``--workers`` processes."""
 
     def loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]: ...
 
@@ -173,7 +176,7 @@ def _resume(acc: Accelerator, settings: TrainSettings) -> int:
 
 def _run_steps(task: Task, settings: TrainSettings, session: _Session, start: int) -> None:
     acc, model = session.acc, session.model
-    stream = task.batches(start, session.micro, acc.process_index, acc.num_processes, settings.grad_accum)
+    stream = _batches(task, settings, session, start)
     log = _StepLog(acc, settings, start, task.name)
     model.train()
     for step in range(start, settings.steps):
@@ -195,6 +198,28 @@ def _run_steps(task: Task, settings: TrainSettings, session: _Session, start: in
     log.close()
     if session.guard.skipped_total:
         acc.print(f"fp16: the gradient scaler skipped {session.guard.skipped_total} of the updates")
+
+
+def _batches(task: Task, settings: TrainSettings, session: _Session, start: int) -> Iterator:
+    """The task's micro-batches from step ``start`` on; a task whose data comes as plans (images not
+    yet decoded) has them prepared in ``--workers`` processes (training/prefetch.py)."""
+    acc = session.acc
+    where = (start, session.micro, acc.process_index, acc.num_processes, settings.grad_accum)
+    if getattr(task, "plans", None) is None:
+        if settings.workers not in ("auto", 0):
+            raise InvalidInputError(
+                f"--workers {settings.workers}: {task.name} makes its batches in the training process (its data "
+                "is text or a few images); leave out --workers"
+            )
+        return task.batches(*where)
+    workers = settings.workers
+    if workers == "auto":
+        workers = auto_workers(acc.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes)))
+    if workers:
+        acc.print(f"data: {workers} worker processes per training process")
+    return prepared_batches(
+        lambda: task.plans(*where), task.prepare, workers, task.skipped, pin_memory=acc.device.type == "cuda"
+    )
 
 
 def _optimizer_step(

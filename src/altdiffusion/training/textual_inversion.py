@@ -66,6 +66,7 @@ def check_name(name: str) -> str:
 
 class TextualInversionTask(DiffusionTask):
     name = "textual-inversion"
+    plans = None  # its batches (``batches``) come from a few image files, read in the training process
 
     def __init__(
         self,

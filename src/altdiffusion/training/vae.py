@@ -22,9 +22,17 @@ from pathlib import Path
 import torch
 
 from altdiffusion.errors import CheckpointError, InvalidInputError
-from altdiffusion.training.data import SkipCounter, crop_pixels, data_source, image_text_samples
+from altdiffusion.training.data import (
+    SkipCounter,
+    crop_pixels,
+    data_source,
+    decode_plan,
+    image_text_samples,
+    micro_batch_plans,
+)
 from altdiffusion.training.params import TrainSettings
 from altdiffusion.training.precision import stored_dtype
+from altdiffusion.training.prefetch import PlannedBatches
 from altdiffusion.training.settings import VAESettings
 
 
@@ -58,7 +66,7 @@ def foreground_mask(pixels: torch.Tensor, threshold: float = 0.1) -> torch.Tenso
     return ((pixels - border).abs().amax(dim=1, keepdim=True) > threshold).float()
 
 
-class VAETask:
+class VAETask(PlannedBatches):
     name = "vae"
 
     def __init__(
@@ -93,18 +101,17 @@ class VAETask:
         self.foreground_weight, self.decoder_only = foreground_weight, decoder_only
         self.skipped = SkipCounter()
 
-    def batches(self, start_step, micro, rank, world, grad_accum):
-        stream = image_text_samples(self.source, rank=rank, world=world, seed=self.seed, skipped=self.skipped)
-        for _ in range(start_step * grad_accum * micro):  # exact data position on resume
-            next(stream)
-        index = start_step * grad_accum
-        while True:
-            images = [next(stream)[0] for _ in range(micro)]
-            yield (
-                torch.stack([crop_pixels(im, self.resolution) for im in images]),
-                (self.seed * 1_000_003 + index) * 64 + rank,
-            )
-            index += 1
+    def plans(self, start_step, micro, rank, world, grad_accum):
+        """This rank's micro-batches from optimizer step ``start_step`` on, images not yet decoded."""
+        return micro_batch_plans(
+            self.source, start=start_step * grad_accum, micro=micro, rank=rank, world=world, seed=self.seed
+        )
+
+    def prepare(self, plan):
+        """((pixels, noise seed), passed-over samples) of ``plan``."""
+        decoded = decode_plan(plan)
+        pixels = torch.stack([crop_pixels(image, self.resolution) for image in decoded.images])
+        return (pixels, (self.seed * 1_000_003 + plan.index) * 64 + plan.rank), decoded.skipped
 
     def loss(self, model, batch):
         pixels, noise_seed = batch

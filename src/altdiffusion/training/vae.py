@@ -66,6 +66,26 @@ def foreground_mask(pixels: torch.Tensor, threshold: float = 0.1) -> torch.Tenso
     return ((pixels - border).abs().amax(dim=1, keepdim=True) > threshold).float()
 
 
+class VAEModel(torch.nn.Module):
+    """The autoencoder's training pass as one forward, as DDP needs it to average the gradients
+    (a call of ``encode`` and ``decode`` on the wrapped model would bypass it): encode, draw z
+    (the posterior's mean, plus its std times seeded noise with ``posterior`` "sample"), decode."""
+
+    def __init__(self, vae, posterior: str, decoder_only: bool):
+        super().__init__()
+        self.vae, self.posterior, self.decoder_only = vae, posterior, decoder_only
+
+    def forward(self, pixels: torch.Tensor, noise_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reconstruction, KL divergence of each sample's posterior from the prior)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.decoder_only):
+            posterior = self.vae.encode(pixels).latent_dist
+        z = posterior.mean
+        if self.posterior == "sample":
+            noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(noise_seed))
+            z = z + posterior.std * noise.to(pixels.device)
+        return self.vae.decode(z).sample, posterior.kl()
+
+
 class VAETask(PlannedBatches):
     name = "vae"
 
@@ -88,16 +108,17 @@ class VAETask(PlannedBatches):
                 f"--decoder-only keeps the encoder of a trained VAE, and {vae_folder} has no weights: "
                 "train the whole VAE first (without --decoder-only)"
             )
-        self.model = load_or_init_vae(Path(vae_folder), seed)
+        vae = load_or_init_vae(Path(vae_folder), seed)
         if decoder_only:  # the latent space is the encoder's: frozen, and scaled as it was
-            for part in (self.model.encoder, self.model.quant_conv):
+            for part in (vae.encoder, vae.quant_conv):
                 if part is not None:
                     part.requires_grad_(False)
         self.source_dtype = stored_dtype(Path(vae_folder))  # diffusers loads float32; export like the file
         self.source = data_source(data)
         if posterior not in ("sample", "mode"):
             raise InvalidInputError(f"--posterior must be sample or mode, got {posterior!r}")
-        self.resolution, self.kl_weight, self.seed, self.posterior = resolution, kl_weight, seed, posterior
+        self.model = VAEModel(vae, posterior, decoder_only)
+        self.resolution, self.kl_weight, self.seed = resolution, kl_weight, seed
         self.foreground_weight, self.decoder_only = foreground_weight, decoder_only
         self.skipped = SkipCounter()
 
@@ -116,37 +137,32 @@ class VAETask(PlannedBatches):
     def loss(self, model, batch):
         pixels, noise_seed = batch
         pixels = pixels.to(next(model.parameters()).device)
-        with torch.set_grad_enabled(not self.decoder_only):
-            posterior = model.encode(pixels).latent_dist
-        g = torch.Generator().manual_seed(noise_seed)
-        z = posterior.mean
-        if self.posterior == "sample":
-            z = z + posterior.std * torch.randn(posterior.mean.shape, generator=g).to(pixels.device)
-        recon = model.decode(z).sample
+        recon, kl = model(pixels, noise_seed)
         error = (recon.float() - pixels.float()).abs()
         if self.foreground_weight:
             error = error * (1 + self.foreground_weight * foreground_mask(pixels))
         l1 = error.mean()
-        kl = posterior.kl().mean() / pixels[0].numel()
+        kl = kl.mean() / pixels[0].numel()
         loss = l1 if self.decoder_only else l1 + self.kl_weight * kl
         return loss, {"l1": float(l1.detach()), "kl": float(kl.detach())}
 
     @torch.no_grad()
-    def latent_std(self, model, n: int = 512) -> float:
+    def latent_std(self, vae, n: int = 512) -> float:
         stream = image_text_samples(self.source, rank=0, world=1, seed=self.seed + 1)
         pixels = torch.stack([crop_pixels(next(stream)[0], self.resolution) for _ in range(n)])
-        device = next(model.parameters()).device
-        means = torch.cat([model.encode(chunk.to(device)).latent_dist.mean.float().cpu() for chunk in pixels.split(64)])
+        device = next(vae.parameters()).device
+        means = torch.cat([vae.encode(chunk.to(device)).latent_dist.mean.float().cpu() for chunk in pixels.split(64)])
         return float(means.std())
 
     def export(self, model, folder: Path) -> None:
-        was_training = model.training
-        model.eval()
-        std = self.latent_std(model)
-        model.train(was_training)
+        vae = model.vae
+        was_training = vae.training
+        vae.eval()
+        std = self.latent_std(vae)
+        vae.train(was_training)
         if not self.decoder_only:
-            model.register_to_config(scaling_factor=round(1.0 / std, 5))
-        model.save_pretrained(str(folder), safe_serialization=True)
+            vae.register_to_config(scaling_factor=round(1.0 / std, 5))
+        vae.save_pretrained(str(folder), safe_serialization=True)
         (folder / "data_report.json").write_text(
             json.dumps({"skipped": self.skipped.counts, "latent_std": std}, indent=2) + "\n"
         )

@@ -216,7 +216,7 @@ def _batches(task: Task, settings: TrainSettings, session: _Session, start: int)
     if workers == "auto":
         workers = auto_workers(acc.device.type, int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes)))
     if workers:
-        acc.print(f"data: {workers} worker processes per training process")
+        acc.print(f"data: {workers} worker process{'es' if workers > 1 else ''} per training process")
     return prepared_batches(
         lambda: task.plans(*where), task.prepare, workers, task.skipped, pin_memory=acc.device.type == "cuda"
     )

@@ -64,6 +64,12 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=generator).tolist()
 
 
+def micro_batch_seed(seed: int, index: int, rank: int) -> int:
+    """The seed of micro-batch ``index`` of ``rank``'s stream (its noise, caption dropout), the same
+    in a resumed run; ranks differ (up to 64 of them)."""
+    return (seed * 1_000_003 + index) * 64 + rank
+
+
 def global_indices(n: int, seed: int, start: int, count: int) -> list[int]:
     """Items ``start .. start+count`` of the endless stream of seeded epoch permutations."""
     out: list[int] = []

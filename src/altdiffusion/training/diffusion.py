@@ -31,7 +31,15 @@ from PIL import Image
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.models.assemble import assemble
 from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline
-from altdiffusion.training.data import RawSample, SkipCounter, crop_pixels, data_source, decode_plan, micro_batch_plans
+from altdiffusion.training.data import (
+    RawSample,
+    SkipCounter,
+    crop_pixels,
+    data_source,
+    decode_plan,
+    micro_batch_plans,
+    micro_batch_seed,
+)
 from altdiffusion.training.grounding import (
     BACKGROUND_STEPS,
     GroundingWeights,
@@ -164,7 +172,7 @@ class DiffusionTask(PlannedBatches):
         """((pixels, captions, noise seed), passed-over samples) of ``plan``; with grounding on, the
         batch holds each caption's GroundedCaption too (None where it has none, or was dropped)."""
         decoded = decode_plan(plan)
-        noise_seed = (self.seed * 1_000_003 + plan.index) * 64 + plan.rank  # this micro-batch's noise, reproducibly
+        noise_seed = micro_batch_seed(self.seed, plan.index, plan.rank)
         rng = random.Random(noise_seed)
         dropped = [rng.random() < self.caption_dropout for _ in decoded.samples]
         captions = ["" if drop else raw.caption for drop, raw in zip(dropped, decoded.samples)]

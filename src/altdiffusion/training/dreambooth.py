@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from altdiffusion.errors import InvalidInputError
-from altdiffusion.training.data import IMAGE_KEYS, crop_pixels, micro_batches
+from altdiffusion.training.data import IMAGE_KEYS, crop_pixels, micro_batch_seed, micro_batches
 from altdiffusion.training.diffusion import DiffusionTask, UNetModel, unet_stored_dtype
 from altdiffusion.training.params import TrainSettings
 from altdiffusion.training.settings import DreamBoothSettings
@@ -163,7 +163,7 @@ class DreamBoothTask(DiffusionTask):
         classes = micro_batches(self.classes, seed=self.seed + 1, **kw) if self.classes else None
         index = start_step * grad_accum
         while True:
-            noise_seed = (self.seed * 1_000_003 + index) * 64 + rank
+            noise_seed = micro_batch_seed(self.seed, index, rank)
             paths = next(instances)
             item = [torch.stack([self._load(p) for p in paths]), [self.instance_prompt] * len(paths), noise_seed * 2]
             if classes is not None:

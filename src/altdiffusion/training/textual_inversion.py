@@ -25,7 +25,7 @@ from altdiffusion.errors import InvalidInputError
 from altdiffusion.pipelines.conditioning import encode_chunks, place_vectors, token_embedding_width
 from altdiffusion.prompts.chunking import empty_chunk
 from altdiffusion.prompts.embedding_files import Embedding, write_embedding
-from altdiffusion.training.data import crop_pixels, micro_batches
+from altdiffusion.training.data import crop_pixels, micro_batch_seed, micro_batches
 from altdiffusion.training.diffusion import DiffusionTask
 from altdiffusion.training.dreambooth import image_files
 from altdiffusion.training.params import TrainSettings
@@ -121,7 +121,7 @@ class TextualInversionTask(DiffusionTask):
         stream = micro_batches(self.images, seed=self.seed, **kw)
         index = start_step * grad_accum
         while True:
-            noise_seed = (self.seed * 1_000_003 + index) * 64 + rank
+            noise_seed = micro_batch_seed(self.seed, index, rank)
             rng = random.Random(noise_seed)
             paths = next(stream)
             pixels = torch.stack([self._load(p) for p in paths])

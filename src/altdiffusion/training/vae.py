@@ -29,6 +29,7 @@ from altdiffusion.training.data import (
     decode_plan,
     image_text_samples,
     micro_batch_plans,
+    micro_batch_seed,
 )
 from altdiffusion.training.params import TrainSettings
 from altdiffusion.training.precision import stored_dtype
@@ -132,7 +133,7 @@ class VAETask(PlannedBatches):
         """((pixels, noise seed), passed-over samples) of ``plan``."""
         decoded = decode_plan(plan)
         pixels = torch.stack([crop_pixels(image, self.resolution) for image in decoded.images])
-        return (pixels, (self.seed * 1_000_003 + plan.index) * 64 + plan.rank), decoded.skipped
+        return (pixels, micro_batch_seed(self.seed, plan.index, plan.rank)), decoded.skipped
 
     def loss(self, model, batch):
         pixels, noise_seed = batch

@@ -62,7 +62,10 @@ def test_t2i_scores_equal_transformers_and_resume_regenerates_nothing(
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     # Same seed, batched differently: equal up to float rounding (another seed would differ everywhere).
     assert np.abs(np.asarray(Image.open(lost)).astype(int) - before).mean() < 0.5
-    assert [r.metrics["clip_score"] for r in again] == pytest.approx([r.metrics["clip_score"] for r in results])
+    # ... so its score moves by rounding too (by 1.3e-4 of 48.7 with the bundled weights of 2026-12-07).
+    assert [r.metrics["clip_score"] for r in again] == pytest.approx(
+        [r.metrics["clip_score"] for r in results], abs=1e-3
+    )
 
     # Other settings on the same folder would mix seeds: refused, naming what changed.
     from altdiffusion.errors import InvalidInputError

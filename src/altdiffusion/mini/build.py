@@ -142,7 +142,10 @@ class Build:
         self.save_log()
 
     def save_log(self) -> None:
-        (self.out / "build.json").write_text(json.dumps(self.log, indent=2) + "\n")
+        # Replaced whole: a build killed mid-write (it runs for hours) keeps its previous log.
+        partial = self.out / "build.json.partial"
+        partial.write_text(json.dumps(self.log, indent=2) + "\n")
+        os.replace(partial, self.out / "build.json")
 
     # -- the recipe ------------------------------------------------------------------------------
 
@@ -192,10 +195,11 @@ class Build:
         self.log["recipe_wall_s"] = round(
             sum(s["wall_s"] for name, s in self.log["stages"].items() if name != "scratch"), 1
         )
-        if self.baseline:
-            self.scratch_baseline(altclip, teacher, self.init, shards)
         self.log["outputs"] = {"altclip": str(altclip), "altdiffusion": str(final)}
         self.log["hashes"] = {name: folder_hash(Path(p)) for name, p in self.log["outputs"].items()}
+        self.save_log()  # the weights are done: a baseline stopped part-way leaves them recorded
+        if self.baseline:
+            self.scratch_baseline(altclip, teacher, self.init, shards)
         # A build folder may be finished over several invocations (interrupted, or the baseline
         # carried further): the total is the sum of their wall times.
         runs = self.log.setdefault(

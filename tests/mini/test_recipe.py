@@ -289,6 +289,9 @@ def test_a_short_baseline_continues_with_more_segments(smoke):
     assert failed.returncode != 0 and "no checkpoint" in failed.stderr and "Traceback" not in failed.stderr
     final = json.loads((smoke / "build.json").read_text())
     assert final["scratch"] == after["scratch"] and final["hashes"] == after["hashes"]
+    # The failed invocation's wall time is counted up to its last save, not lost with it.
+    assert final["invocation_wall_s"][:-1] == after["invocation_wall_s"]
+    assert final["total_wall_s"] == pytest.approx(sum(final["invocation_wall_s"]), abs=0.2)
     assert not (smoke / "build.json.partial").exists()
 
 

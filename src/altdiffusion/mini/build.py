@@ -80,6 +80,7 @@ class Build:
     grounding: bool = True  # the ground-* stages after quality (the shipped weights were built with them)
     scratch_segments: int | None = None  # None: RECIPE's max_segments
     log: dict = field(default_factory=dict)
+    started: float | None = field(default=None, init=False)  # this invocation's start (time.time())
 
     def steps(self, stage: str) -> int:
         n = RECIPE[stage]["steps"]
@@ -142,6 +143,11 @@ class Build:
         self.save_log()
 
     def save_log(self) -> None:
+        if self.started is not None:
+            # Kept current at every save, so an invocation killed part-way still counts to its last save.
+            runs = self.log["invocation_wall_s"]
+            runs[-1] = round(time.time() - self.started, 1)
+            self.log["total_wall_s"] = round(sum(runs), 1)
         # Replaced whole: a build killed mid-write (it runs for hours) keeps its previous log.
         partial = self.out / "build.json.partial"
         partial.write_text(json.dumps(self.log, indent=2) + "\n")
@@ -184,7 +190,13 @@ class Build:
         self.log.update(
             seed=self.seed, smoke=self.smoke, steps_scale=self.steps_scale, grounding=self.grounding, recipe=RECIPE
         )
-        start = time.time()
+        # A build folder may be finished over several invocations (interrupted, or the baseline
+        # carried further): the total is the sum of their wall times.
+        runs = self.log.setdefault(
+            "invocation_wall_s", [self.log["total_wall_s"]] if "total_wall_s" in self.log else []
+        )
+        runs.append(0.0)
+        self.started = time.time()
         shards, parallel = self.data()
         images = self.image_shards(shards)
         teacher = self.teacher(shards, parallel)
@@ -200,13 +212,6 @@ class Build:
         self.save_log()  # the weights are done: a baseline stopped part-way leaves them recorded
         if self.baseline:
             self.scratch_baseline(altclip, teacher, self.init, shards)
-        # A build folder may be finished over several invocations (interrupted, or the baseline
-        # carried further): the total is the sum of their wall times.
-        runs = self.log.setdefault(
-            "invocation_wall_s", [self.log["total_wall_s"]] if "total_wall_s" in self.log else []
-        )
-        runs.append(round(time.time() - start, 1))
-        self.log["total_wall_s"] = round(sum(runs), 1)
         self.save_log()
         return self.log
 

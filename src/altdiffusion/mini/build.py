@@ -148,10 +148,11 @@ class Build:
             runs = self.log["invocation_wall_s"]
             runs[-1] = round(time.time() - self.started, 1)
             self.log["total_wall_s"] = round(sum(runs), 1)
+        from altdiffusion.mini.world import write_atomically
+
         # Replaced whole: a build killed mid-write (it runs for hours) keeps its previous log.
-        partial = self.out / "build.json.partial"
-        partial.write_text(json.dumps(self.log, indent=2) + "\n")
-        os.replace(partial, self.out / "build.json")
+        text = json.dumps(self.log, indent=2) + "\n"
+        write_atomically(self.out / "build.json", lambda fh: fh.write(text.encode()))
 
     # -- the recipe ------------------------------------------------------------------------------
 

@@ -187,7 +187,7 @@ def _tar_member(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def _write_atomically(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
+def write_atomically(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
     """Write through a temporary file beside ``path``, so that a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -207,7 +207,7 @@ def _write_tar(path: Path, members: Iterable[tuple[str, bytes]]) -> Path:
             for name, data in members:
                 tar.addfile(_tar_member(name, len(data)), io.BytesIO(data))
 
-    return _write_atomically(path, write)
+    return write_atomically(path, write)
 
 
 SHARD_SIZE = 1000  # samples per shard: sample i lies in shard i // SHARD_SIZE
@@ -239,4 +239,4 @@ def write_parallel_text(path: str | Path, n: int, seed: int) -> Path:
         rng = random.Random(f"{seed}-text-{i}")
         lines.append(json.dumps(captions(sample_scene(rng, "train"), rng), ensure_ascii=False) + "\n")
     data = "".join(lines).encode("utf-8")
-    return _write_atomically(Path(path), lambda fh: fh.write(data))
+    return write_atomically(Path(path), lambda fh: fh.write(data))

@@ -18,7 +18,8 @@ Every mode starts from deep copies of the same CPU weights. A time budget (``--b
 what would not fit, and says so in the results.
 
 CPU (``--device cpu``): 256 px, 20 steps, batch 1: diffusers fp32, ours fp32, ours bf16, ours bf16 in speed
-mode (compiled, frozen weights; its warm-up reported), with speed-up and PSNR against diffusers fp32;
+mode (compiled, frozen weights; its warm-up reported), with ``--int8`` ours in speed mode with the int8 UNet
+(pipelines/int8.py; its warm-up quantizes: export, calibration, compile), with speed-up and PSNR against diffusers fp32;
 and the roofline (``roofline.py``): the image's FLOPs, each row's GFLOP/s as a share of its dtype's
 matmul peak measured on this machine, and the fastest the image could be at the bf16 peak.
 
@@ -28,6 +29,7 @@ Usage::
 
     python benchmarks/speed_memory.py                 # GPU, m9 and m18, within --budget-s 420
     python benchmarks/speed_memory.py --device cpu    # CPU run
+    python benchmarks/speed_memory.py --device cpu --int8 --budget-s 2400    # with the int8 row
     python benchmarks/speed_memory.py --smoke
 
 Results: ``benchmarks/results/speed_memory-<date>-<device>.json`` and a Markdown table on stdout.
@@ -98,8 +100,8 @@ def make_generate(mode: str, parts: dict, device: str, dtype: torch.dtype, compi
     from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline
 
     pipe = AltDiffusionPipeline(**fresh, name="bench").to(device, dtype)
-    if mode == "speed":
-        pipe.enable_speed_mode(compile_mode=compile_mode)
+    if mode in ("speed", "speed-int8"):
+        pipe.enable_speed_mode(compile_mode=compile_mode, int8=mode == "speed-int8")
     elif mode in ("balanced", "low"):
         pipe.enable_memory_mode(mode)
     return pipeline_generate(pipe)
@@ -230,7 +232,10 @@ def bench_cpu_dtypes(args, budget: Budget) -> dict:
     parts = build_parts("m9", args.smoke)
     peaks = {dtype: matmul_peak(dtype) for dtype in (torch.float32, torch.bfloat16)}  # again at the end
     configs = (("diffusers-fp32", "diffusers", torch.float32), ("ours-fp32", "default", torch.float32),
-               ("ours-bf16", "default", torch.bfloat16), ("ours-bf16-speed", "speed", torch.bfloat16))  # fmt: skip
+               ("ours-bf16", "default", torch.bfloat16), ("ours-bf16-speed", "speed", torch.bfloat16),
+               ("ours-int8-speed", "speed-int8", torch.bfloat16))  # fmt: skip
+    if not args.int8:
+        configs = configs[:-1]
     calls, warm_ups, images = {name: [] for name, _, _ in configs}, {name: [] for name, _, _ in configs}, {}
     for order in (configs, configs[::-1]):
         for name, mode, dtype in order:
@@ -242,17 +247,23 @@ def bench_cpu_dtypes(args, budget: Budget) -> dict:
             calls[name].append(row["s_per_image"])
             images[name] = row["images"]
             del generate  # one copy of the weights at a time
+            torch._dynamo.reset()  # compiled graphs (with frozen weights) would outlive their pipeline
             gc.collect()
             print(f"[cpu] {name}: {row['s_per_image']:.1f} s/image", file=sys.stderr, flush=True)
     rows = {name: {"s_per_image": float(np.mean(v)), "calls_s": v, "warmup_s": warm_ups[name]} if v
             else {"skipped": "budget"} for name, v in calls.items()}  # fmt: skip
     base = rows["diffusers-fp32"].get("s_per_image")
-    for name in ("ours-fp32", "ours-bf16", "ours-bf16-speed"):
+    for name in [name for name, _, _ in configs][1:]:
         if base and "s_per_image" in rows[name]:
             rows[name]["speedup_over_diffusers_fp32"] = base / rows[name]["s_per_image"]
             rows[name]["psnr_vs_diffusers_fp32_db"] = psnr(images[name], images["diffusers-fp32"])
+    if "s_per_image" in rows.get("ours-int8-speed", {}) and "s_per_image" in rows["ours-bf16-speed"]:
+        rows["ours-int8-speed"]["speedup_over_bf16_speed"] = (
+            rows["ours-bf16-speed"]["s_per_image"] / rows["ours-int8-speed"]["s_per_image"]
+        )
     if base and budget.left() > args.reserve_s:
-        rows["roofline"] = cpu_roofline(parts, args, rows, {name: dtype for name, _, dtype in configs}, peaks)
+        dtypes = {name: dtype for name, mode, dtype in configs if mode != "speed-int8"}  # int8: no peak measured
+        rows["roofline"] = cpu_roofline(parts, args, rows, dtypes, peaks)
     return rows
 
 
@@ -305,7 +316,8 @@ def markdown(results: dict) -> str:
                          f"{_f(r['s_per_image_at_bf16_peak'])} s/image at the bf16 peak, at most "
                          f"{_f(r['ceiling_speedup_over_diffusers_fp32'])}x diffusers fp32")  # fmt: skip
             continue
-        keys = ("speedup_over_diffusers_fp32", "psnr_vs_diffusers_fp32_db", "share_of_matmul_peak")
+        keys = ("speedup_over_diffusers_fp32", "speedup_over_bf16_speed", "psnr_vs_diffusers_fp32_db",
+                "share_of_matmul_peak")  # fmt: skip
         extra = ", ".join(f"{k} {_f(r[k])}" for k in keys if k in r)
         lines.append(f"- {name}: {_f(r.get('s_per_image'))} s/image" + (f" ({extra})" if extra else ""))
     return "\n".join(lines)
@@ -328,6 +340,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--compile-mode", default="default", help="speed mode's torch.compile mode (max-autotune: minutes more)"
     )
+    p.add_argument("--int8", action="store_true", help="CPU: add ours in speed mode with the int8 UNet")
     p.add_argument("--budget-s", type=float, default=420.0, help="stop starting new measurements after this")
     p.add_argument("--reserve-s", type=float, default=20.0, help="budget a measurement needs left to start")
     p.add_argument("--compile-reserve-s", type=float, default=None,

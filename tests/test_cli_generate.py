@@ -126,6 +126,7 @@ def _bad_cases(model: Path, inputs: dict[str, Path], out_of) -> dict[str, tuple[
         "unknown-sampler": (case("unknown-sampler", **{"--sampler": "Euler z"}), ("sampler", "Euler z")),
         "jpg-output": (case("jpg-output", **{"--out": str(out_of("jpg-output") / "x.jpg")}), ("PNG",)),
         "compile-with-offload": (case("compile-with-offload", "--compile", **{"--memory": "low"}), ("--memory low",)),
+        "int8-without-compile": (case("int8-without-compile", "--int8"), ("--int8", "add --compile")),
     }
 
 
@@ -269,6 +270,7 @@ BAD = [
     "unknown-sampler",
     "jpg-output",
     "compile-with-offload",
+    "int8-without-compile",
 ]
 
 

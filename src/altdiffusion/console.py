@@ -9,11 +9,16 @@ the user set ``HF_HUB_DISABLE_PROGRESS_BARS=1``, which wins).
 
 from __future__ import annotations
 
+import logging
 import os
 
 
 def quiet_libraries() -> None:
     """Library log messages and load bars off; huggingface_hub's download bars on."""
+    # transformers imports torchao (installed for --int8) when it loads: its notices about CUDA
+    # extensions and deprecated pytree registrations say nothing a user of this CLI can act on.
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     import diffusers
     import transformers
     from huggingface_hub.utils import enable_progress_bars

@@ -31,18 +31,23 @@ class PipelineLoaders:
         return self.speed
 
     def enable_modes(
-        self, memory: str = "full", compile: bool = False, warm_up: dict | None = None, freeze: bool | None = None
+        self,
+        memory: str = "full",
+        compile: bool = False,
+        warm_up: dict | None = None,
+        freeze: bool | None = None,
+        int8: bool = False,
     ) -> float | None:
-        """``--memory`` and ``--compile`` as `generate` and `serve` take them: the memory mode, then
-        speed mode (``freeze`` as :meth:`enable_speed_mode` takes it) warmed up on ``warm_up``'s call
-        arguments (its shape bucket compiles now). Returns the warm-up's seconds, or None without speed mode."""
+        """``--memory`` and ``--compile`` as `generate` and `serve` take them (and `generate`'s ``--int8``):
+        the memory mode, then speed mode (``freeze`` and ``int8`` as :meth:`enable_speed_mode` takes them)
+        warmed up on ``warm_up``'s call arguments (its shape bucket compiles now). Returns the warm-up's seconds, or None without speed mode."""
         if memory != "full":
             self.enable_memory_mode(memory)
         if not compile:
             return None
         from altdiffusion.pipelines.speed import timed_warm_up
 
-        self.enable_speed_mode(freeze=freeze)
+        self.enable_speed_mode(freeze=freeze, int8=int8)
         return timed_warm_up(self, **(warm_up or {}))
 
     # ------------------------------------------------------------------ VAE swap
@@ -94,6 +99,8 @@ class PipelineLoaders:
 
         if self.speed.fused_qkv:  # the fused copies must follow to_q/to_k/to_v
             refresh_fused_projections(self.unet)
+        if self.speed.int8 is not None:
+            self.speed.int8.reset()
         if self.speed.frozen:
             recompile_frozen()
 

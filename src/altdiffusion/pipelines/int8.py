@@ -1,7 +1,8 @@
 """int8 UNet for the CPU speed mode: static post-training quantization, run by oneDNN's VNNI kernels.
 
-On a CPU without AMX, bf16 doubles fp32's matmul peak and int8 (AVX-512 VNNI) doubles it again;
-the speed mode in bf16 already runs at about 83% of the bf16 peak, so only int8 goes further.
+On a CPU without AMX, bf16 about doubles fp32's matmul peak (2.1-2.3x measured here), and a VNNI
+int8 dot product does twice the multiply-adds of a bf16 one per instruction; the speed mode in bf16
+already runs at about 83% of the bf16 peak, so only int8 goes further (benchmarks/README.md).
 The recipe is PyTorch's PT2E flow with torchao's ``X86InductorQuantizer`` (what torch lacks since
 it moved there): per-channel int8 weights and per-tensor int8 activations at every convolution and
 linear layer, everything else in float32; inductor with freezing then fuses each quantize,

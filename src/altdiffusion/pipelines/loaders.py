@@ -40,7 +40,8 @@ class PipelineLoaders:
     ) -> float | None:
         """``--memory`` and ``--compile`` as `generate` and `serve` take them (and `generate`'s ``--int8``):
         the memory mode, then speed mode (``freeze`` and ``int8`` as :meth:`enable_speed_mode` takes them)
-        warmed up on ``warm_up``'s call arguments (its shape bucket compiles now). Returns the warm-up's seconds, or None without speed mode."""
+        warmed up on ``warm_up``'s call arguments (its shape bucket compiles now). Returns the warm-up's
+        seconds, or None without speed mode."""
         if memory != "full":
             self.enable_memory_mode(memory)
         if not compile:

@@ -74,13 +74,18 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     add_device_arguments(p, generation=True)
     add_performance_arguments(p)
+    _add_int8_argument(p)
+    p.set_defaults(func=cmd_generate)
+
+
+def _add_int8_argument(p: argparse.ArgumentParser) -> None:
+    """generate's alone: the server merges LoRAs per job, and each merge would quantize again."""
     p.add_argument(
         "--int8",
         action="store_true",
         help="with --compile on a CPU with VNNI: the UNet quantized to int8 (about 1.4x over --compile in bf16; each "
         "size/batch calibrates and compiles first, minutes at full size)",
     )
-    p.set_defaults(func=cmd_generate)
 
 
 def _add_image_arguments(p: argparse.ArgumentParser) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import logging.handlers
 
 import numpy as np
 import pytest
@@ -183,6 +185,31 @@ def test_parity_tolerance_is_meaningful(pipes, variant):
     assert (
         max_diff(base, run_np(pipe, PROMPTS["zh"], negative_prompt=NEGATIVE, **{**kw, "seed": 1235})) > 10 * PARITY_TOL
     )
+
+
+def test_casting_says_nothing_false_but_keeps_real_diffusers_warnings(folders):
+    """diffusers 0.42 warns on every dtype cast that modules "should be kept in float32: []" (an empty
+    list) and asks for torch_dtype, which load_pipeline's dtype is: that false warning is dropped."""
+    from altdiffusion.pipelines.components import cast_module
+
+    log = logging.getLogger("diffusers.models.modeling_utils")
+    collect = logging.handlers.BufferingHandler(capacity=100)
+    level = log.level
+    log.setLevel(logging.WARNING)
+    log.addHandler(collect)
+    try:
+        pipe = AltDiffusionPipeline.from_pretrained(folders["m9"], device="cpu", dtype=torch.bfloat16)
+        assert pipe.dtype == torch.bfloat16 and not collect.buffer
+        unet = copy.deepcopy(pipe.unet)
+        unet._keep_in_fp32_modules = ["conv_in"]
+        cast_module(unet, dtype=torch.float32)
+    finally:
+        log.removeHandler(collect)
+        log.setLevel(level)
+    assert unet.dtype == torch.float32
+    assert [r.getMessage().split(":")[0] for r in collect.buffer] == [
+        "There are modules in UNet2DConditionModel that should be kept in float32"
+    ]
 
 
 # ------------------------------------------------------------------------------ reproducibility

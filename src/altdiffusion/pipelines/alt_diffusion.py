@@ -32,7 +32,7 @@ from PIL import Image
 from altdiffusion.devices import select_device, select_generation_dtype
 from altdiffusion.errors import InvalidInputError
 from altdiffusion.hub import KNOWN_CHECKPOINTS, resolve_model
-from altdiffusion.pipelines.components import load_components
+from altdiffusion.pipelines.components import cast_module, load_components
 from altdiffusion.pipelines.conditioning import encode_chunks
 from altdiffusion.pipelines.defaults import ModelDefaults, model_defaults
 from altdiffusion.pipelines.denoising import shifted_callback
@@ -149,8 +149,7 @@ class AltDiffusionPipeline(PipelineLoaders, GenerationSteps):
         device = select_device(device)
         dtype = select_generation_dtype(device, dtype)
         for module in self.modules().values():
-            if module.dtype != dtype or module.device != device:  # a no-op cast still logs in diffusers
-                module.to(device=device, dtype=dtype)
+            cast_module(module, device, dtype)
         return self
 
     def modules(self) -> dict[str, torch.nn.Module]:

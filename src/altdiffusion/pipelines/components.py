@@ -9,8 +9,12 @@ through diffusers, which also converts the 0.8-era VAE attention key names.
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from altdiffusion.errors import CheckpointError
 from altdiffusion.models.loading import load_text_encoder, read_json
@@ -64,6 +68,33 @@ def from_diffusers(cls, folder: Path, what: str):
     except Exception as err:  # diffusers raises OSError/ValueError/RuntimeError/SafetensorError
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{what} {folder}: cannot load ({type(err).__name__}: {first[:400]})") from None
+
+
+def cast_module(module, device=None, dtype=None) -> None:
+    """``module.to(device=device, dtype=dtype)`` in place, where a cast is needed, without diffusers'
+    false warning: its ``ModelMixin.to`` says on every dtype cast that modules "should be kept in
+    float32: []" even when that list is empty (it tests the list for None) and tells the user to pass
+    ``torch_dtype``, which our loaders' ``dtype`` is. A non-empty list still warns."""
+    moves = device is not None and module.device != torch.device(device)
+    if not moves and (dtype is None or module.dtype == dtype):
+        return
+    with _filtered("diffusers.models.modeling_utils", "should be kept in float32: []."):
+        module.to(device=device, dtype=dtype)
+
+
+@contextmanager
+def _filtered(logger_name: str, text: str):
+    """Drop the records of ``logger_name`` whose message contains ``text`` while inside."""
+    log = logging.getLogger(logger_name)
+
+    def drop(record: logging.LogRecord) -> bool:
+        return text not in record.getMessage()
+
+    log.addFilter(drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
 
 
 def load_scheduler(folder: Path):

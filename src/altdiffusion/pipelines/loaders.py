@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from altdiffusion.pipelines.components import cast_module
 from altdiffusion.pipelines.conditioning import token_embedding_width
 from altdiffusion.pipelines.memory import apply_memory_mode, swap_offloaded
 from altdiffusion.prompts.embeddings import EmbeddingDatabase
@@ -64,8 +65,7 @@ class PipelineLoaders:
 
             vae, vae_source = load_vae(source, like=self._own_vae, name=name)
             home = torch.device("cpu") if self.memory.offloaded else self.device  # offloaded: it waits there
-            if vae.dtype != self._own_vae.dtype or vae.device != home:  # a no-op cast still logs in diffusers
-                vae.to(device=home, dtype=self._own_vae.dtype)
+            cast_module(vae, home, self._own_vae.dtype)
         if vae is self.vae:
             return
         swap_offloaded(self.vae, vae)

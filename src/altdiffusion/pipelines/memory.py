@@ -22,6 +22,7 @@ from accelerate.hooks import ModelHook, add_hook_to_module, remove_hook_from_mod
 from accelerate.utils import send_to_device
 
 from altdiffusion.errors import InvalidInputError
+from altdiffusion.pipelines.components import cast_module
 from altdiffusion.pipelines.modes import check_modes
 
 logger = logging.getLogger("altdiffusion")
@@ -129,5 +130,5 @@ def decode_with_fallback(vae, latents: torch.Tensor) -> torch.Tensor:
     if vae.dtype not in (torch.float16, torch.bfloat16) or torch.isfinite(decoded).all():
         return decoded
     logger.warning("the %s VAE produced NaN/inf; it now runs in float32 (slower, exact)", vae.dtype)
-    vae.to(dtype=torch.float32)
+    cast_module(vae, dtype=torch.float32)
     return vae.decode(latents.float()).sample

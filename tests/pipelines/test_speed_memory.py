@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -222,6 +223,21 @@ def test_compiled_pipeline_matches_and_follows_loras(folder, resident, tmp_path,
         for p in (pipe, reference):
             p.unload_lora()
     assert np.abs(generate(pipe) - resident[1]).max() < 1e-4
+
+
+def test_kernel_cache_goes_to_ours_unless_the_user_chose_one(folder, tmp_path, monkeypatch):
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    from altdiffusion.pipelines import speed
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    cache_dir()  # what importing inductor does (diffusers imports it): the variable now holds torch's /tmp default
+    monkeypatch.setattr(speed, "DEFAULT_CACHE_DIR", tmp_path / "ours")
+    pipe = AltDiffusionPipeline.from_pretrained(folder, device="cpu")
+    assert pipe.enable_speed_mode().cache_dir == str(tmp_path / "ours") == os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "users"))
+    pipe = AltDiffusionPipeline.from_pretrained(folder, device="cpu")
+    assert pipe.enable_speed_mode().cache_dir == str(tmp_path / "users")
 
 
 # ----------------------------------------------------------------------------- previews

@@ -20,9 +20,12 @@ Shapes: graphs are compiled with ``dynamic=False``, one per *shape bucket*: (bat
 CFG, height/8, width/8, 77 x prompt chunks). The first call in a bucket compiles (seconds to
 minutes); later calls in it are fast. At most ``max_shapes`` buckets are compiled per module
 (``torch._dynamo.config.recompile_limit``); a call in a further bucket runs uncompiled (correct,
-slower) instead of compiling without end. Compiled kernels are cached on disk
-(``TORCHINDUCTOR_CACHE_DIR``, inductor's FX graph cache), so a new process that compiles the same
-buckets reuses them and warms up much faster.
+slower) instead of compiling without end. Compiled kernels are cached on disk (ours under
+~/.cache, or ``TORCHINDUCTOR_CACHE_DIR`` where the user set it), so a new process that compiles the
+same buckets reuses them: whole graphs where weights are not frozen (inductor's FX graph cache: the
+GPU, the server), only the compiled C++ kernels where they are (the CPU's speed mode: its graphs hold
+oneDNN-packed weights, which that cache cannot store), about halving the warm-up
+(benchmarks/compile_cache.py).
 """
 
 from __future__ import annotations
@@ -143,7 +146,7 @@ def configure_compile_cache(cache_dir: str | Path | None, max_shapes: int) -> st
 
     if max_shapes < 1:
         raise InvalidInputError(f"max_shapes must be >= 1, got {max_shapes}")
-    chosen = str(cache_dir or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or DEFAULT_CACHE_DIR)
+    chosen = str(cache_dir or users_inductor_cache_dir() or DEFAULT_CACHE_DIR)
     Path(chosen).mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = chosen  # read by inductor when it first compiles
     torch._inductor.config.fx_graph_cache = True
@@ -151,6 +154,17 @@ def configure_compile_cache(cache_dir: str | Path | None, max_shapes: int) -> st
     # diffusers' recipe for SD-sized UNets: 1x1 convolutions as matmuls, finer autotuning.
     torch._inductor.config.conv_1x1_as_mm = True
     torch._inductor.config.coordinate_descent_tuning = True
+    return chosen
+
+
+def users_inductor_cache_dir() -> str | None:
+    """TORCHINDUCTOR_CACHE_DIR where the user set it. Importing inductor (diffusers does) fills the
+    variable with torch's own default under /tmp, so that value is torch's choice, not the user's."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not chosen or os.path.abspath(chosen) == os.path.abspath(default_cache_dir()):
+        return None
     return chosen
 
 

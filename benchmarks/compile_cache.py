@@ -1,0 +1,121 @@
+#!/usr/bin/env python
+"""Warm-up of the speed modes in a new process: with an empty kernel cache, then with the cache the
+first process filled (README "Speed and memory", "Compile caches across processes").
+
+For each mode (``speed``: compiled in the pipeline's dtype, weights frozen on the CPU; ``speed-int8``:
+the int8 UNet, CPU only), two new processes in turn build the same seeded model (``m9``: full-size
+random weights, as speed_memory.py builds them; ``mini``: the bundled model), enable the mode with
+TORCHINDUCTOR_CACHE_DIR set to one new empty folder, and time the first call (2 steps: it compiles)
+and then a call of ``--steps`` steps. Inductor's FX graph cache counters are recorded too: on the CPU,
+frozen graphs bypass that cache (torch 2.13: "mkldnn tensors unpickleable"), so what a second process
+reuses is the compiled C++ kernels.
+
+    python benchmarks/compile_cache.py --model m9      # about 12 min on 2 CPU cores
+    python benchmarks/compile_cache.py --model mini    # about 5 min
+
+Results: ``benchmarks/results/compile-cache-<date>-<device>-<model>.json`` and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PROMPT, GUIDANCE, SEED = "一只穿着唐装的猫，国画风格，古建筑", 7.5, 1234  # as speed_memory.py
+
+
+def child(mode: str, model: str, device: str, steps: int) -> dict:
+    """In this (new) process: enable ``mode``, time the compiling call and a full one."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    torch.set_grad_enabled(False)
+    dtype = torch.float16 if device.startswith("cuda") else torch.bfloat16
+    from altdiffusion import load_pipeline
+    from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline
+
+    if model == "mini":
+        pipe, size = load_pipeline("mini", device, dtype), 64
+    else:
+        sys.path[:0] = [str(HERE), str(HERE.parent)]
+        from speed_memory import build_parts
+
+        pipe = AltDiffusionPipeline(**build_parts(model, smoke=False), name="bench").to(device, dtype)
+        size = 512 if device.startswith("cuda") else 256
+    pipe.enable_speed_mode(int8=mode == "speed-int8")
+
+    def call(n: int) -> float:
+        start = time.perf_counter()
+        pipe(PROMPT, num_inference_steps=n, guidance_scale=GUIDANCE, height=size, width=size, seed=SEED,
+             output_type="np", progress=False)  # fmt: skip
+        return time.perf_counter() - start
+
+    warm_up, full = call(2), call(steps)
+    fx = {k: counters["inductor"][f"fxgraph_cache_{k}"] for k in ("hit", "miss", "bypass")}
+    return {"warm_up_s": warm_up, "s_per_image": full, "size": size, "steps": steps, "fxgraph_cache": fx}
+
+
+def run_twice(mode: str, args) -> dict:
+    """Two new processes on one new kernel-cache folder: empty, then filled by the first."""
+    cache = tempfile.mkdtemp(prefix=f"compile-cache-{mode}-")
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+    rows = {}
+    for run in ("empty_cache", "filled_cache"):
+        command = [sys.executable, __file__, "--child", mode, "--model", args.model, "--device", args.device]
+        done = subprocess.run([*command, "--steps", str(args.steps)], env=env, capture_output=True, text=True)
+        result = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if done.returncode or not result:
+            raise SystemExit(f"{mode} ({run}) failed:\n{done.stderr[-3000:]}")
+        rows[run] = json.loads(result[-1][len("RESULT ") :])
+        print(f"{mode}, {run}: warm-up {rows[run]['warm_up_s']:.1f} s", file=sys.stderr, flush=True)
+    return rows
+
+
+def markdown(results: dict) -> str:
+    lines = ["| mode | warm-up, empty cache | warm-up, cache of a previous process | s/image | FX graph cache |",
+             "|---|---:|---:|---:|---|"]  # fmt: skip
+    for mode, rows in results["modes"].items():
+        empty, filled = rows["empty_cache"], rows["filled_cache"]
+        fx = ", ".join(f"{k} {v}" for k, v in filled["fxgraph_cache"].items())
+        lines.append(f"| {mode} | {empty['warm_up_s']:.1f} s | {filled['warm_up_s']:.1f} s | "
+                     f"{empty['s_per_image']:.3g}, {filled['s_per_image']:.3g} | {fx} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=("m9", "m18", "mini"), default="m9")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--modes", default="speed,speed-int8", help="speed, speed-int8 (CPU only)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--out", default=None)
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print("RESULT " + json.dumps(child(args.child, args.model, args.device, args.steps)), flush=True)
+        return
+    import torch
+
+    results = {"date": dt.datetime.now(dt.timezone.utc).isoformat(), "device": args.device,
+               "torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads(),
+               "model": args.model, "modes": {}}  # fmt: skip
+    for mode in args.modes.split(","):
+        results["modes"][mode] = run_twice(mode, args)
+    tag = args.device.split(":")[0]
+    out = Path(args.out) if args.out else HERE / "results" / f"compile-cache-{dt.date.today()}-{tag}-{args.model}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(markdown(results))
+    print(f"\nwrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,9 +23,9 @@ minutes); later calls in it are fast. At most ``max_shapes`` buckets are compile
 slower) instead of compiling without end. Compiled kernels are cached on disk (ours under
 ~/.cache, or ``TORCHINDUCTOR_CACHE_DIR`` where the user set it), so a new process that compiles the
 same buckets reuses them: whole graphs where weights are not frozen (inductor's FX graph cache: the
-GPU, the server), only the compiled C++ kernels where they are (the CPU's speed mode: its graphs hold
-oneDNN-packed weights, which that cache cannot store), about halving the warm-up
-(benchmarks/compile_cache.py).
+server, and the GPU, unmeasured), only the compiled C++ kernels where they are (the CPU's speed
+mode: its graphs hold oneDNN-packed weights, which that cache cannot store), about halving the
+warm-up (benchmarks/compile_cache.py).
 """
 
 from __future__ import annotations

@@ -30,33 +30,32 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PROMPT, GUIDANCE, SEED = "一只穿着唐装的猫，国画风格，古建筑", 7.5, 1234  # as speed_memory.py
 
 
 def child(mode: str, model: str, device: str, steps: int) -> dict:
-    """In this (new) process: enable ``mode``, time the compiling call and a full one."""
+    """In this (new) process: enable ``mode``, time the compiling call and a full one (speed_memory.py's
+    model, prompt, seed and CFG)."""
     import torch
     from torch._dynamo.utils import counters
 
+    sys.path[:0] = [str(HERE), str(HERE.parent)]
+    from speed_memory import build_parts, make_generate, pipeline_generate
+
+    from altdiffusion import load_pipeline
+
     torch.set_grad_enabled(False)
     dtype = torch.float16 if device.startswith("cuda") else torch.bfloat16
-    from altdiffusion import load_pipeline
-    from altdiffusion.pipelines.alt_diffusion import AltDiffusionPipeline
-
     if model == "mini":
         pipe, size = load_pipeline("mini", device, dtype), 64
+        pipe.enable_speed_mode(int8=mode == "speed-int8")
+        generate = pipeline_generate(pipe)
     else:
-        sys.path[:0] = [str(HERE), str(HERE.parent)]
-        from speed_memory import build_parts
-
-        pipe = AltDiffusionPipeline(**build_parts(model, smoke=False), name="bench").to(device, dtype)
+        generate = make_generate(mode, build_parts(model, smoke=False), device, dtype)
         size = 512 if device.startswith("cuda") else 256
-    pipe.enable_speed_mode(int8=mode == "speed-int8")
 
     def call(n: int) -> float:
         start = time.perf_counter()
-        pipe(PROMPT, num_inference_steps=n, guidance_scale=GUIDANCE, height=size, width=size, seed=SEED,
-             output_type="np", progress=False)  # fmt: skip
+        generate(1, size, n)
         return time.perf_counter() - start
 
     warm_up, full = call(2), call(steps)

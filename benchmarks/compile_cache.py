@@ -8,7 +8,9 @@ random weights, as speed_memory.py builds them; ``mini``: the bundled model), en
 TORCHINDUCTOR_CACHE_DIR set to one new empty folder, and time the first call (2 steps: it compiles)
 and then a call of ``--steps`` steps. Inductor's FX graph cache counters are recorded too: on the CPU,
 frozen graphs bypass that cache (torch 2.13: "mkldnn tensors unpickleable"), so what a second process
-reuses is the compiled C++ kernels.
+reuses is the compiled C++ kernels. The int8 mode also keeps its calibrated ranges in that folder
+(pipelines/int8_ranges.py): the second process reads them instead of calibrating, and says so
+(``int8_ranges_read``). The 20-step image's SHA-256 is recorded too: caches must not change it.
 
     python benchmarks/compile_cache.py --model m9      # about 12 min on 2 CPU cores
     python benchmarks/compile_cache.py --model mini    # about 5 min
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -28,6 +32,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,6 +50,9 @@ def child(mode: str, model: str, device: str, steps: int) -> dict:
     from altdiffusion import load_pipeline
 
     torch.set_grad_enabled(False)
+    ranges_read = RangesRead()
+    logging.getLogger("altdiffusion.pipelines.int8").addHandler(ranges_read)
+    logging.getLogger("altdiffusion.pipelines.int8").setLevel(logging.INFO)
     dtype = torch.float16 if device.startswith("cuda") else torch.bfloat16
     if model == "mini":
         pipe, size = load_pipeline("mini", device, dtype), 64
@@ -53,14 +62,26 @@ def child(mode: str, model: str, device: str, steps: int) -> dict:
         generate = make_generate(mode, build_parts(model, smoke=False), device, dtype)
         size = 512 if device.startswith("cuda") else 256
 
-    def call(n: int) -> float:
+    def call(n: int) -> tuple[float, np.ndarray]:
         start = time.perf_counter()
-        generate(1, size, n)
-        return time.perf_counter() - start
+        image = generate(1, size, n)
+        return time.perf_counter() - start, image
 
-    warm_up, full = call(2), call(steps)
+    (warm_up, _), (full, image) = call(2), call(steps)
     fx = {k: counters["inductor"][f"fxgraph_cache_{k}"] for k in ("hit", "miss", "bypass")}
-    return {"warm_up_s": warm_up, "s_per_image": full, "size": size, "steps": steps, "fxgraph_cache": fx}
+    return {"warm_up_s": warm_up, "s_per_image": full, "size": size, "steps": steps, "fxgraph_cache": fx,
+            "int8_ranges_read": ranges_read.count, "image_sha256": hashlib.sha256(image.tobytes()).hexdigest()}  # fmt: skip
+
+
+class RangesRead(logging.Handler):
+    """Counts the int8 UNet's reports of calibrated ranges read from the cache folder."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += "calibrated ranges" in record.getMessage() and "read from" in record.getMessage()
 
 
 def run_twice(mode: str, args) -> dict:
@@ -80,13 +101,15 @@ def run_twice(mode: str, args) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = ["| mode | warm-up, empty cache | warm-up, cache of a previous process | s/image | FX graph cache |",
-             "|---|---:|---:|---:|---|"]  # fmt: skip
+    lines = ["| mode | warm-up, empty cache | warm-up, cache of a previous process | s/image | FX graph cache | "
+             "int8 ranges read | same image |", "|---|---:|---:|---:|---|---:|---|"]  # fmt: skip
     for mode, rows in results["modes"].items():
         empty, filled = rows["empty_cache"], rows["filled_cache"]
         fx = ", ".join(f"{k} {v}" for k, v in filled["fxgraph_cache"].items())
         lines.append(f"| {mode} | {empty['warm_up_s']:.1f} s | {filled['warm_up_s']:.1f} s | "
-                     f"{empty['s_per_image']:.3g}, {filled['s_per_image']:.3g} | {fx} |")  # fmt: skip
+                     f"{empty['s_per_image']:.3g}, {filled['s_per_image']:.3g} | {fx} | "
+                     f"{empty.get('int8_ranges_read', 0)}, {filled.get('int8_ranges_read', 0)} | "
+                     f"{'yes' if empty.get('image_sha256') == filled.get('image_sha256') else 'no'} |")  # fmt: skip
     return "\n".join(lines)
 
 

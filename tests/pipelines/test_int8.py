@@ -36,7 +36,7 @@ def write_lora(pipe, path) -> None:
 
 
 @needs_vnni
-@pytest.mark.slow  # 2-3 min here: three quantizations of the mini UNet, each compiled by g++
+@pytest.mark.slow  # 3-4 min here: four quantizations of the mini UNet, each compiled by g++
 def test_int8_mini_is_close_to_fp32_reproducible_and_follows_loras(tmp_path, caplog):
     fp32 = load_pipeline("mini", "cpu", torch.float32)
     bf16 = load_pipeline("mini", "cpu", torch.bfloat16)
@@ -44,9 +44,11 @@ def test_int8_mini_is_close_to_fp32_reproducible_and_follows_loras(tmp_path, cap
     pipe.enable_speed_mode(int8=True, max_shapes=1, cache_dir=tmp_path / "inductor")
     pipe(**{**CALL, "prompt": "a small blue square on the left", "seed": 7})  # calibration ignores this
     image = pipe(**CALL)
-    assert len(pipe.speed.int8.graphs) == 1  # the call's bucket ran in int8
+    assert len(pipe.speed.int8.graphs) == 1 and not pipe.speed.int8.cached_buckets  # calibrated here
     assert not np.array_equal(image, bf16(**CALL))
     assert psnr(image, fp32(**CALL)) > 35  # measured 44.3 dB (bf16 alone: 52.7 dB)
+    ranges = tmp_path / "inductor" / "int8-calibration"
+    (calibration,) = ranges.iterdir()  # the bucket's ranges, for later processes
 
     write_lora(pipe, tmp_path / "ink.safetensors")
     for p in (pipe, bf16):
@@ -54,9 +56,19 @@ def test_int8_mini_is_close_to_fp32_reproducible_and_follows_loras(tmp_path, cap
     assert not pipe.speed.int8.graphs  # quantized again from the merged weights on the next call
     with_lora = pipe(**CALL)
     assert psnr(with_lora, image) < 30 and psnr(with_lora, bf16(**CALL)) > 30
+    assert len(list(ranges.iterdir())) == 2 and not pipe.speed.int8.cached_buckets  # new weights, new ranges
     for p in (pipe, bf16):
         p.unload_lora()
-    assert np.array_equal(pipe(**CALL), image)  # the same weights calibrate to the same graph
+    calibration.write_bytes(calibration.read_bytes()[:100])  # torn: refused, calibrated again, rewritten
+    with caplog.at_level(logging.WARNING, logger="altdiffusion.pipelines.int8_ranges"):
+        assert np.array_equal(pipe(**CALL), image)  # the same weights calibrate to the same graph
+    assert "ignoring the cached calibration" in caplog.text and not pipe.speed.int8.cached_buckets
+
+    again = load_pipeline("mini", "cpu", torch.bfloat16)  # as a new process would: its ranges from the file
+    # max_shapes=2: dynamo counts its VAE decoder's graph as pipe's decoder's second (one code object)
+    again.enable_speed_mode(int8=True, max_shapes=2, cache_dir=tmp_path / "inductor")
+    assert np.array_equal(again(**CALL), image)
+    assert again.speed.int8.cached_buckets == set(again.speed.int8.graphs)
 
     with caplog.at_level(logging.WARNING, logger="altdiffusion.pipelines.int8"):
         batch_of_two = pipe(**CALL, num_images_per_prompt=2)  # a second bucket, past max_shapes=1

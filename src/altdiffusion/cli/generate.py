@@ -177,7 +177,10 @@ def _apply_modes(pipe, args, call: dict) -> None:
     lines of other sizes compile their own on first use) and says how long it took."""
     seconds = pipe.enable_modes(args.memory, args.compile, call, int8=args.int8)
     if seconds is not None:
-        what = "int8 UNet calibrated and compiled" if pipe.speed.int8 is not None else "compiled"
+        what = "compiled"
+        if pipe.speed.int8 is not None:
+            ranges = "ranges from the cache" if pipe.speed.int8.cached_buckets else "calibrated"
+            what = f"int8 UNet {ranges}, compiled"
         print(f"speed mode: {what} in {seconds:.1f} s (kernel cache {pipe.speed.cache_dir})", file=sys.stderr)
 
 

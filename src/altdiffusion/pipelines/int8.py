@@ -16,6 +16,8 @@ through the observed float UNet. Buckets are the speed mode's: (batch, latent he
 conditioning length); at most ``max_shapes`` are quantized and a call in a further bucket runs the
 float UNet (correct, slower), as compiled graphs do past ``recompile_limit``. Quantizing a bucket
 costs an export, the calibration and a compile: minutes at full size (benchmarks/README.md).
+Calibrated ranges are cached on disk (pipelines/int8_ranges.py), so a later process with the same
+weights skips the calibration and converts to the same graph.
 
 Weights changed afterwards (a LoRA) are not seen by the quantized graphs: :meth:`Int8UNet.reset`
 drops them and each bucket quantizes again on its next call.
@@ -25,12 +27,14 @@ from __future__ import annotations
 
 import copy
 import logging
+from pathlib import Path
 
 import torch
 from diffusers import DDIMScheduler
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from altdiffusion.errors import InvalidInputError
+from altdiffusion.pipelines.int8_ranges import RangeCache, calibration_key, weights_digest
 
 CALIBRATION_PROMPTS = (
     "一只穿着唐装的猫，国画风格，古建筑",
@@ -40,11 +44,13 @@ CALIBRATION_PROMPTS = (
 )
 CALIBRATION_STEPS = 10
 CALIBRATION_GUIDANCE = 7.5
+CALIBRATION_FORMAT = 1  # raise it when the calibration changes otherwise: cached ranges then miss
 logger = logging.getLogger(__name__)
 
 
-def quantize_unet(pipe, max_shapes: int) -> Int8UNet:
-    """``pipe``'s UNet in int8 from its next call on; one clear error where that cannot run."""
+def quantize_unet(pipe, max_shapes: int, ranges_dir: str | Path) -> Int8UNet:
+    """``pipe``'s UNet in int8 from its next call on, calibrated ranges cached in ``ranges_dir``; one
+    clear error where that cannot run."""
     if pipe.device.type != "cpu":
         raise InvalidInputError(
             f"int8 runs on the CPU (oneDNN's VNNI kernels), not on {pipe.device.type}; leave out --int8 there"
@@ -56,7 +62,7 @@ def quantize_unet(pipe, max_shapes: int) -> Int8UNet:
         )
     import_torchao()
     cond, uncond = pipe.encode_prompt(list(CALIBRATION_PROMPTS))
-    return Int8UNet(pipe.unet, pipe.scheduler.config, uncond[:1], cond, max_shapes)
+    return Int8UNet(pipe.unet, pipe.scheduler.config, uncond[:1], cond, max_shapes, RangeCache(ranges_dir))
 
 
 def has_vnni() -> bool:
@@ -102,15 +108,21 @@ class Int8UNet:
     """Replaces ``unet``'s forward (as ``module.compile`` does) with int8 graphs, one per shape bucket.
 
     ``uncond`` and ``cond``: the calibration's conditioning, (1, 77, D) and (P, 77, D).
+    ``ranges``: where calibrated ranges are kept between processes.
     """
 
-    def __init__(self, unet, scheduler_config, uncond: torch.Tensor, cond: torch.Tensor, max_shapes: int):
+    def __init__(
+        self, unet, scheduler_config, uncond: torch.Tensor, cond: torch.Tensor, max_shapes: int, ranges: RangeCache
+    ):
         self.unet = unet
         self.scheduler_config = dict(scheduler_config)
         self.uncond, self.cond = uncond.float(), cond.float()
         self.max_shapes = max_shapes
+        self.ranges = ranges
         self.graphs: dict[tuple, torch.nn.Module] = {}
         self.float_buckets: set[tuple] = set()  # buckets past max_shapes, run in float (warned once each)
+        self.cached_buckets: set[tuple] = set()  # buckets whose ranges came from ``ranges``, not a calibration
+        self.weights: str | None = None  # the UNet's weights_digest, taken when a bucket first needs it
         unet._compiled_call_impl = self
 
     def __call__(self, sample, timestep, encoder_hidden_states=None, return_dict: bool = True, **unsupported):
@@ -138,23 +150,31 @@ class Int8UNet:
         """Drop every quantized graph: the weights changed, so each bucket quantizes again."""
         self.graphs.clear()
         self.float_buckets.clear()
+        self.cached_buckets.clear()
+        self.weights = None
 
     # ------------------------------------------------------------------ quantizing one bucket
 
     def _quantize(self, bucket: tuple) -> torch.nn.Module | None:
-        """Export, calibrate and convert the bucket's graph (it compiles on its first call)."""
+        """Export, calibrate (or read the ranges cached by an earlier calibration) and convert the bucket's
+        graph (it compiles on its first call)."""
         if len(self.graphs) >= self.max_shapes:
             if bucket not in self.float_buckets:
                 self.float_buckets.add(bucket)
                 logger.warning("int8: %d shape buckets quantized already; %s runs in float", self.max_shapes, bucket)
             return None
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
         latents, embeds, guided = self._calibration_inputs(bucket)
         example = (torch.cat([latents] * 2) if guided else latents, torch.tensor(999.0), embeds)
         plain = self._float_copy()
-        observed = prepare_pt2e(torch.export.export(plain, example).module(), _quantizer())
-        self._calibrate(observed, latents, embeds, guided)
+        key = self._calibration_key(bucket)
+        observed, cached = self._observed(plain, example, key)
+        if cached:
+            self.cached_buckets.add(bucket)
+        else:
+            self._calibrate(observed, latents, embeds, guided)
+            self.ranges.save(key, observed)
         converted = convert_pt2e(observed)
         _release_float_weights(plain, converted)
         self.graphs[bucket] = torch.compile(converted, dynamic=False)
@@ -167,6 +187,31 @@ class Int8UNet:
             return _PlainUNet(copy.deepcopy(self.unet).float())
         finally:
             self.unet._compiled_call_impl = self
+
+    def _observed(self, plain: _PlainUNet, example: tuple, key: str) -> tuple[torch.fx.GraphModule, bool]:
+        """``plain`` exported and prepared with observers, and whether they hold ranges from the cache
+        (else they are empty, to calibrate)."""
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+        observed = prepare_pt2e(torch.export.export(plain, example).module(), _quantizer())
+        state = self.ranges.read(key, observed)
+        if state is None:
+            return observed, False
+        try:
+            observed.load_state_dict(state, strict=False)
+        except RuntimeError as error:  # shapes that do not fit: some observers may hold part of them
+            self.ranges.unusable(key, error)
+            return prepare_pt2e(torch.export.export(plain, example).module(), _quantizer()), False
+        logger.info("int8: calibrated ranges of %s read from %s", key[:12], self.ranges.path(key))
+        return observed, True
+
+    def _calibration_key(self, bucket: tuple) -> str:
+        """The :class:`RangeCache` key of ``bucket``'s calibration: everything its ranges depend on."""
+        if self.weights is None:
+            self.weights = weights_digest(self.unet)
+        return calibration_key(
+            self.weights, calibration_recipe(bucket, self.scheduler_config), [self.uncond, self.cond]
+        )
 
     def _calibration_inputs(self, bucket: tuple) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """Seeded noise latents, the calibration conditioning at the bucket's length, and whether the
@@ -193,6 +238,20 @@ class Int8UNet:
                 uncond, text = noise.chunk(2)
                 noise = uncond + CALIBRATION_GUIDANCE * (text - uncond)
             latents = scheduler.step(noise, t, latents).prev_sample
+
+
+def calibration_recipe(bucket: tuple, scheduler_config: dict) -> dict:
+    """What a bucket's calibration depends on besides the weights and conditioning, the same in every
+    process: the scheduler's settings without diffusers' private entries (``_use_default_values`` is
+    a list made from a set, so its order changes with Python's hash seed)."""
+    import torchao
+
+    scheduler = {name: value for name, value in scheduler_config.items() if not name.startswith("_")}
+    return {
+        "format": CALIBRATION_FORMAT, "bucket": list(bucket), "steps": CALIBRATION_STEPS,
+        "guidance": CALIBRATION_GUIDANCE, "scheduler": scheduler,
+        "torch": torch.__version__, "torchao": torchao.__version__,
+    }  # fmt: skip
 
 
 def _release_float_weights(plain: torch.nn.Module, converted: torch.fx.GraphModule) -> None:

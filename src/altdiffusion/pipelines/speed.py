@@ -25,7 +25,8 @@ slower) instead of compiling without end. Compiled kernels are cached on disk (o
 same buckets reuses them: whole graphs where weights are not frozen (inductor's FX graph cache: the
 server, and the GPU, unmeasured), only the compiled C++ kernels where they are (the CPU's speed
 mode: its graphs hold oneDNN-packed weights, which that cache cannot store), about halving the
-warm-up (benchmarks/compile_cache.py).
+warm-up (benchmarks/compile_cache.py). The int8 UNet's calibrated ranges are kept in the same folder
+(``int8-calibration/``, pipelines/int8_ranges.py), so a new process skips calibrating too.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def apply_speed_mode(
     if int8:
         from altdiffusion.pipelines.int8 import quantize_unet
 
-        int8_unet = quantize_unet(pipe, max_shapes)
+        int8_unet = quantize_unet(pipe, max_shapes, Path(cache) / "int8-calibration")
     speed = SpeedMode(compile_mode, max_shapes, cache, fuse_qkv, channels_last, frozen, int8_unet)
     if int8_unet is None:
         compile_unet(pipe.unet, speed)

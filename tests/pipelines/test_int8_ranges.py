@@ -135,3 +135,14 @@ def test_an_unwritable_folder_costs_a_warning_not_the_quantization(model, tmp_pa
     with caplog.at_level(logging.WARNING, logger="altdiffusion.pipelines.int8_ranges"):
         RangeCache(tmp_path / "file" / "ranges").save("k", calibrated(model))
     assert "could not cache the calibration" in caplog.text
+
+
+def test_the_folder_keeps_the_most_recently_used_files(model, tmp_path):
+    cache, observed = RangeCache(tmp_path, max_files=2), calibrated(model)
+    cache.save("old", observed)
+    cache.save("read", observed)
+    os.utime(cache.path("old"), (1000, 1000))
+    os.utime(cache.path("read"), (999, 999))  # written before "old", but read since:
+    assert cache.read("read", prepared(model)) is not None
+    cache.save("new", observed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.safetensors", "read.safetensors"]

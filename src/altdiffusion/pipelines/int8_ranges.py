@@ -6,9 +6,11 @@ result, the observers' state (per-tensor histograms and ranges, per-channel weig
 for a full-size UNet), depends only on what goes in: the UNet's weights, the calibration's
 conditioning, its recipe, the bucket, and the torch and torchao that ran it. A file keyed by a
 SHA-256 of all of these therefore holds the same ranges a calibration would record, and a graph
-converted from them is bit-identical (tests/pipelines/test_int8.py). Weights changed in any way (a LoRA merged) give another key, so a
-stale file is never read. Files are safetensors (no unpickling), written whole or not at all.
-torch's quantization lacks such a cache (its observers are saved only inside a whole model).
+converted from them is bit-identical (tests/pipelines/test_int8.py). Weights changed in any way (a
+LoRA merged) give another key, so a stale file is never read. Files are safetensors (no unpickling),
+written whole or not at all; the folder keeps the ``max_files`` most recently used (a file per
+weights and bucket, 5.4 MB each at full size). torch's quantization lacks such a cache (its
+observers are saved only inside a whole model).
 """
 
 from __future__ import annotations
@@ -54,10 +56,12 @@ def observer_state(observed: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 class RangeCache:
-    """Calibrated observer states in ``directory``, one safetensors file per key."""
+    """Calibrated observer states in ``directory``, one safetensors file per key, the ``max_files`` most
+    recently read or written kept."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, max_files: int = 64):
         self.directory = Path(directory)
+        self.max_files = max_files
 
     def path(self, key: str) -> Path:
         return self.directory / f"{key}.safetensors"
@@ -80,6 +84,7 @@ class RangeCache:
         # take the state for their first version's and put float32's eps in place of the quantizer's.
         state = OrderedDict(state)
         state._metadata = own._metadata
+        os.utime(path)  # recently used: kept when the folder is pruned
         return state
 
     def unusable(self, key: str, why) -> None:
@@ -101,6 +106,13 @@ class RangeCache:
             finally:
                 if os.path.exists(temporary):
                     os.unlink(temporary)
+            self._prune()
         except OSError as error:
             logger.warning("int8: could not cache the calibration in %s (%s); the next process calibrates again",
                            self.directory, error)  # fmt: skip
+
+    def _prune(self) -> None:
+        """Delete all but the ``max_files`` most recently used files."""
+        files = sorted(self.directory.glob("*.safetensors"), key=lambda file: file.stat().st_mtime, reverse=True)
+        for stale in files[self.max_files :]:
+            stale.unlink(missing_ok=True)

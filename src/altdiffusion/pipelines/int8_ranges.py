@@ -15,6 +15,7 @@ observers are saved only inside a whole model).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -84,7 +85,8 @@ class RangeCache:
         # take the state for their first version's and put float32's eps in place of the quantizer's.
         state = OrderedDict(state)
         state._metadata = own._metadata
-        os.utime(path)  # recently used: kept when the folder is pruned
+        with contextlib.suppress(OSError):  # a folder shared read-only: only the pruning order suffers
+            os.utime(path)  # recently used: kept when the folder is pruned
         return state
 
     def unusable(self, key: str, why) -> None:
@@ -113,6 +115,9 @@ class RangeCache:
 
     def _prune(self) -> None:
         """Delete all but the ``max_files`` most recently used files."""
-        files = sorted(self.directory.glob("*.safetensors"), key=lambda file: file.stat().st_mtime, reverse=True)
-        for stale in files[self.max_files :]:
+        used = []
+        for file in self.directory.glob("*.safetensors"):
+            with contextlib.suppress(FileNotFoundError):  # another process pruned it first
+                used.append((file.stat().st_mtime, file))
+        for _, stale in sorted(used, reverse=True)[self.max_files :]:
             stale.unlink(missing_ok=True)

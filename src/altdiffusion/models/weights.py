@@ -154,13 +154,17 @@ def rename_keys(state: dict[str, torch.Tensor], rules: Iterable[tuple[str, str]]
 
 
 def save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Write a safetensors file atomically (a temp file in the same folder, then rename)."""
+    """Write a safetensors file atomically (a temp file in the same folder, then rename); the temp file's
+    name is unique, so that writers of one path at once do not write into or delete each other's."""
     import os
+    import tempfile
 
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    tmp = Path(name)
     try:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata or {"format": "pt"})
         os.replace(tmp, path)

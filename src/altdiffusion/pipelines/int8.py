@@ -191,9 +191,7 @@ class Int8UNet:
     def _observed(self, plain: _PlainUNet, example: tuple, key: str) -> tuple[torch.fx.GraphModule, bool]:
         """``plain`` exported and prepared with observers, and whether they hold ranges from the cache
         (else they are empty, to calibrate)."""
-        from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
-
-        observed = prepare_pt2e(torch.export.export(plain, example).module(), _quantizer())
+        observed = _prepared(plain, example)
         state = self.ranges.read(key, observed)
         if state is None:
             return observed, False
@@ -201,7 +199,7 @@ class Int8UNet:
             observed.load_state_dict(state, strict=False)
         except RuntimeError as error:  # shapes that do not fit: some observers may hold part of them
             self.ranges.unusable(key, error)
-            return prepare_pt2e(torch.export.export(plain, example).module(), _quantizer()), False
+            return _prepared(plain, example), False
         logger.info("int8: calibrated ranges of %s read from %s", key[:12], self.ranges.path(key))
         return observed, True
 
@@ -270,6 +268,13 @@ def _release_float_weights(plain: torch.nn.Module, converted: torch.fx.GraphModu
     for tensor in plain.state_dict().values():
         if tensor.untyped_storage().data_ptr() not in read:
             tensor.untyped_storage().resize_(0)
+
+
+def _prepared(plain: _PlainUNet, example: tuple) -> torch.fx.GraphModule:
+    """``plain`` exported on ``example`` and prepared for int8: observers at every quantized input."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    return prepare_pt2e(torch.export.export(plain, example).module(), _quantizer())
 
 
 def _quantizer():

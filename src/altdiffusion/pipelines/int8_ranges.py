@@ -20,13 +20,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from altdiffusion.models.weights import save_safetensors
 
 OBSERVER_PREFIX = "activation_post_process_"  # what prepare_pt2e names the observer modules it inserts
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def weights_digest(module: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        digest.update(_raw_bytes(tensor))
     return digest.hexdigest()
 
 
@@ -47,8 +48,13 @@ def calibration_key(weights: str, recipe: dict, conditioning: list[torch.Tensor]
     digest = hashlib.sha256(weights.encode())
     digest.update(json.dumps(recipe, sort_keys=True, default=str).encode())
     for tensor in conditioning:
-        digest.update(tensor.detach().cpu().float().contiguous().reshape(-1).view(torch.uint8).numpy())
+        digest.update(_raw_bytes(tensor.float()))
     return digest.hexdigest()
+
+
+def _raw_bytes(tensor: torch.Tensor):
+    """The tensor's memory as bytes, whatever its dtype (numpy has no bfloat16)."""
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
 
 
 def observer_state(observed: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -77,14 +83,13 @@ class RangeCache:
             state = load_file(str(path))
         except (OSError, SafetensorError) as error:
             return self.unusable(key, error)
-        own = observed.state_dict()
-        names = {name for name in own if name.startswith(OBSERVER_PREFIX)}
+        names = set(observer_state(observed))
         if set(state) != names:
             return self.unusable(key, f"it holds {len(state)} observer tensors, the graph has {len(names)}")
         # The modules' state versions, which a file does not carry: without them torchao's observers
         # take the state for their first version's and put float32's eps in place of the quantizer's.
         state = OrderedDict(state)
-        state._metadata = own._metadata
+        state._metadata = observed.state_dict()._metadata
         with contextlib.suppress(OSError):  # a folder shared read-only: only the pruning order suffers
             os.utime(path)  # recently used: kept when the folder is pruned
         return state
@@ -94,20 +99,12 @@ class RangeCache:
         logger.warning("int8: ignoring the cached calibration %s (%s); calibrating again", self.path(key), why)
 
     def save(self, key: str, observed: torch.nn.Module) -> None:
-        """Write ``observed``'s observer state under ``key``: to a temporary file, then renamed over,
-        so that a reader never sees half a file. A folder that cannot be written costs a warning."""
+        """Write ``observed``'s observer state under ``key``, atomically (a reader never sees half a
+        file). A folder that cannot be written costs a warning."""
         # Cloned: an observer shared by several inputs appears under each name, and safetensors stores no aliases.
         state = {name: tensor.clone() for name, tensor in observer_state(observed).items()}
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=self.directory, suffix=".partial")
-            os.close(handle)
-            try:
-                save_file(state, temporary)
-                os.replace(temporary, self.path(key))
-            finally:
-                if os.path.exists(temporary):
-                    os.unlink(temporary)
+            save_safetensors(state, self.path(key))
             self._prune()
         except OSError as error:
             logger.warning("int8: could not cache the calibration in %s (%s); the next process calibrates again",
